@@ -1,0 +1,1 @@
+"""REST API, server-sent events, Prometheus metrics and the dashboard."""

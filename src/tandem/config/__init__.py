@@ -1,0 +1,1 @@
+"""Configuration: the native YAML models and keepalived.conf compatibility."""

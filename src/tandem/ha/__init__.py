@@ -1,0 +1,1 @@
+"""High availability of the hub: role gate, standby modes, peer link, fencing."""

@@ -1,0 +1,1 @@
+"""The data hub: Modbus polling, the durable outbox and the MQTT publisher."""

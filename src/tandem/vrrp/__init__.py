@@ -1,0 +1,1 @@
+"""Sans-I/O VRRP: the packet codec and the state machine, no sockets, no clocks."""
