@@ -1,0 +1,1115 @@
+"""Reads keepalived.conf (VRRP subset of keepalived 2.2.7) into validated values, with file:line errors.
+
+Three layers, each testable alone:
+
+1. ``tokenize``: physical lines into words, braces and line ends. Comments start with ``!`` or
+   ``#`` anywhere outside double quotes; a quoted string is one word; ``include GLOB`` is
+   expanded in place (relative to the including file's directory) so every token keeps the
+   file and line it was written on.
+2. ``parse_statements``: tokens into a tree of ``Statement(keyword, args, location, block)``.
+3. The checker: the tree into ``KeepalivedConfig``, collecting every problem instead of
+   stopping at the first.
+
+Deliberate differences from keepalived, all towards "fail loudly at load time":
+
+- An unsupported or misspelt keyword is an error, never skipped (keepalived logs and goes on).
+- ``include`` of a pattern that matches no file is an error (keepalived only warns), because a
+  missing include usually means a missing instance.
+- ``track_script`` naming an undefined ``vrrp_script`` is an error (keepalived drops the tracker).
+- ``auth_type AH`` is an error: the engine speaks PASS or no authentication only.
+- A fractional ``advert_int`` with VRRPv2 is an error (keepalived rounds it).
+- ``vrrp_strict`` is accepted with a warning: it only toggles keepalived's RFC-strict checks and
+  firewall rules, which Tandem does not implement; none of its restrictions are enforced.
+- The mail settings of ``global_defs`` are accepted with a warning that they do nothing.
+
+Kept as keepalived does it: ``nopreempt`` is cleared (with a warning) for ``state MASTER`` or
+priority 255; ``auth_pass`` is cut to 8 bytes (warning); authentication is ignored in VRRPv3
+(warning); a repeated single-value keyword keeps its last value (warning). Defaults: priority
+100, advert_int 1, state BACKUP, vrrp_version 2, vrrp_script interval 1 s, timeout = interval,
+weight 0, rise 1, fall 1, vrrp_garp_master_delay 5.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
+from pathlib import Path
+
+from tandem.errors import ConfigError, ConfigProblem
+from tandem.vrrp.types import InstanceConfig, State
+
+log = logging.getLogger(__name__)
+
+MAX_INCLUDE_DEPTH = 16  # guards against include cycles that go through different spellings
+AUTH_PASS_LEN = 8  # RFC 3768 §5.3.10 (v2 simple text password field)
+WEIGHT_LIMIT = 253  # keepalived's range for vrrp_script / track_script weights
+V2_MAX_ADVERT_INT = 255  # RFC 3768 §5.3.7: 8-bit seconds
+V3_MAX_ADVERT_CS = 4095  # RFC 5798 §5.2.7: 12-bit centiseconds
+MAX_PREEMPT_DELAY = 1000  # keepalived's upper bound, seconds
+
+# ---------------------------------------------------------------------------------------------
+# locations and the statement tree
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a keyword was written; included files keep their own path."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class TokenKind(Enum):
+    WORD = "word"
+    OPEN = "{"
+    CLOSE = "}"
+    END = "end of line"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: TokenKind
+    text: str
+    location: Location
+    quoted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One keyword line with its arguments and, for sections, the statements inside its braces."""
+
+    keyword: str
+    args: tuple[str, ...]
+    location: Location
+    block: tuple[Statement, ...] | None = None
+    quoted: tuple[bool, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# the data model
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalDefs:
+    skip_check_adv_addr: bool = False
+    strict: bool = False
+    garp_interval: float = 0.0
+    gna_interval: float = 0.0
+    vrrp_version: int = 2
+    notify_fifo: Path | None = None
+    router_id: str | None = None
+    script_user: str | None = None
+    script_group: str | None = None
+    enable_script_security: bool = False
+    garp_master_delay: int = 5
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpScript:
+    """A health check; `timeout` is filled with `interval` when absent, like keepalived."""
+
+    name: str
+    command: str
+    interval: float = 1.0
+    timeout: float | None = None
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+    user: str | None = None
+    location: Location | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedScript:
+    name: str
+    weight_override: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedInterface:
+    name: str
+    weight_override: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualAddress:
+    """A virtual_ipaddress line with the options the network layer needs."""
+
+    address: IPv4Interface
+    dev: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpInstance:
+    name: str
+    state: str  # "MASTER" or "BACKUP", the configured initial state
+    interface: str
+    vrid: int
+    priority: int = 100
+    advert_int: float = 1.0
+    version: int = 2  # effective: the instance's `version`, else global vrrp_version
+    nopreempt: bool = False  # effective: already cleared where keepalived clears it
+    preempt_delay: float = 0.0
+    auth_type: str | None = None  # "PASS" or None
+    auth_pass: str | None = None
+    vips: tuple[IPv4Interface, ...] = ()
+    unicast_src_ip: IPv4Address | None = None
+    unicast_peers: tuple[IPv4Address, ...] = ()
+    track_scripts: tuple[TrackedScript, ...] = ()
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    notify: str | None = None
+    location: Location | None = None
+    garp_master_delay: int | None = None  # None: global vrrp_garp_master_delay
+    dont_track_primary: bool = False
+    track_interfaces: tuple[TrackedInterface, ...] = ()
+    virtual_addresses: tuple[VirtualAddress, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedConfig:
+    globals: GlobalDefs
+    scripts: dict[str, VrrpScript]
+    instances: list[VrrpInstance]
+    source: Path
+    warnings: tuple[ConfigProblem, ...] = ()
+
+    def instance(self, name: str) -> VrrpInstance:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Everything a `-t` run reports: `config` is None whenever `errors` is not empty."""
+
+    config: KeepalivedConfig | None
+    errors: tuple[ConfigProblem, ...]
+    warnings: tuple[ConfigProblem, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def parse_file(path: Path) -> KeepalivedConfig:
+    """Load a keepalived.conf; raise ConfigError listing every problem, log every warning."""
+    result = analyse_file(path)
+    if result.errors or result.config is None:
+        raise ConfigError(list(result.errors))
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    return result.config
+
+
+def check_file(path: Path) -> list[ConfigProblem]:
+    """The errors of a config file, in file order; empty means `parse_file` will succeed."""
+    return list(analyse_file(path).errors)
+
+
+def analyse_file(path: Path) -> CheckResult:
+    """Errors, warnings and (when clean) the config, without raising for file content."""
+    path = Path(path)
+    problems = _Problems()
+    tokens = list(tokenize(path, problems))
+    statements = _Parser(tokens, problems).parse()
+    config = _Checker(problems, path).check(statements)
+    errors = tuple(sorted(problems.errors, key=_problem_order))
+    warnings = tuple(sorted(problems.warnings, key=_problem_order))
+    return CheckResult(None if errors else config, errors, warnings)
+
+
+def to_instance_config(
+    inst: VrrpInstance, cfg: KeepalivedConfig, local_address: IPv4Address
+) -> InstanceConfig:
+    """Map a parsed instance onto the engine's config.
+
+    `local_address` is the interface's first IPv4 address; `unicast_src_ip` wins when set,
+    as in keepalived. The password is cut to 8 bytes and dropped for VRRPv3, which keepalived
+    sends without authentication.
+    """
+    auth_pass: bytes | None = None
+    if inst.auth_type == "PASS" and inst.auth_pass is not None and inst.version == 2:
+        auth_pass = inst.auth_pass.encode("utf-8")[:AUTH_PASS_LEN]
+    return InstanceConfig(
+        name=inst.name,
+        vrid=inst.vrid,
+        priority=inst.priority,
+        advert_interval=inst.advert_int,
+        local_address=inst.unicast_src_ip or local_address,
+        version=inst.version,
+        initial_state=State.MASTER if inst.state == "MASTER" else State.BACKUP,
+        preempt=not inst.nopreempt,
+        preempt_delay=inst.preempt_delay,
+        vips=inst.vips,
+        auth_pass=auth_pass,
+        skip_check_adv_addr=cfg.globals.skip_check_adv_addr,
+        unicast_peers=inst.unicast_peers,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# problems
+
+
+@dataclass(slots=True)
+class _Problems:
+    errors: list[ConfigProblem] = field(default_factory=list)
+    warnings: list[ConfigProblem] = field(default_factory=list)
+
+    def error(self, where: Location | str, path: str, message: str) -> None:
+        self.errors.append(_problem(where, path, message))
+
+    def warn(self, where: Location | str, path: str, message: str) -> None:
+        self.warnings.append(_problem(where, path, message))
+
+
+def _problem(where: Location | str, path: str, message: str) -> ConfigProblem:
+    if isinstance(where, Location):
+        return ConfigProblem(where.file, where.line, path, message)
+    return ConfigProblem(where, None, path, message)
+
+
+def _problem_order(problem: ConfigProblem) -> tuple[str, int]:
+    return (problem.file, problem.line or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer 1: tokens
+
+
+def tokenize(
+    path: Path, problems: _Problems, _stack: tuple[Path, ...] = (), _include: Location | None = None
+) -> Iterator[Token]:
+    """Tokens of `path` with includes expanded; unreadable files become problems."""
+    where: Location | str = _include if _include is not None else str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.error(where, "include" if _include else "", f"{path}: not UTF-8 text ({exc.reason})")
+        return
+    except OSError as exc:
+        problems.error(where, "include" if _include else "", f"cannot read {path}: {exc.strerror}")
+        return
+    stack = (*_stack, path.resolve())
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line_tokens = _split_line(raw, Location(str(path), number), problems)
+        if line_tokens and line_tokens[0].kind is TokenKind.WORD and line_tokens[0].text == "include":
+            yield from _expand_include(path, line_tokens, stack, problems)
+            continue
+        yield from line_tokens
+        yield Token(TokenKind.END, "", Location(str(path), number))
+
+
+def _split_line(raw: str, where: Location, problems: _Problems) -> list[Token]:
+    tokens: list[Token] = []
+    i, n = 0, len(raw)
+    while i < n:
+        ch = raw[i]
+        if ch.isspace():
+            i += 1
+        elif ch in "!#":
+            break
+        elif ch == "{":
+            tokens.append(Token(TokenKind.OPEN, ch, where))
+            i += 1
+        elif ch == "}":
+            tokens.append(Token(TokenKind.CLOSE, ch, where))
+            i += 1
+        elif ch == '"':
+            end = raw.find('"', i + 1)
+            if end < 0:
+                problems.error(where, "", "unterminated quoted string")
+                tokens.append(Token(TokenKind.WORD, raw[i + 1 :], where, quoted=True))
+                break
+            tokens.append(Token(TokenKind.WORD, raw[i + 1 : end], where, quoted=True))
+            i = end + 1
+        else:
+            start = i
+            while i < n and not raw[i].isspace() and raw[i] not in '{}"!#':
+                i += 1
+            tokens.append(Token(TokenKind.WORD, raw[start:i], where))
+    return tokens
+
+
+def _expand_include(
+    including: Path, line_tokens: list[Token], stack: tuple[Path, ...], problems: _Problems
+) -> Iterator[Token]:
+    where = line_tokens[0].location
+    words = [t for t in line_tokens[1:] if t.kind is TokenKind.WORD]
+    if len(words) != 1 or len(words) != len(line_tokens) - 1:
+        problems.error(where, "include", "include takes exactly one file name or glob pattern")
+        return
+    pattern = Path(words[0].text).expanduser()
+    if not pattern.is_absolute():
+        pattern = including.parent / pattern
+    matches = sorted(glob.glob(str(pattern)))
+    if not matches:
+        problems.error(where, "include", f"no file matches {words[0].text!r} (looked for {pattern})")
+        return
+    for match in matches:
+        target = Path(match)
+        if target.is_dir():
+            problems.error(where, "include", f"{target} is a directory")
+            continue
+        if target.resolve() in stack or len(stack) >= MAX_INCLUDE_DEPTH:
+            problems.error(where, "include", f"include loop: {target} is already being read")
+            continue
+        yield from tokenize(target, problems, stack, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer 2: statements
+
+# Sections that only make sense at the top: seeing one nested means a '}' is missing above.
+_TOP_SECTIONS = frozenset({"global_defs", "vrrp_script", "vrrp_instance", "vrrp_sync_group"})
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], problems: _Problems) -> None:
+        self._tokens = tokens
+        self._pos = 0
+        self._problems = problems
+        self._unwinding = False
+
+    def parse(self) -> list[Statement]:
+        statements: list[Statement] = []
+        while self._pos < len(self._tokens):
+            self._unwinding = False
+            statements.extend(self._body(opener=None))
+        return statements
+
+    def _peek(self) -> Token | None:
+        return self._tokens[self._pos] if self._pos < len(self._tokens) else None
+
+    def _body(self, opener: Statement | None) -> list[Statement]:
+        statements: list[Statement] = []
+        while True:
+            if opener is None:
+                self._unwinding = False  # back at the top: the next section parses normally
+            token = self._peek()
+            if token is None:
+                if opener is not None and not self._unwinding:
+                    self._unclosed(opener, "the end of the file")
+                return statements
+            if token.kind is TokenKind.END:
+                self._pos += 1
+            elif token.kind is TokenKind.CLOSE:
+                self._pos += 1
+                if opener is not None:
+                    return statements
+                self._problems.error(token.location, "", "unexpected '}' with no open block")
+            elif token.kind is TokenKind.OPEN:
+                self._pos += 1
+                self._problems.error(token.location, "", "'{' without a keyword before it")
+                self._body(Statement("{", (), token.location))
+            else:
+                if opener is not None and token.text in _TOP_SECTIONS:
+                    # The nested top-level section is re-read from the top level.
+                    self._unclosed(opener, f"line {token.location.line}")
+                    return statements
+                statements.append(self._statement())
+            if self._unwinding and opener is not None:
+                return statements
+
+    def _unclosed(self, opener: Statement, before: str) -> None:
+        self._unwinding = True
+        name = " ".join((opener.keyword, *opener.args))
+        self._problems.error(
+            opener.location, opener.keyword, f"missing '}}': block {name!r} is not closed before {before}"
+        )
+
+    def _statement(self) -> Statement:
+        words: list[Token] = []
+        while (token := self._peek()) is not None and token.kind is TokenKind.WORD:
+            words.append(token)
+            self._pos += 1
+        head = words[0]
+        args = tuple(t.text for t in words[1:])
+        quoted = tuple(t.quoted for t in words[1:])
+        stmt = Statement(head.text, args, head.location, None, quoted)
+        # The opening brace may also stand alone on the next line.
+        look = self._pos
+        while look < len(self._tokens) and self._tokens[look].kind is TokenKind.END:
+            look += 1
+        if look < len(self._tokens) and self._tokens[look].kind is TokenKind.OPEN:
+            self._pos = look + 1
+            block = tuple(self._body(stmt))
+            return Statement(head.text, args, head.location, block, quoted)
+        return stmt
+
+
+def parse_statements(path: Path) -> tuple[list[Statement], list[ConfigProblem]]:
+    """The raw statement tree and the syntax errors, for tools that need more than the model."""
+    problems = _Problems()
+    statements = _Parser(list(tokenize(Path(path), problems)), problems).parse()
+    return statements, problems.errors
+
+
+# ---------------------------------------------------------------------------------------------
+# layer 3: meaning
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_IGNORED_GLOBALS = frozenset(
+    {"notification_email", "notification_email_from", "smtp_server", "smtp_connect_timeout"}
+)
+_NOTIFY_KEYS = ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
+_VIP_OPTIONS_WITH_VALUE = frozenset({"dev", "label", "brd", "broadcast", "scope"})
+_VIP_FLAGS = frozenset({"no_track"})
+
+
+def _command(stmt: Statement) -> str:
+    """A command line: one quoted word is kept whole; several words are re-joined."""
+    if len(stmt.args) == 1:
+        return stmt.args[0]
+    return " ".join(f'"{arg}"' if any(c.isspace() for c in arg) else arg for arg in stmt.args)
+
+
+class _Checker:
+    def __init__(self, problems: _Problems, source: Path) -> None:
+        self.p = problems
+        self.source = source
+
+    # -- small readers; each reports its own problem and returns None on failure --
+
+    def _one(self, stmt: Statement, path: str) -> str | None:
+        if self._block_not_expected(stmt, path):
+            return None
+        if len(stmt.args) != 1:
+            self.p.error(stmt.location, path, f"expects exactly one value, got {len(stmt.args)}")
+            return None
+        return stmt.args[0]
+
+    def _flag(self, stmt: Statement, path: str) -> bool:
+        if self._block_not_expected(stmt, path):
+            return False
+        if stmt.args:
+            self.p.error(stmt.location, path, f"takes no value, got {' '.join(stmt.args)!r}")
+            return False
+        return True
+
+    def _block_not_expected(self, stmt: Statement, path: str) -> bool:
+        if stmt.block is not None:
+            self.p.error(stmt.location, path, "does not take a '{ ... }' block")
+            return True
+        return False
+
+    def _block(self, stmt: Statement, path: str, args: int = 0) -> tuple[Statement, ...] | None:
+        if stmt.block is None:
+            self.p.error(stmt.location, path, "expects a '{ ... }' block")
+            return None
+        if len(stmt.args) != args:
+            self.p.error(stmt.location, path, f"expects {args} argument(s) before '{{'")
+        return stmt.block
+
+    def _int(self, stmt: Statement, path: str, low: int, high: int) -> int | None:
+        text = self._one(stmt, path)
+        if text is None:
+            return None
+        if not _INT_RE.fullmatch(text):
+            self.p.error(stmt.location, path, f"{text!r} is not a whole number")
+            return None
+        value = int(text)
+        if not low <= value <= high:
+            self.p.error(stmt.location, path, f"{value} is out of range {low}..{high}")
+            return None
+        return value
+
+    def _decimal(self, stmt: Statement, path: str, low: float, high: float) -> float | None:
+        text = self._one(stmt, path)
+        if text is None:
+            return None
+        if not _DECIMAL_RE.fullmatch(text):
+            self.p.error(stmt.location, path, f"{text!r} is not a number")
+            return None
+        value = float(text)
+        if not low <= value <= high:
+            self.p.error(stmt.location, path, f"{text} is out of range {low:g}..{high:g}")
+            return None
+        return value
+
+    def _ipv4(self, text: str, where: Location, path: str) -> IPv4Address | None:
+        try:
+            return IPv4Address(text)
+        except AddressValueError:
+            self.p.error(where, path, f"{text!r} is not an IPv4 address")
+            return None
+
+    def _repeated(self, seen: dict[str, Location], stmt: Statement, path: str) -> None:
+        first = seen.get(stmt.keyword)
+        if first is not None:
+            self.p.warn(stmt.location, path, f"repeated (first at line {first.line}); the last value wins")
+        seen[stmt.keyword] = stmt.location
+
+    def _unknown(self, stmt: Statement, section: str) -> None:
+        where = f"{section}.{stmt.keyword}" if section else stmt.keyword
+        inside = f" in {section}" if section else " at top level"
+        self.p.error(stmt.location, where, f"unsupported keyword {stmt.keyword!r}{inside}")
+
+    # -- the whole file --
+
+    def check(self, statements: list[Statement]) -> KeepalivedConfig:
+        globals_ = GlobalDefs()
+        script_stmts: list[Statement] = []
+        instance_stmts: list[Statement] = []
+        for stmt in statements:
+            if stmt.keyword == "global_defs":
+                globals_ = self._globals(stmt)
+            elif stmt.keyword == "vrrp_script":
+                script_stmts.append(stmt)
+            elif stmt.keyword == "vrrp_instance":
+                instance_stmts.append(stmt)
+            else:
+                self._unknown(stmt, "")
+        scripts: dict[str, VrrpScript] = {}
+        for stmt in script_stmts:
+            script = self._script(stmt)
+            if script is None:
+                continue
+            if script.name in scripts:
+                first = scripts[script.name].location
+                self.p.error(stmt.location, f"vrrp_script {script.name}",
+                             f"duplicate vrrp_script name (first defined at {first})")
+                continue
+            scripts[script.name] = script
+        instances: list[VrrpInstance] = []
+        for stmt in instance_stmts:
+            inst = self._instance(stmt, globals_, scripts, script_stmts)
+            if inst is not None:
+                instances.append(inst)
+        self._cross_instance(instances)
+        if not instances and not self.p.errors:
+            self.p.error(str(self.source), "vrrp_instance", "no vrrp_instance is defined")
+        return KeepalivedConfig(globals_, scripts, instances, self.source, tuple(self.p.warnings))
+
+    def _cross_instance(self, instances: list[VrrpInstance]) -> None:
+        by_name: dict[str, VrrpInstance] = {}
+        by_router: dict[tuple[str, int], VrrpInstance] = {}
+        for inst in instances:
+            path = f"vrrp_instance {inst.name}"
+            assert inst.location is not None
+            if inst.name in by_name:
+                self.p.error(inst.location, path,
+                             f"duplicate vrrp_instance name (first defined at {by_name[inst.name].location})")
+            else:
+                by_name[inst.name] = inst
+            key = (inst.interface, inst.vrid)
+            if inst.vrid and key in by_router:
+                other = by_router[key]
+                self.p.error(inst.location, f"{path}.virtual_router_id",
+                             f"virtual_router_id {inst.vrid} on {inst.interface} is already used by "
+                             f"vrrp_instance {other.name} ({other.location})")
+            else:
+                by_router.setdefault(key, inst)
+
+    # -- global_defs --
+
+    def _globals(self, stmt: Statement) -> GlobalDefs:
+        block = self._block(stmt, "global_defs")
+        values: dict[str, object] = {"location": stmt.location}
+        seen: dict[str, Location] = {}
+        for item in block or ():
+            path = f"global_defs.{item.keyword}"
+            key = item.keyword
+            if key in _IGNORED_GLOBALS:
+                self.p.warn(item.location, path, "accepted but ignored: Tandem sends no e-mail")
+                continue
+            if key not in _GLOBAL_KEYS:
+                self._unknown(item, "global_defs")
+                continue
+            self._repeated(seen, item, path)
+            if key == "vrrp_skip_check_adv_addr":
+                values["skip_check_adv_addr"] = self._flag(item, path)
+            elif key == "vrrp_strict":
+                if self._flag(item, path):
+                    values["strict"] = True
+                    self.p.warn(item.location, path,
+                                "accepted but not enforced: Tandem has no strict RFC mode or firewall rules")
+            elif key in ("vrrp_garp_interval", "vrrp_gna_interval"):
+                value = self._decimal(item, path, 0, 1000)
+                if value is not None:
+                    values[key.removeprefix("vrrp_")] = value
+            elif key == "vrrp_version":
+                version = self._int(item, path, 2, 3)
+                if version is not None:
+                    values["vrrp_version"] = version
+            elif key == "vrrp_notify_fifo":
+                if self._block_not_expected(item, path):
+                    continue
+                if not 1 <= len(item.args) <= 3:
+                    self.p.error(item.location, path, "expects PATH [USER [GROUP]]")
+                else:
+                    values["notify_fifo"] = Path(item.args[0])
+            elif key == "router_id":
+                text = self._one(item, path)
+                if text is not None:
+                    values["router_id"] = text
+            elif key == "script_user":
+                if self._block_not_expected(item, path):
+                    continue
+                if not 1 <= len(item.args) <= 2:
+                    self.p.error(item.location, path, "expects USER [GROUP]")
+                else:
+                    values["script_user"] = item.args[0]
+                    values["script_group"] = item.args[1] if len(item.args) == 2 else None
+            elif key == "enable_script_security":
+                values["enable_script_security"] = self._flag(item, path)
+            elif key == "vrrp_garp_master_delay":
+                delay = self._int(item, path, 0, 255)
+                if delay is not None:
+                    values["garp_master_delay"] = delay
+        return GlobalDefs(**values)  # type: ignore[arg-type]
+
+    # -- vrrp_script --
+
+    def _script(self, stmt: Statement) -> VrrpScript | None:
+        block = self._block(stmt, "vrrp_script", args=1)
+        if block is None or len(stmt.args) != 1:
+            return None
+        name = stmt.args[0]
+        section = f"vrrp_script {name}"
+        command: str | None = None
+        interval, timeout, weight, rise, fall = 1.0, None, 0, 1, 1
+        user: str | None = None
+        group: str | None = None
+        seen: dict[str, Location] = {}
+        for item in block:
+            path = f"{section}.{item.keyword}"
+            key = item.keyword
+            if key not in _SCRIPT_KEYS:
+                self._unknown(item, section)
+                continue
+            self._repeated(seen, item, path)
+            if key == "script":
+                if self._block_not_expected(item, path):
+                    continue
+                if not item.args or not item.args[0].strip():
+                    self.p.error(item.location, path, "expects a command")
+                else:
+                    command = _command(item)
+            elif key == "interval":
+                interval = self._decimal(item, path, 1, 86400) or interval
+            elif key == "timeout":
+                timeout = self._decimal(item, path, 0.001, 86400) or timeout
+            elif key == "weight":
+                if item.args[1:] == ("reverse",):
+                    item = Statement(item.keyword, item.args[:1], item.location, item.block)
+                    self.p.warn(item.location, path, "'reverse' is not supported and is ignored")
+                value = self._int(item, path, -WEIGHT_LIMIT, WEIGHT_LIMIT)
+                weight = value if value is not None else weight
+            elif key == "rise":
+                rise = self._int(item, path, 1, 1_000_000) or rise
+            elif key == "fall":
+                fall = self._int(item, path, 1, 1_000_000) or fall
+            elif key == "user":
+                if self._block_not_expected(item, path):
+                    continue
+                if not 1 <= len(item.args) <= 2:
+                    self.p.error(item.location, path, "expects USER [GROUP]")
+                else:
+                    user = item.args[0]
+                    group = item.args[1] if len(item.args) == 2 else None
+        if command is None:
+            self.p.error(stmt.location, f"{section}.script", "vrrp_script has no 'script' line")
+            return None
+        if timeout is None:
+            timeout = interval  # keepalived's default
+        return VrrpScript(name, command, interval, timeout, weight, rise, fall, user, stmt.location, group)
+
+    # -- vrrp_instance --
+
+    def _instance(
+        self,
+        stmt: Statement,
+        globals_: GlobalDefs,
+        scripts: dict[str, VrrpScript],
+        script_stmts: list[Statement],
+    ) -> VrrpInstance | None:
+        block = self._block(stmt, "vrrp_instance", args=1)
+        if block is None or len(stmt.args) != 1:
+            return None
+        name = stmt.args[0]
+        section = f"vrrp_instance {name}"
+        v: dict[str, object] = {}
+        loc: dict[str, Location] = {}
+        vips: list[VirtualAddress] = []
+        peers: list[IPv4Address] = []
+        tracked: list[TrackedScript] = []
+        tracked_ifs: list[TrackedInterface] = []
+        advert_text: str | None = None
+        seen: dict[str, Location] = {}
+        for item in block:
+            path = f"{section}.{item.keyword}"
+            key = item.keyword
+            if key not in _INSTANCE_KEYS:
+                self._unknown(item, section)
+                continue
+            if key not in _INSTANCE_LISTS:
+                self._repeated(seen, item, path)
+            loc[key] = item.location
+            if key == "state":
+                state = self._one(item, path)
+                if state is not None and state not in ("MASTER", "BACKUP"):
+                    self.p.error(item.location, path, f"{state!r} is not MASTER or BACKUP")
+                elif state is not None:
+                    v["state"] = state
+            elif key == "interface":
+                text = self._one(item, path)
+                if text is not None:
+                    v["interface"] = text
+            elif key == "virtual_router_id":
+                v["vrid"] = self._int(item, path, 1, 255)
+            elif key == "priority":
+                v["priority"] = self._int(item, path, 1, 255)
+            elif key == "advert_int":
+                # Range depends on the version, which may be set later in the block.
+                text = self._one(item, path)
+                if text is not None and not _DECIMAL_RE.fullmatch(text):
+                    self.p.error(item.location, path, f"{text!r} is not a number")
+                elif text is not None:
+                    advert_text = text
+            elif key == "version":
+                v["version"] = self._int(item, path, 2, 3)
+            elif key == "nopreempt":
+                v["nopreempt"] = self._flag(item, path)
+            elif key == "preempt_delay":
+                v["preempt_delay"] = self._decimal(item, path, 0, MAX_PREEMPT_DELAY)
+            elif key == "authentication":
+                self._authentication(item, section, v)
+            elif key == "virtual_ipaddress":
+                vips.extend(self._virtual_ipaddress(item, path))
+            elif key == "unicast_src_ip":
+                text = self._one(item, path)
+                if text is not None:
+                    v["unicast_src_ip"] = self._ipv4(text, item.location, path)
+            elif key == "unicast_peer":
+                peers.extend(self._unicast_peer(item, path))
+            elif key == "track_script":
+                tracked.extend(self._track_script(item, path, scripts, script_stmts))
+            elif key == "track_interface":
+                tracked_ifs.extend(self._track_interface(item, path))
+            elif key in _NOTIFY_KEYS:
+                if self._block_not_expected(item, path):
+                    continue
+                if not item.args or not item.args[0].strip():
+                    self.p.error(item.location, path, "expects a command")
+                else:
+                    v[key] = _command(item)
+            elif key == "garp_master_delay":
+                v["garp_master_delay"] = self._int(item, path, 0, 255)
+            elif key == "dont_track_primary":
+                v["dont_track_primary"] = self._flag(item, path)
+
+        return self._finish_instance(
+            stmt, name, section, v, loc, vips, peers, tracked, tracked_ifs, advert_text, globals_
+        )
+
+    def _finish_instance(
+        self,
+        stmt: Statement,
+        name: str,
+        section: str,
+        v: dict[str, object],
+        loc: dict[str, Location],
+        vips: list[VirtualAddress],
+        peers: list[IPv4Address],
+        tracked: list[TrackedScript],
+        tracked_ifs: list[TrackedInterface],
+        advert_text: str | None,
+        globals_: GlobalDefs,
+    ) -> VrrpInstance:
+        """Checks that need the whole block: required keys, version-dependent ranges, conflicts."""
+        if "interface" not in v:
+            self.p.error(stmt.location, f"{section}.interface", "no 'interface' given")
+        if "virtual_router_id" not in loc:
+            self.p.error(stmt.location, f"{section}.virtual_router_id", "no 'virtual_router_id' given")
+        version = v.get("version") or globals_.vrrp_version
+        assert isinstance(version, int)
+        state = str(v.get("state", "BACKUP"))
+        priority = v.get("priority") or 100
+        assert isinstance(priority, int)
+
+        advert_int = 1.0
+        if advert_text is not None:
+            advert_int = self._advert_int(advert_text, version, loc["advert_int"], f"{section}.advert_int")
+
+        nopreempt = bool(v.get("nopreempt", False))
+        if nopreempt and (state == "MASTER" or priority == 255):
+            why = "state MASTER" if state == "MASTER" else "priority 255"
+            self.p.warn(loc["nopreempt"], f"{section}.nopreempt",
+                        f"ignored with {why}, as keepalived does: this node will preempt")
+            nopreempt = False
+
+        auth_type = v.get("auth_type")
+        auth_pass = v.get("auth_pass")
+        if auth_type is not None and version == 3:
+            self.p.warn(loc["authentication"], f"{section}.authentication",
+                        "VRRPv3 has no authentication; ignored, as keepalived does")
+
+        src = v.get("unicast_src_ip")
+        unique_peers: list[IPv4Address] = []
+        for peer in peers:
+            if peer in unique_peers:
+                self.p.warn(loc["unicast_peer"], f"{section}.unicast_peer", f"{peer} listed twice")
+                continue
+            if src is not None and peer == src:
+                self.p.error(loc["unicast_peer"], f"{section}.unicast_peer",
+                             f"{peer} is this node's own unicast_src_ip")
+                continue
+            unique_peers.append(peer)
+        if src is not None and not peers:
+            self.p.warn(loc["unicast_src_ip"], f"{section}.unicast_src_ip",
+                        "has no effect without unicast_peer (adverts go to multicast 224.0.0.18)")
+
+        unique_vips: list[VirtualAddress] = []
+        for vip in vips:
+            if any(u.address == vip.address for u in unique_vips):
+                self.p.warn(loc["virtual_ipaddress"], f"{section}.virtual_ipaddress",
+                            f"{vip.address} listed twice")
+                continue
+            unique_vips.append(vip)
+        if not unique_vips:
+            where = loc.get("virtual_ipaddress", stmt.location)
+            self.p.warn(where, f"{section}.virtual_ipaddress", "no virtual address configured")
+        if len(unique_vips) > 255:  # RFC 3768 §5.3.5: naddr is 8 bits
+            self.p.error(loc["virtual_ipaddress"], f"{section}.virtual_ipaddress",
+                         f"{len(unique_vips)} addresses; at most 255 fit in an advert")
+
+        return VrrpInstance(
+            name=name,
+            state=state,
+            interface=str(v.get("interface", "")),
+            vrid=int(v.get("vrid") or 0),  # type: ignore[call-overload]
+            priority=priority,
+            advert_int=advert_int,
+            version=version,
+            nopreempt=nopreempt,
+            preempt_delay=float(v.get("preempt_delay") or 0.0),  # type: ignore[arg-type]
+            auth_type=auth_type if isinstance(auth_type, str) else None,
+            auth_pass=auth_pass if isinstance(auth_pass, str) else None,
+            vips=tuple(u.address for u in unique_vips),
+            unicast_src_ip=src if isinstance(src, IPv4Address) else None,
+            unicast_peers=tuple(unique_peers),
+            track_scripts=tuple(tracked),
+            notify_master=_opt_str(v.get("notify_master")),
+            notify_backup=_opt_str(v.get("notify_backup")),
+            notify_fault=_opt_str(v.get("notify_fault")),
+            notify_stop=_opt_str(v.get("notify_stop")),
+            notify=_opt_str(v.get("notify")),
+            location=stmt.location,
+            garp_master_delay=v.get("garp_master_delay"),  # type: ignore[arg-type]
+            dont_track_primary=bool(v.get("dont_track_primary", False)),
+            track_interfaces=tuple(tracked_ifs),
+            virtual_addresses=tuple(unique_vips),
+        )
+
+    def _advert_int(self, text: str, version: int, where: Location, path: str) -> float:
+        value = float(text)
+        if version == 2:
+            if value != int(value):
+                self.p.error(where, path, f"{text} is not a whole number of seconds (required by VRRPv2)")
+            elif not 1 <= value <= V2_MAX_ADVERT_INT:
+                self.p.error(where, path, f"{text} is out of range 1..{V2_MAX_ADVERT_INT} s (VRRPv2)")
+            return float(int(value)) if value >= 1 else 1.0
+        centis = math.floor(value * 100 + 0.5)
+        if not 1 <= centis <= V3_MAX_ADVERT_CS:
+            self.p.error(where, path, f"{text} is out of range 0.01..40.95 s (VRRPv3)")
+            return 1.0
+        if abs(centis - value * 100) > 1e-6:
+            self.p.warn(where, path, f"{text} rounded to {centis / 100:g} s (VRRPv3 counts centiseconds)")
+        return centis / 100
+
+    def _authentication(self, stmt: Statement, section: str, v: dict[str, object]) -> None:
+        path = f"{section}.authentication"
+        block = self._block(stmt, path)
+        if block is None:
+            return
+        auth_type: str | None = None
+        auth_pass: str | None = None
+        seen: dict[str, Location] = {}
+        for item in block:
+            item_path = f"{path}.{item.keyword}"
+            if item.keyword not in ("auth_type", "auth_pass"):
+                self._unknown(item, path)
+                continue
+            self._repeated(seen, item, item_path)
+            text = self._one(item, item_path)
+            if text is None:
+                continue
+            if item.keyword == "auth_type":
+                if text == "AH":
+                    self.p.error(item.location, item_path,
+                                 "auth_type AH (IPsec AH) is not supported; use PASS or remove authentication")
+                elif text != "PASS":
+                    self.p.error(item.location, item_path, f"{text!r} is not PASS or AH")
+                else:
+                    auth_type = text
+            else:
+                if not text:
+                    self.p.error(item.location, item_path, "password is empty")
+                    continue
+                if len(text.encode("utf-8")) > AUTH_PASS_LEN:
+                    self.p.warn(item.location, item_path,
+                                f"longer than {AUTH_PASS_LEN} bytes; only "
+                                f"{text.encode('utf-8')[:AUTH_PASS_LEN]!r} is used, as keepalived does")
+                auth_pass = text
+        if auth_type is not None and "auth_pass" not in seen:
+            self.p.error(stmt.location, f"{path}.auth_pass", "auth_type PASS needs an auth_pass")
+        if auth_pass is not None and "auth_type" not in seen:
+            self.p.error(stmt.location, f"{path}.auth_type", "auth_pass given without auth_type")
+        if auth_type is not None:
+            v["auth_type"] = auth_type
+            v["auth_pass"] = auth_pass
+
+    def _virtual_ipaddress(self, stmt: Statement, path: str) -> list[VirtualAddress]:
+        block = self._block(stmt, path)
+        found: list[VirtualAddress] = []
+        for item in block or ():
+            if item.block is not None:
+                self.p.error(item.location, path, "unexpected '{ ... }' block in virtual_ipaddress")
+                continue
+            words = (item.keyword, *item.args)
+            address = self._interface_address(words[0], item.location, path)
+            options: dict[str, str] = {}
+            i = 1
+            while i < len(words):
+                word = words[i]
+                if word in _VIP_FLAGS:
+                    i += 1
+                elif word in _VIP_OPTIONS_WITH_VALUE and i + 1 < len(words):
+                    options[word] = words[i + 1]
+                    i += 2
+                else:
+                    self.p.error(item.location, path, f"unsupported virtual_ipaddress option {word!r}")
+                    break
+            if address is not None:
+                found.append(VirtualAddress(address, options.get("dev"), options.get("label")))
+        return found
+
+    def _interface_address(self, text: str, where: Location, path: str) -> IPv4Interface | None:
+        if ":" in text:
+            self.p.error(where, path, f"{text!r}: IPv6 virtual addresses are not supported")
+            return None
+        try:
+            address = IPv4Interface(text if "/" in text else f"{text}/32")
+        except (AddressValueError, NetmaskValueError, ValueError):
+            self.p.error(where, path, f"{text!r} is not an IPv4 address[/prefix]")
+            return None
+        if not 1 <= address.network.prefixlen <= 32 or ("/" in text and not text.split("/")[1].isdigit()):
+            self.p.error(where, path, f"{text!r}: prefix must be a length 1..32")
+            return None
+        return address
+
+    def _unicast_peer(self, stmt: Statement, path: str) -> list[IPv4Address]:
+        block = self._block(stmt, path)
+        found: list[IPv4Address] = []
+        for item in block or ():
+            if item.block is not None or item.args:
+                self.p.error(item.location, path, "expects one IPv4 address per line")
+                continue
+            address = self._ipv4(item.keyword, item.location, path)
+            if address is not None:
+                found.append(address)
+        return found
+
+    def _track_script(
+        self, stmt: Statement, path: str, scripts: dict[str, VrrpScript], script_stmts: list[Statement]
+    ) -> list[TrackedScript]:
+        block = self._block(stmt, path)
+        declared = {s.args[0] for s in script_stmts if len(s.args) == 1}
+        found: list[TrackedScript] = []
+        for item in block or ():
+            weight = self._weight_option(item, path)
+            if weight is False:
+                continue
+            if item.keyword not in declared:
+                self.p.error(item.location, path, f"{item.keyword!r} is not a defined vrrp_script")
+                continue
+            if any(t.name == item.keyword for t in found):
+                self.p.warn(item.location, path, f"{item.keyword!r} tracked twice")
+                continue
+            found.append(TrackedScript(item.keyword, weight))
+        return found
+
+    def _track_interface(self, stmt: Statement, path: str) -> list[TrackedInterface]:
+        block = self._block(stmt, path)
+        found: list[TrackedInterface] = []
+        for item in block or ():
+            weight = self._weight_option(item, path)
+            if weight is not False:
+                found.append(TrackedInterface(item.keyword, weight))
+        return found
+
+    def _weight_option(self, item: Statement, path: str) -> int | None | bool:
+        """`NAME [weight N]`: the override, None without one, False after reporting a problem."""
+        if item.block is not None:
+            self.p.error(item.location, path, "unexpected '{ ... }' block")
+            return False
+        if not item.args:
+            return None
+        if len(item.args) != 2 or item.args[0] != "weight":
+            self.p.error(item.location, path, f"expects NAME [weight N], got {' '.join(item.args)!r}")
+            return False
+        text = item.args[1]
+        if not _INT_RE.fullmatch(text) or not -WEIGHT_LIMIT <= int(text) <= WEIGHT_LIMIT:
+            self.p.error(item.location, path,
+                         f"weight {text!r} is not a whole number in -{WEIGHT_LIMIT}..{WEIGHT_LIMIT}")
+            return False
+        return int(text)
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+_GLOBAL_KEYS = frozenset(
+    {
+        "vrrp_skip_check_adv_addr",
+        "vrrp_strict",
+        "vrrp_garp_interval",
+        "vrrp_gna_interval",
+        "vrrp_version",
+        "vrrp_notify_fifo",
+        "router_id",
+        "script_user",
+        "enable_script_security",
+        "vrrp_garp_master_delay",
+    }
+)
+_SCRIPT_KEYS = frozenset({"script", "interval", "timeout", "weight", "rise", "fall", "user"})
+_INSTANCE_LISTS = frozenset({"virtual_ipaddress", "unicast_peer", "track_script", "track_interface"})
+_INSTANCE_KEYS = frozenset(
+    {
+        "state",
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "version",
+        "nopreempt",
+        "preempt_delay",
+        "authentication",
+        "unicast_src_ip",
+        "garp_master_delay",
+        "dont_track_primary",
+        *_INSTANCE_LISTS,
+        *_NOTIFY_KEYS,
+    }
+)
