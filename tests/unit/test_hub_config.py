@@ -1,4 +1,4 @@
-"""Native config: the good examples load, every broken one is rejected at the right line and field."""
+"""Native config: good examples load; every broken one is rejected at the right line and field."""
 
 from __future__ import annotations
 

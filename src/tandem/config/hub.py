@@ -180,8 +180,10 @@ class TandemConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _default_data_dir(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("data_dir") is None and isinstance(
-            data.get("node"), str
+        if (
+            isinstance(data, dict)
+            and data.get("data_dir") is None
+            and isinstance(data.get("node"), str)
         ):
             data = {**data, "data_dir": Path(".tandem") / data["node"]}
         return data
@@ -206,7 +208,10 @@ def _named_duplicates(
         name = item["name"]
         if name in seen:
             found.append(
-                ((*base, index, "name"), f"duplicate {what} name {name!r} (also {base[-1]}[{seen[name]}])")
+                (
+                    (*base, index, "name"),
+                    f"duplicate {what} name {name!r} (also {base[-1]}[{seen[name]}])",
+                )
             )
         else:
             seen[name] = index
