@@ -1,0 +1,255 @@
+"""The HTTP surface: REST, server-sent events, /metrics, the dashboard, and an in-loop server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic_core import to_jsonable_python
+
+from tandem.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tandem.api.metrics import render_metrics
+from tandem.api.view import Health, HubView, LiveEvent, Status, TagValue, TimelineEvent
+from tandem.errors import TandemError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+API = "/api/v1"
+
+# How long a browser waits before reconnecting an EventSource after the stream ends.
+SSE_RETRY_MS = 2000
+# Events buffered per client before the subscription itself is made to wait.
+SSE_QUEUE_SIZE = 256
+# Upper bound on how long a stream takes to notice a vanished client or a shutdown
+# when nothing else wakes it.
+SSE_CHECK_S = 1.0
+
+
+class LiveStreams:
+    """The open event streams of one app, so a server shutdown can end them at once.
+
+    Without this, uvicorn waits for every open stream until its graceful timeout and then
+    cancels it, which makes every shutdown as slow as that timeout.
+    """
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[LiveEvent | None]] = set()
+        self.closing = False
+
+    def open(self) -> asyncio.Queue[LiveEvent | None]:
+        queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(maxsize=SSE_QUEUE_SIZE)
+        self._queues.add(queue)
+        return queue
+
+    def release(self, queue: asyncio.Queue[LiveEvent | None]) -> None:
+        self._queues.discard(queue)
+
+    def close_all(self) -> None:
+        """Ask every stream to end; a full queue is caught by the stream's periodic check."""
+        self.closing = True
+        for queue in list(self._queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+
+def format_sse(event: LiveEvent) -> str:
+    """One server-sent event; JSON has no raw newlines, so `data` is always a single line."""
+    payload = json.dumps(to_jsonable_python(event.data), separators=(",", ":"))
+    return f"event: {event.type}\ndata: {payload}\n\n"
+
+
+async def _pump(events: AsyncIterator[LiveEvent], queue: asyncio.Queue[LiveEvent | None]) -> None:
+    """Move one subscription into a queue, so the stream can wait on it with a timeout.
+
+    Waiting on the subscription's __anext__ with a timeout would cancel it mid-step and leave
+    a generator half-run; a queue can be abandoned at any point.
+    """
+    try:
+        async for event in events:
+            await queue.put(event)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("live subscription failed; ending the stream")
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    # The subscription ended on its own: end the stream, the browser reconnects.
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(None)
+
+
+async def event_stream(
+    request: Request, view: HubView, streams: LiveStreams, heartbeat_s: float
+) -> AsyncIterator[str]:
+    """The body of GET /events: live events, a heartbeat comment when idle, an end on exit."""
+    queue = streams.open()
+    pump = asyncio.create_task(_pump(view.subscribe(), queue), name="sse-pump")
+    check_s = min(SSE_CHECK_S, heartbeat_s)
+    last_sent = time.monotonic()
+    try:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        while not streams.closing:
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=check_s)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    break
+                if time.monotonic() - last_sent >= heartbeat_s:
+                    # A comment line: ignored by EventSource, but it keeps proxies from idling
+                    # the connection out and makes a dead client show up as a send error.
+                    last_sent = time.monotonic()
+                    yield ": heartbeat\n\n"
+                continue
+            if event is None:
+                break
+            last_sent = time.monotonic()
+            yield format_sse(event)
+    finally:
+        streams.release(queue)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+
+
+def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.0) -> FastAPI:
+    """The API and dashboard for one hub runtime; `view` is read on every request."""
+    app = FastAPI(title=title, version="1", docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
+    streams = LiveStreams()
+    app.state.view = view
+    app.state.streams = streams
+
+    @app.get(f"{API}/health", response_model=Health, responses={503: {"model": Health}})
+    def health() -> JSONResponse:
+        result = view.health()
+        return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.ok else 503)
+
+    @app.get(f"{API}/status", response_model=Status)
+    def status() -> Status:
+        return view.status()
+
+    @app.get(f"{API}/tags", response_model=list[TagValue])
+    def tags() -> list[TagValue]:
+        return view.tags()
+
+    @app.get(f"{API}/timeline", response_model=list[TimelineEvent])
+    def timeline(limit: int = Query(100, ge=1, le=10_000)) -> list[TimelineEvent]:
+        return view.timeline(limit)
+
+    @app.get(f"{API}/events", response_class=StreamingResponse)
+    async def events(request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            event_stream(request, view, streams, heartbeat_s),
+            media_type="text/event-stream",
+            # no-transform and X-Accel-Buffering keep reverse proxies from buffering the stream.
+            headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post(f"{API}/switchover")
+    async def switchover() -> dict[str, Any]:
+        try:
+            return await view.switchover()
+        except NotImplementedError as exc:
+            raise HTTPException(501, str(exc) or "switchover is not available") from exc
+        except TandemError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(render_metrics(view.status()), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+class _InLoopServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the process and ends live streams on shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The process's own shutdown code owns SIGINT/SIGTERM; uvicorn must not take them.
+        yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        streams = getattr(getattr(self.config.app, "state", None), "streams", None)
+        if isinstance(streams, LiveStreams):
+            streams.close_all()
+        await super().shutdown(sockets=sockets)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A bound TCP socket; binding here (not in uvicorn) turns failures into errors, not exit."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise TandemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def bound_port(app: FastAPI) -> int:
+    """The port `serve()` listens on, valid once its `ready` event is set (useful with port 0)."""
+    address = getattr(app.state, "bound_address", None)
+    if address is None:
+        raise TandemError("the API server is not listening yet")
+    return int(address[1])
+
+
+async def serve(
+    app: FastAPI, host: str, port: int, *, ready: asyncio.Event | None = None
+) -> None:
+    """Run the API inside the current event loop until cancelled, then shut down gracefully.
+
+    Sets `ready` once connections are accepted; `bound_port(app)` then tells the real port.
+    Raises TandemError if the address cannot be bound.
+    """
+    sock = bind_listener(host, port)
+    app.state.bound_address = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
+    )
+    server = _InLoopServer(config)
+    running = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
+    try:
+        if ready is not None:
+            while not server.started and not running.done():
+                await asyncio.sleep(0.01)
+            if server.started:
+                log.info("API listening on %s:%s", *app.state.bound_address)
+                ready.set()
+        # Shielded: a cancellation of serve() must turn into a graceful stop, not kill uvicorn
+        # half-way through a response.
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        # A second cancellation reaches `running` through this await and stops it hard.
+        await running
+        raise
+    finally:
+        if not running.done():
+            running.cancel()
+        sock.close()

@@ -1,0 +1,150 @@
+"""Prometheus exposition of a Status snapshot: every metric is derived, none is kept here.
+
+Metrics (all prefixed ``tandem_``; labels in braces):
+
+- ``tandem_info{node}`` gauge, always 1: carries the Tandem node name.
+- ``tandem_role{role}`` gauge: 1 for the current role, 0 for the other known roles
+  (MASTER, BACKUP, FAULT, SINGLE); an unknown current role gets its own series at 1.
+- ``tandem_term`` gauge: the HA fencing term this node holds or last saw.
+- ``tandem_uptime_seconds`` gauge: seconds since the runtime started.
+- ``tandem_device_connected{device}`` gauge: 1 while the Modbus connection is up.
+- ``tandem_devices_connected`` gauge: how many devices are connected.
+- ``tandem_devices`` gauge: how many devices are configured.
+- ``tandem_group_polls_total{device,group}`` counter: polls completed.
+- ``tandem_group_errors_total{device,group}`` counter: polls that produced at least one error.
+- ``tandem_group_overruns_total{device,group}`` counter: polls skipped because the previous
+  one was still running when the next slot began.
+- ``tandem_group_poll_latency_seconds{device,group}`` gauge: duration of the last poll.
+- ``tandem_group_last_slot{device,group}`` gauge: slot of the last poll.
+- ``tandem_outbox_depth`` gauge: samples committed but not yet acknowledged by the broker.
+- ``tandem_outbox_overflow_dropped_total`` counter: samples dropped because the outbox was full.
+- ``tandem_publisher_connected`` gauge: 1 while connected to the MQTT broker.
+- ``tandem_published_total`` counter: messages acknowledged by the broker (PUBACK).
+- ``tandem_publish_rate`` gauge: messages per second, as averaged by the runtime.
+- ``tandem_values_rate`` gauge: tag values per second, as averaged by the runtime.
+- ``tandem_publisher_reconnects_total`` counter: broker reconnections.
+- ``tandem_ha_watermark_lag`` gauge: samples the peer is behind (only when known).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tandem.api.view import KNOWN_ROLES, Status
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StatusCollector(Collector):
+    """Reads a fresh Status on every scrape, so metrics can never drift from /api/v1/status."""
+
+    def __init__(self, snapshot: Callable[[], Status]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        yield from status_metrics(self._snapshot())
+
+
+def status_metrics(status: Status) -> Iterator[Metric]:
+    """The metric families for one snapshot; pure, so it is tested without a registry."""
+    info = GaugeMetricFamily("tandem_info", "Tandem node identity", labels=["node"])
+    info.add_metric([status.node], 1)
+    yield info
+
+    role = GaugeMetricFamily("tandem_role", "Current role (1 = this role)", labels=["role"])
+    roles = list(KNOWN_ROLES)
+    if status.role not in roles:
+        roles.append(status.role)
+    for name in roles:
+        role.add_metric([name], 1 if name == status.role else 0)
+    yield role
+
+    yield GaugeMetricFamily("tandem_term", "HA fencing term", value=status.term)
+    yield GaugeMetricFamily(
+        "tandem_uptime_seconds", "Seconds since the runtime started", value=status.uptime_s
+    )
+
+    connected = GaugeMetricFamily(
+        "tandem_device_connected", "1 while the device connection is up", labels=["device"]
+    )
+    for device in status.devices:
+        connected.add_metric([device.name], 1 if device.connected else 0)
+    yield connected
+    yield GaugeMetricFamily(
+        "tandem_devices_connected",
+        "Devices currently connected",
+        value=sum(1 for d in status.devices if d.connected),
+    )
+    yield GaugeMetricFamily("tandem_devices", "Devices configured", value=len(status.devices))
+
+    labels = ["device", "group"]
+    polls = CounterMetricFamily("tandem_group_polls", "Polls completed", labels=labels)
+    errors = CounterMetricFamily("tandem_group_errors", "Polls with errors", labels=labels)
+    overruns = CounterMetricFamily(
+        "tandem_group_overruns", "Polls skipped because the previous one overran", labels=labels
+    )
+    latency = GaugeMetricFamily(
+        "tandem_group_poll_latency_seconds", "Duration of the last poll", labels=labels
+    )
+    last_slot = GaugeMetricFamily("tandem_group_last_slot", "Slot of the last poll", labels=labels)
+    for device in status.devices:
+        for group in device.groups:
+            key = [device.name, group.name]
+            polls.add_metric(key, group.polls)
+            errors.add_metric(key, group.errors)
+            overruns.add_metric(key, group.overruns)
+            if group.last_latency_ms is not None:
+                latency.add_metric(key, group.last_latency_ms / 1000.0)
+            if group.last_slot is not None:
+                last_slot.add_metric(key, group.last_slot)
+    yield from (polls, errors, overruns, latency, last_slot)
+
+    yield GaugeMetricFamily(
+        "tandem_outbox_depth", "Samples waiting for broker acknowledgement", value=status.outbox.depth
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_overflow_dropped",
+        "Samples dropped because the outbox was full",
+        value=status.outbox.overflow_dropped,
+    )
+
+    publisher = status.publisher
+    yield GaugeMetricFamily(
+        "tandem_publisher_connected",
+        "1 while connected to the MQTT broker",
+        value=1 if publisher.connected else 0,
+    )
+    yield CounterMetricFamily(
+        "tandem_published", "Messages acknowledged by the broker", value=publisher.published_total
+    )
+    yield GaugeMetricFamily(
+        "tandem_publish_rate", "Messages published per second", value=publisher.publish_rate
+    )
+    yield GaugeMetricFamily(
+        "tandem_values_rate", "Tag values published per second", value=publisher.values_rate
+    )
+    yield CounterMetricFamily(
+        "tandem_publisher_reconnects", "Broker reconnections", value=publisher.reconnects
+    )
+
+    if status.ha is not None and status.ha.watermark_lag is not None:
+        yield GaugeMetricFamily(
+            "tandem_ha_watermark_lag",
+            "Samples the peer is behind this node",
+            value=status.ha.watermark_lag,
+        )
+
+
+def render_metrics(status: Status) -> bytes:
+    """Prometheus text exposition for one snapshot, in a private registry.
+
+    A private registry keeps the process-wide default one (and its python_* collectors) out of
+    the picture, so two apps in one process, as in the tests, never collide.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(lambda: status))
+    return generate_latest(registry)

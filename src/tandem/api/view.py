@@ -1,0 +1,148 @@
+"""The contract between the hub runtime and the API: response models and the HubView protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Roles the dashboard and the metrics know by name; the status may carry others (e.g. "INIT").
+KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE")
+
+TimelineKind = Literal["role", "device", "broker", "config", "info"]
+LiveEventType = Literal["tags", "status", "timeline"]
+
+
+class _Model(BaseModel):
+    # Frozen and strict about field names, so a typo in the runtime fails loudly, not silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Health(_Model):
+    """Liveness for load balancers and VRRP track scripts: ok only if every check passes."""
+
+    ok: bool
+    checks: dict[str, bool] = Field(default_factory=dict)
+
+
+class GroupInfo(_Model):
+    """One poll group of one device, as the poller sees it."""
+
+    name: str
+    interval: float
+    last_poll_ms: int | None = None
+    last_slot: int | None = None
+    polls: int = 0
+    errors: int = 0
+    overruns: int = 0
+    last_latency_ms: float | None = None
+
+
+class DeviceInfo(_Model):
+    """One southbound Modbus device and its groups."""
+
+    name: str
+    connected: bool
+    last_error: str | None = None
+    groups: list[GroupInfo] = Field(default_factory=list)
+
+
+class OutboxInfo(_Model):
+    """The durable queue between poller and publisher."""
+
+    depth: int = 0
+    overflow_dropped: int = 0
+
+
+class PublisherInfo(_Model):
+    """The MQTT side; rates are per second over the runtime's own averaging window."""
+
+    connected: bool = False
+    published_total: int = 0
+    publish_rate: float = 0.0
+    values_rate: float = 0.0
+    last_error: str | None = None
+    reconnects: int = 0
+
+
+class HaInfo(_Model):
+    """The high-availability pair, as far as this node knows it; every field may be unknown."""
+
+    peer: str | None = None
+    peer_state: str | None = None
+    watermark_lag: int | None = None
+    last_failover: dict[str, Any] | None = None
+    config_version: str | None = None
+    peer_config_version: str | None = None
+
+
+class Status(_Model):
+    """Everything the dashboard shows at a glance; also the source of /metrics."""
+
+    node: str
+    role: str  # one of KNOWN_ROLES, or whatever else the runtime reports
+    term: int = 0
+    standby_mode: str | None = None
+    uptime_s: float = 0.0
+    devices: list[DeviceInfo] = Field(default_factory=list)
+    outbox: OutboxInfo = Field(default_factory=OutboxInfo)
+    publisher: PublisherInfo = Field(default_factory=PublisherInfo)
+    ha: HaInfo | None = None
+    vrrp: dict[str, Any] | None = None
+
+
+class TagValue(_Model):
+    """The latest value of one tag; `value` is None while `error` holds a tag error code."""
+
+    device: str
+    group: str
+    tag: str
+    value: int | float | bool | str | None = None
+    error: int | None = None
+    timestamp_ms: int
+    slot: int
+
+
+class TimelineEvent(_Model):
+    """One line on the dashboard timeline: one decision, one reason."""
+
+    ts_ms: int
+    kind: TimelineKind
+    message: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """One push to live clients; becomes one server-sent event named after `type`.
+
+    `data` by type: "tags" a list of TagValue (only the tags that changed, batched),
+    "status" a Status, "timeline" a TimelineEvent. Models or plain JSON-able values both work.
+    """
+
+    type: LiveEventType
+    data: Any
+
+
+@runtime_checkable
+class HubView(Protocol):
+    """What the API needs from the hub runtime; reads are snapshots and must not block.
+
+    `subscribe()` yields live events for one client until it is closed; the runtime should batch
+    tag updates to at most about ten events per second. `switchover()` may raise
+    NotImplementedError (answered with 501) or a TandemError (answered with 409).
+    """
+
+    def health(self) -> Health: ...
+
+    def status(self) -> Status: ...
+
+    def tags(self) -> list[TagValue]: ...
+
+    def timeline(self, limit: int) -> list[TimelineEvent]: ...
+
+    def subscribe(self) -> AsyncIterator[LiveEvent]: ...
+
+    async def switchover(self) -> dict[str, Any]: ...
