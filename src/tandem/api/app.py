@@ -130,7 +130,9 @@ async def event_stream(
 
 def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.0) -> FastAPI:
     """The API and dashboard for one hub runtime; `view` is read on every request."""
-    app = FastAPI(title=title, version="1", docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
+    app = FastAPI(
+        title=title, version="1", docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json"
+    )
     streams = LiveStreams()
     app.state.view = view
     app.state.streams = streams
@@ -219,9 +221,7 @@ def bound_port(app: FastAPI) -> int:
     return int(address[1])
 
 
-async def serve(
-    app: FastAPI, host: str, port: int, *, ready: asyncio.Event | None = None
-) -> None:
+async def serve(app: FastAPI, host: str, port: int, *, ready: asyncio.Event | None = None) -> None:
     """Run the API inside the current event loop until cancelled, then shut down gracefully.
 
     Sets `ready` once connections are accepted; `bound_port(app)` then tells the real port.

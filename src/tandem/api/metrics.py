@@ -104,7 +104,9 @@ def status_metrics(status: Status) -> Iterator[Metric]:
     yield from (polls, errors, overruns, latency, last_slot)
 
     yield GaugeMetricFamily(
-        "tandem_outbox_depth", "Samples waiting for broker acknowledgement", value=status.outbox.depth
+        "tandem_outbox_depth",
+        "Samples waiting for broker acknowledgement",
+        value=status.outbox.depth,
     )
     yield CounterMetricFamily(
         "tandem_outbox_overflow_dropped",
