@@ -22,6 +22,8 @@ from ipaddress import IPv4Interface, IPv4Network
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
+
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000  # linux/sched.h
@@ -43,6 +45,13 @@ def netns_available() -> tuple[bool, str]:
         return False, f"ip netns add failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return True, ""
+
+
+# For netns tests outside tests/netns (whose conftest skips `netns`-marked tests by itself):
+# cheap enough to evaluate at import, unlike a probe namespace.
+requires_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"
+)
 
 
 def _ip(*args: str) -> None:
@@ -127,9 +136,10 @@ class Netns:
         is how an in-process transport gets opened on a node while the event loop stays here.
         Do not await across the block: other tasks on the loop would run in the namespace too.
         """
-        with open("/proc/thread-self/ns/net", "rb") as home, open(
-            f"/run/netns/{self.name}", "rb"
-        ) as target:
+        with (
+            open("/proc/thread-self/ns/net", "rb") as home,
+            open(f"/run/netns/{self.name}", "rb") as target,
+        ):
             _setns(target.fileno())
             try:
                 yield
@@ -246,9 +256,7 @@ class Topology:
         self._namespaces.append(bridge_ns)
         self.bridge_ns = bridge_ns
         # No multicast snooping: 224.0.0.18 must flood to every port, as on a plain switch.
-        bridge_ns.run(
-            ["ip", "link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0"]
-        )
+        bridge_ns.run(["ip", "link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0"])
         bridge_ns.run(["ip", "link", "set", self.bridge, "up"])
         hosts = self.network.hosts()
         for index in range(self.count):

@@ -162,10 +162,10 @@ class RawTransport:
             return None
         if header.src == self._local_address:
             return Drop(DropReason.OWN_ADVERT, f"looped back from {header.src}")
-        if self._vrid_filter is not None and len(payload) > 1:
-            # Cheap pre-filter: the VRID is byte 1 in both v2 and v3 (RFC 3768 §5.3.3).
-            if payload[1] not in self._vrid_filter:
-                return Drop(DropReason.UNKNOWN_VRID, f"vrid {payload[1]} from {header.src}")
+        # Cheap pre-filter: the VRID is byte 1 in both v2 and v3 (RFC 3768 §5.3.3).
+        vrid = payload[1] if len(payload) > 1 else None
+        if self._vrid_filter is not None and vrid not in self._vrid_filter:
+            return Drop(DropReason.UNKNOWN_VRID, f"vrid {vrid} from {header.src}")
         return Received(payload=payload, header=header)
 
     def __repr__(self) -> str:
