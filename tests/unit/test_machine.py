@@ -6,6 +6,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 import pytest
 
@@ -171,7 +172,7 @@ class Net:
             ]
             if not due:
                 break
-            deadline, name = min(due)  # type: ignore[type-var]
+            deadline, name = min(due)
             assert deadline is not None
             if deadline > end:
                 break
@@ -514,8 +515,8 @@ RECEIVE_CHECKS = [
 )
 @pytest.mark.parametrize("as_master", [False, True], ids=["backup", "master"])
 def test_machine_receive_check_failure_drops_without_touching_timer(
-    event_changes: dict[str, object],
-    advert_changes: dict[str, object],
+    event_changes: dict[str, Any],
+    advert_changes: dict[str, Any],
     reason: DropReason,
     as_master: bool,
 ) -> None:

@@ -44,7 +44,7 @@ def checksum(data: bytes) -> int:
     """RFC 1071 ones' complement sum; 0 when data already carries a valid checksum."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
