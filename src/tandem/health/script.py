@@ -23,10 +23,9 @@ class RiseFall:
 
     `state` is None until the first verdict. From None one success is enough for OK (keepalived:
     "a weight-0 script that has not run yet holds the instance in FAULT; one success frees it"),
-    while KO still needs `fall` consecutive failures, so a flaky first run of a `fall 3` check
-    does not count as a verdict. keepalived itself declares KO on the first failure from its
-    initial state; a not-yet-run weight-0 check already holds FAULT, so waiting for `fall`
-    only matters for weighted checks, where it avoids a priority dip on one early failure.
+    while KO still needs `fall` consecutive failures, so one flaky first run of a `fall 3` check
+    is not a verdict. A weight-0 check with no verdict already holds FAULT, so this choice only
+    shows for weighted checks, where it avoids a priority dip on a single early failure.
     """
 
     rise: int = 1
@@ -72,7 +71,9 @@ class ScriptCheck:
     """One vrrp_script: runs a command periodically and debounces its exit status.
 
     Use `run()` as a task (e.g. in an asyncio.TaskGroup) and cancel it to stop; a run in
-    progress at cancellation is killed with its whole process group.
+    progress at cancellation is killed with its whole process group. `clock` times the
+    schedule and must advance with the event loop's own time (it defaults to the same
+    monotonic clock); `kill_after` is the SIGTERM-to-SIGKILL grace, 2 s as in keepalived.
     """
 
     def __init__(
