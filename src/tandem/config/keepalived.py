@@ -1,4 +1,4 @@
-"""Reads keepalived.conf (VRRP subset of keepalived 2.2.7) into validated values, with file:line errors.
+"""Reads keepalived.conf (the VRRP subset of 2.2.7) into validated values with file:line errors.
 
 Three layers, each testable alone:
 
@@ -302,7 +302,9 @@ def tokenize(
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        problems.error(where, "include" if _include else "", f"{path}: not UTF-8 text ({exc.reason})")
+        problems.error(
+            where, "include" if _include else "", f"{path}: not UTF-8 text ({exc.reason})"
+        )
         return
     except OSError as exc:
         problems.error(where, "include" if _include else "", f"cannot read {path}: {exc.strerror}")
@@ -310,7 +312,11 @@ def tokenize(
     stack = (*_stack, path.resolve())
     for number, raw in enumerate(text.splitlines(), start=1):
         line_tokens = _split_line(raw, Location(str(path), number), problems)
-        if line_tokens and line_tokens[0].kind is TokenKind.WORD and line_tokens[0].text == "include":
+        if (
+            line_tokens
+            and line_tokens[0].kind is TokenKind.WORD
+            and line_tokens[0].text == "include"
+        ):
             yield from _expand_include(path, line_tokens, stack, problems)
             continue
         yield from line_tokens
@@ -361,7 +367,9 @@ def _expand_include(
         pattern = including.parent / pattern
     matches = sorted(glob.glob(str(pattern)))
     if not matches:
-        problems.error(where, "include", f"no file matches {words[0].text!r} (looked for {pattern})")
+        problems.error(
+            where, "include", f"no file matches {words[0].text!r} (looked for {pattern})"
+        )
         return
     for match in matches:
         target = Path(match)
@@ -432,7 +440,7 @@ class _Parser:
         self._unwinding = True
         name = " ".join((opener.keyword, *opener.args))
         self._problems.error(
-            opener.location, opener.keyword, f"missing '}}': block {name!r} is not closed before {before}"
+            opener.location, name, f"missing '}}': block {name!r} is not closed before {before}"
         )
 
     def _statement(self) -> Statement:
@@ -555,7 +563,9 @@ class _Checker:
     def _repeated(self, seen: dict[str, Location], stmt: Statement, path: str) -> None:
         first = seen.get(stmt.keyword)
         if first is not None:
-            self.p.warn(stmt.location, path, f"repeated (first at line {first.line}); the last value wins")
+            self.p.warn(
+                stmt.location, path, f"repeated (first at line {first.line}); the last value wins"
+            )
         seen[stmt.keyword] = stmt.location
 
     def _unknown(self, stmt: Statement, section: str) -> None:
@@ -585,8 +595,11 @@ class _Checker:
                 continue
             if script.name in scripts:
                 first = scripts[script.name].location
-                self.p.error(stmt.location, f"vrrp_script {script.name}",
-                             f"duplicate vrrp_script name (first defined at {first})")
+                self.p.error(
+                    stmt.location,
+                    f"vrrp_script {script.name}",
+                    f"duplicate vrrp_script name (first defined at {first})",
+                )
                 continue
             scripts[script.name] = script
         instances: list[VrrpInstance] = []
@@ -606,16 +619,22 @@ class _Checker:
             path = f"vrrp_instance {inst.name}"
             assert inst.location is not None
             if inst.name in by_name:
-                self.p.error(inst.location, path,
-                             f"duplicate vrrp_instance name (first defined at {by_name[inst.name].location})")
+                self.p.error(
+                    inst.location,
+                    path,
+                    f"duplicate vrrp_instance name (first at {by_name[inst.name].location})",
+                )
             else:
                 by_name[inst.name] = inst
             key = (inst.interface, inst.vrid)
             if inst.vrid and key in by_router:
                 other = by_router[key]
-                self.p.error(inst.location, f"{path}.virtual_router_id",
-                             f"virtual_router_id {inst.vrid} on {inst.interface} is already used by "
-                             f"vrrp_instance {other.name} ({other.location})")
+                self.p.error(
+                    inst.location,
+                    f"{path}.virtual_router_id",
+                    f"virtual_router_id {inst.vrid} on {inst.interface} is already used by "
+                    f"vrrp_instance {other.name} ({other.location})",
+                )
             else:
                 by_router.setdefault(key, inst)
 
@@ -640,8 +659,11 @@ class _Checker:
             elif key == "vrrp_strict":
                 if self._flag(item, path):
                     values["strict"] = True
-                    self.p.warn(item.location, path,
-                                "accepted but not enforced: Tandem has no strict RFC mode or firewall rules")
+                    self.p.warn(
+                        item.location,
+                        path,
+                        "accepted, not enforced: Tandem has no RFC-strict mode or firewall rules",
+                    )
             elif key in ("vrrp_garp_interval", "vrrp_gna_interval"):
                 value = self._decimal(item, path, 0, 1000)
                 if value is not None:
@@ -731,7 +753,9 @@ class _Checker:
             return None
         if timeout is None:
             timeout = interval  # keepalived's default
-        return VrrpScript(name, command, interval, timeout, weight, rise, fall, user, stmt.location, group)
+        return VrrpScript(
+            name, command, interval, timeout, weight, rise, fall, user, stmt.location, group
+        )
 
     # -- vrrp_instance --
 
@@ -839,7 +863,9 @@ class _Checker:
         if "interface" not in v:
             self.p.error(stmt.location, f"{section}.interface", "no 'interface' given")
         if "virtual_router_id" not in loc:
-            self.p.error(stmt.location, f"{section}.virtual_router_id", "no 'virtual_router_id' given")
+            self.p.error(
+                stmt.location, f"{section}.virtual_router_id", "no 'virtual_router_id' given"
+            )
         version = v.get("version") or globals_.vrrp_version
         assert isinstance(version, int)
         state = str(v.get("state", "BACKUP"))
@@ -848,20 +874,28 @@ class _Checker:
 
         advert_int = 1.0
         if advert_text is not None:
-            advert_int = self._advert_int(advert_text, version, loc["advert_int"], f"{section}.advert_int")
+            advert_int = self._advert_int(
+                advert_text, version, loc["advert_int"], f"{section}.advert_int"
+            )
 
         nopreempt = bool(v.get("nopreempt", False))
         if nopreempt and (state == "MASTER" or priority == 255):
             why = "state MASTER" if state == "MASTER" else "priority 255"
-            self.p.warn(loc["nopreempt"], f"{section}.nopreempt",
-                        f"ignored with {why}, as keepalived does: this node will preempt")
+            self.p.warn(
+                loc["nopreempt"],
+                f"{section}.nopreempt",
+                f"ignored with {why}, as keepalived does: this node will preempt",
+            )
             nopreempt = False
 
         auth_type = v.get("auth_type")
         auth_pass = v.get("auth_pass")
         if auth_type is not None and version == 3:
-            self.p.warn(loc["authentication"], f"{section}.authentication",
-                        "VRRPv3 has no authentication; ignored, as keepalived does")
+            self.p.warn(
+                loc["authentication"],
+                f"{section}.authentication",
+                "VRRPv3 has no authentication; ignored, as keepalived does",
+            )
 
         src = v.get("unicast_src_ip")
         unique_peers: list[IPv4Address] = []
@@ -870,27 +904,39 @@ class _Checker:
                 self.p.warn(loc["unicast_peer"], f"{section}.unicast_peer", f"{peer} listed twice")
                 continue
             if src is not None and peer == src:
-                self.p.error(loc["unicast_peer"], f"{section}.unicast_peer",
-                             f"{peer} is this node's own unicast_src_ip")
+                self.p.error(
+                    loc["unicast_peer"],
+                    f"{section}.unicast_peer",
+                    f"{peer} is this node's own unicast_src_ip",
+                )
                 continue
             unique_peers.append(peer)
         if src is not None and not peers:
-            self.p.warn(loc["unicast_src_ip"], f"{section}.unicast_src_ip",
-                        "has no effect without unicast_peer (adverts go to multicast 224.0.0.18)")
+            self.p.warn(
+                loc["unicast_src_ip"],
+                f"{section}.unicast_src_ip",
+                "has no effect without unicast_peer (adverts go to multicast 224.0.0.18)",
+            )
 
         unique_vips: list[VirtualAddress] = []
         for vip in vips:
             if any(u.address == vip.address for u in unique_vips):
-                self.p.warn(loc["virtual_ipaddress"], f"{section}.virtual_ipaddress",
-                            f"{vip.address} listed twice")
+                self.p.warn(
+                    loc["virtual_ipaddress"],
+                    f"{section}.virtual_ipaddress",
+                    f"{vip.address} listed twice",
+                )
                 continue
             unique_vips.append(vip)
-        if not unique_vips:
+        if "virtual_ipaddress" not in loc:
             where = loc.get("virtual_ipaddress", stmt.location)
             self.p.warn(where, f"{section}.virtual_ipaddress", "no virtual address configured")
         if len(unique_vips) > 255:  # RFC 3768 §5.3.5: naddr is 8 bits
-            self.p.error(loc["virtual_ipaddress"], f"{section}.virtual_ipaddress",
-                         f"{len(unique_vips)} addresses; at most 255 fit in an advert")
+            self.p.error(
+                loc["virtual_ipaddress"],
+                f"{section}.virtual_ipaddress",
+                f"{len(unique_vips)} addresses; at most 255 fit in an advert",
+            )
 
         return VrrpInstance(
             name=name,
@@ -924,16 +970,22 @@ class _Checker:
         value = float(text)
         if version == 2:
             if value != int(value):
-                self.p.error(where, path, f"{text} is not a whole number of seconds (required by VRRPv2)")
+                self.p.error(
+                    where, path, f"{text} is not a whole number of seconds (required by VRRPv2)"
+                )
             elif not 1 <= value <= V2_MAX_ADVERT_INT:
-                self.p.error(where, path, f"{text} is out of range 1..{V2_MAX_ADVERT_INT} s (VRRPv2)")
+                self.p.error(
+                    where, path, f"{text} is out of range 1..{V2_MAX_ADVERT_INT} s (VRRPv2)"
+                )
             return float(int(value)) if value >= 1 else 1.0
         centis = math.floor(value * 100 + 0.5)
         if not 1 <= centis <= V3_MAX_ADVERT_CS:
             self.p.error(where, path, f"{text} is out of range 0.01..40.95 s (VRRPv3)")
             return 1.0
         if abs(centis - value * 100) > 1e-6:
-            self.p.warn(where, path, f"{text} rounded to {centis / 100:g} s (VRRPv3 counts centiseconds)")
+            self.p.warn(
+                where, path, f"{text} rounded to {centis / 100:g} s (VRRPv3 counts centiseconds)"
+            )
         return centis / 100
 
     def _authentication(self, stmt: Statement, section: str, v: dict[str, object]) -> None:
@@ -955,8 +1007,11 @@ class _Checker:
                 continue
             if item.keyword == "auth_type":
                 if text == "AH":
-                    self.p.error(item.location, item_path,
-                                 "auth_type AH (IPsec AH) is not supported; use PASS or remove authentication")
+                    self.p.error(
+                        item.location,
+                        item_path,
+                        "auth_type AH (IPsec AH) is not supported; use PASS or no authentication",
+                    )
                 elif text != "PASS":
                     self.p.error(item.location, item_path, f"{text!r} is not PASS or AH")
                 else:
@@ -966,9 +1021,12 @@ class _Checker:
                     self.p.error(item.location, item_path, "password is empty")
                     continue
                 if len(text.encode("utf-8")) > AUTH_PASS_LEN:
-                    self.p.warn(item.location, item_path,
-                                f"longer than {AUTH_PASS_LEN} bytes; only "
-                                f"{text.encode('utf-8')[:AUTH_PASS_LEN]!r} is used, as keepalived does")
+                    self.p.warn(
+                        item.location,
+                        item_path,
+                        f"longer than {AUTH_PASS_LEN} bytes; only "
+                        f"{text.encode('utf-8')[:AUTH_PASS_LEN]!r} is used, as keepalived does",
+                    )
                 auth_pass = text
         if auth_type is not None and "auth_pass" not in seen:
             self.p.error(stmt.location, f"{path}.auth_pass", "auth_type PASS needs an auth_pass")
@@ -997,7 +1055,9 @@ class _Checker:
                     options[word] = words[i + 1]
                     i += 2
                 else:
-                    self.p.error(item.location, path, f"unsupported virtual_ipaddress option {word!r}")
+                    self.p.error(
+                        item.location, path, f"unsupported virtual_ipaddress option {word!r}"
+                    )
                     break
             if address is not None:
                 found.append(VirtualAddress(address, options.get("dev"), options.get("label")))
@@ -1012,7 +1072,9 @@ class _Checker:
         except (AddressValueError, NetmaskValueError, ValueError):
             self.p.error(where, path, f"{text!r} is not an IPv4 address[/prefix]")
             return None
-        if not 1 <= address.network.prefixlen <= 32 or ("/" in text and not text.split("/")[1].isdigit()):
+        if not 1 <= address.network.prefixlen <= 32 or (
+            "/" in text and not text.split("/")[1].isdigit()
+        ):
             self.p.error(where, path, f"{text!r}: prefix must be a length 1..32")
             return None
         return address
@@ -1030,7 +1092,11 @@ class _Checker:
         return found
 
     def _track_script(
-        self, stmt: Statement, path: str, scripts: dict[str, VrrpScript], script_stmts: list[Statement]
+        self,
+        stmt: Statement,
+        path: str,
+        scripts: dict[str, VrrpScript],
+        script_stmts: list[Statement],
     ) -> list[TrackedScript]:
         block = self._block(stmt, path)
         declared = {s.args[0] for s in script_stmts if len(s.args) == 1}
@@ -1065,12 +1131,17 @@ class _Checker:
         if not item.args:
             return None
         if len(item.args) != 2 or item.args[0] != "weight":
-            self.p.error(item.location, path, f"expects NAME [weight N], got {' '.join(item.args)!r}")
+            self.p.error(
+                item.location, path, f"expects NAME [weight N], got {' '.join(item.args)!r}"
+            )
             return False
         text = item.args[1]
         if not _INT_RE.fullmatch(text) or not -WEIGHT_LIMIT <= int(text) <= WEIGHT_LIMIT:
-            self.p.error(item.location, path,
-                         f"weight {text!r} is not a whole number in -{WEIGHT_LIMIT}..{WEIGHT_LIMIT}")
+            self.p.error(
+                item.location,
+                path,
+                f"weight {text!r} is not a whole number in -{WEIGHT_LIMIT}..{WEIGHT_LIMIT}",
+            )
             return False
         return int(text)
 
@@ -1094,7 +1165,9 @@ _GLOBAL_KEYS = frozenset(
     }
 )
 _SCRIPT_KEYS = frozenset({"script", "interval", "timeout", "weight", "rise", "fall", "user"})
-_INSTANCE_LISTS = frozenset({"virtual_ipaddress", "unicast_peer", "track_script", "track_interface"})
+_INSTANCE_LISTS = frozenset(
+    {"virtual_ipaddress", "unicast_peer", "track_script", "track_interface"}
+)
 _INSTANCE_KEYS = frozenset(
     {
         "state",
