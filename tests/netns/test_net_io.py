@@ -338,22 +338,29 @@ vrrp_instance VI_1 {{
   virtual_ipaddress {{
     {vip}/24
   }}
+{unicast}}}
+"""
+UNICAST_PEERING = """\
   unicast_src_ip {src}
   unicast_peer {{
     {peer}
   }}
-}}
 """
 
 
-@pytest.fixture
-def keepalived_on_node0(topology: Topology, tmp_path: Path) -> subprocess.Popen[bytes]:
+@pytest.fixture(params=["unicast", "multicast"])
+def keepalived_on_node0(
+    request: pytest.FixtureRequest, topology: Topology, tmp_path: Path
+) -> subprocess.Popen[bytes]:
     """keepalived 2.2.7 as address owner (priority 255, so MASTER at once) on node 0."""
     a, b = topology[0], topology[1]
-    conf = tmp_path / "keepalived.conf"
-    conf.write_text(
-        KEEPALIVED_CONF.format(ifname=a.ifname, vip=VIP, src=a.address.ip, peer=b.address.ip)
+    unicast = (
+        UNICAST_PEERING.format(src=a.address.ip, peer=b.address.ip)
+        if request.param == "unicast"
+        else ""
     )
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(KEEPALIVED_CONF.format(ifname=a.ifname, vip=VIP, unicast=unicast))
     log_path = tmp_path / "keepalived.log"
     argv = ["keepalived", "-n", "-l", "-D", "-G", "-P", "-f", str(conf)]
     for flag, name in (("-p", "main"), ("-r", "vrrp"), ("-c", "check")):
@@ -363,12 +370,19 @@ def keepalived_on_node0(topology: Topology, tmp_path: Path) -> subprocess.Popen[
         return a.ns.popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
 
 
+def _conf_of(process: subprocess.Popen[bytes]) -> Path:
+    argv = [str(arg) for arg in process.args]  # type: ignore[union-attr]
+    return Path(argv[argv.index("-f") + 1])
+
+
 async def test_raw_transport_receives_real_keepalived_adverts(
     topology: Topology, keepalived_on_node0: subprocess.Popen[bytes]
 ) -> None:
     a, b = topology[0], topology[1]
+    multicast = "unicast_peer" not in _conf_of(keepalived_on_node0).read_text()
+    expected_dst = VRRP_MULTICAST if multicast else b.address.ip
     adverts: list[Received] = []
-    async with _open(b) as tb:
+    async with _open(b, multicast=multicast) as tb:
         deadline = time.monotonic() + 15.0
         while len(adverts) < 2 and time.monotonic() < deadline:
             assert keepalived_on_node0.poll() is None, "keepalived exited"
@@ -385,7 +399,7 @@ async def test_raw_transport_receives_real_keepalived_adverts(
     assert len(adverts) >= 2
     for got in adverts:
         assert got.header.src == a.address.ip
-        assert got.header.dst == b.address.ip
+        assert got.header.dst == expected_dst
         assert got.header.ttl == VRRP_TTL
         decoded = packet.decode(got.payload, got.header.src, got.header.dst)
         assert isinstance(decoded, Advert)
