@@ -156,8 +156,8 @@
     let row = state.rows.get(key);
     if (row) return row;
     row = el("tr", { dataset: { key, tag: t.tag, device: t.device, group: t.group } },
-      el("td", { class: "device", textContent: t.device }),
-      el("td", { class: "group", textContent: t.group }),
+      el("td", { class: "c-device", textContent: t.device }),
+      el("td", { class: "c-group", textContent: t.group }),
       el("td", { class: "tag", textContent: t.tag }),
       el("td", { class: "value" }),
       el("td", { class: "error" }),
@@ -238,10 +238,16 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
 
-  function niceRange(min, max) {
-    if (min === max) { const pad = Math.abs(min) * 0.1 || 1; return [min - pad, max + pad]; }
-    const pad = (max - min) * 0.08;
-    return [min - pad, max + pad];
+  // Axis bounds and ticks on a 1-2-5 grid, so the labels read as round numbers.
+  function niceTicks(min, max, target = 4) {
+    if (min === max) { const pad = Math.abs(min) * 0.1 || 1; min -= pad; max += pad; }
+    const raw = (max - min) / target;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+    const lo = Math.floor(min / step) * step, hi = Math.ceil(max / step) * step;
+    const ticks = [];
+    for (let v = lo; v <= hi + step / 2; v += step) ticks.push(+v.toPrecision(12));
+    return { lo, hi, ticks };
   }
 
   function drawChart() {
@@ -274,8 +280,7 @@
     for (let t = Math.ceil(left / 10_000) * 10_000; t <= right; t += 10_000) {
       const gx = Math.round(x(t)) + 0.5;
       ctx.beginPath(); ctx.moveTo(gx, padT); ctx.lineTo(gx, padT + ph); ctx.stroke();
-      const ago = Math.round((right - t) / 1000);
-      ctx.fillText(ago === 0 ? "now" : `-${ago}s`, gx, padT + ph + 6);
+      if (gx > padL + 24 && gx < padL + pw - 24) ctx.fillText(fmtClock(t), gx, padT + ph + 6);
     }
 
     const hist = state.selected ? state.history.get(state.selected) : null;
@@ -291,16 +296,15 @@
 
     let min = Infinity, max = -Infinity;
     for (const [, v] of pts) { if (v < min) min = v; if (v > max) max = v; }
-    const [lo, hi] = niceRange(min, max);
+    const { lo, hi, ticks } = niceTicks(min, max);
     const y = (v) => padT + ph - ((v - lo) / (hi - lo)) * ph;
 
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = lo + ((hi - lo) * i) / 4;
+    for (const v of ticks) {
       const gy = Math.round(y(v)) + 0.5;
       ctx.beginPath(); ctx.moveTo(padL, gy); ctx.lineTo(padL + pw, gy); ctx.stroke();
-      ctx.fillText(fmtValue(+v.toPrecision(4)), padL - 6, gy);
+      ctx.fillText(fmtValue(v), padL - 6, gy);
     }
 
     ctx.save();
