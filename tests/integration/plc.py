@@ -1,0 +1,98 @@
+"""Test helpers: run the PLC simulator in a real subprocess on an ephemeral port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+READY_TIMEOUT_S = 15.0
+
+
+@dataclass(slots=True)
+class PlcProcess:
+    """A running simulator subprocess and the port it listens on."""
+
+    host: str
+    port: int
+    load_registers: int
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        """Terminate (then kill) the simulator; safe to call twice."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _read_ready_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The simulator's first stdout line, or an error if it does not come in time."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    if not lines or not lines[0]:
+        raise RuntimeError(f"PLC simulator did not report ready within {timeout}s")
+    return lines[0].strip()
+
+
+def wait_accepting(host: str, port: int, timeout: float = READY_TIMEOUT_S) -> None:
+    """Block until a TCP connect to host:port succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def start_plc(port: int = 0, *, load_registers: int = 1000, host: str = "127.0.0.1") -> PlcProcess:
+    """Start ``tandem.sim.plc.main`` in a subprocess; port 0 lets the kernel choose a free one."""
+    code = f"from tandem.sim.plc import main; main({host!r}, {port}, {load_registers})"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = _read_ready_line(process, READY_TIMEOUT_S)
+        bound = int(line.rsplit(":", 1)[1])
+        wait_accepting(host, bound)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+    return PlcProcess(host, bound, load_registers, process)
+
+
+@contextlib.contextmanager
+def running_plc(port: int = 0, *, load_registers: int = 1000) -> Iterator[PlcProcess]:
+    """A simulator for the ``with`` body, stopped afterwards even if the body fails."""
+    plc = start_plc(port, load_registers=load_registers)
+    try:
+        yield plc
+    finally:
+        plc.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for 'device unreachable' tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
