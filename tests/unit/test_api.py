@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,16 +87,22 @@ class FakeView:
     subscriptions_open: int = 0
     subscriptions_closed: int = 0
 
+    reader_threads: set[int] = field(default_factory=set)
+
     def health(self) -> Health:
+        self.reader_threads.add(threading.get_ident())
         return Health(ok=self.healthy, checks={"outbox": True, "poller": self.healthy})
 
     def status(self) -> Status:
+        self.reader_threads.add(threading.get_ident())
         return self.current
 
     def tags(self) -> list[TagValue]:
+        self.reader_threads.add(threading.get_ident())
         return list(TAGS)
 
     def timeline(self, limit: int) -> list[TimelineEvent]:
+        self.reader_threads.add(threading.get_ident())
         self.timeline_limits.append(limit)
         events = [
             TimelineEvent(ts_ms=i, kind="info", message=f"event {i}", detail={"i": i})
@@ -202,6 +209,15 @@ async def test_timeline_zero_limit_rejected_with_422() -> None:
         response = await client.get("/api/v1/timeline", params={"limit": 0})
     assert response.status_code == 422
     assert view.timeline_limits == []
+
+
+async def test_reads_any_endpoint_view_called_on_event_loop_thread() -> None:
+    view = FakeView()
+    async with client_for(view) as client:
+        for path in ("/api/v1/health", "/api/v1/status", "/api/v1/tags", "/api/v1/timeline"):
+            assert (await client.get(path)).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200
+    assert view.reader_threads == {threading.get_ident()}
 
 
 async def test_switchover_supported_returns_view_result() -> None:

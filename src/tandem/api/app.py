@@ -136,22 +136,24 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
     streams = LiveStreams()
     app.state.view = view
     app.state.streams = streams
+    # Every handler is `async def` on purpose: the view is read on the event loop thread that
+    # owns the runtime's state; plain `def` handlers would run in a thread pool and race it.
 
     @app.get(f"{API}/health", response_model=Health, responses={503: {"model": Health}})
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         result = view.health()
         return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.ok else 503)
 
     @app.get(f"{API}/status", response_model=Status)
-    def status() -> Status:
+    async def status() -> Status:
         return view.status()
 
     @app.get(f"{API}/tags", response_model=list[TagValue])
-    def tags() -> list[TagValue]:
+    async def tags() -> list[TagValue]:
         return view.tags()
 
     @app.get(f"{API}/timeline", response_model=list[TimelineEvent])
-    def timeline(limit: int = Query(100, ge=1, le=10_000)) -> list[TimelineEvent]:
+    async def timeline(limit: int = Query(100, ge=1, le=10_000)) -> list[TimelineEvent]:
         return view.timeline(limit)
 
     @app.get(f"{API}/events", response_class=StreamingResponse)
@@ -173,11 +175,11 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
             raise HTTPException(409, str(exc)) from exc
 
     @app.get("/metrics", response_class=Response)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(render_metrics(view.status()), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
-    def dashboard() -> FileResponse:
+    async def dashboard() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
