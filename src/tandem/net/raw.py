@@ -20,13 +20,14 @@ log = logging.getLogger(__name__)
 IP_TOS_INTERNETWORK_CONTROL = 0xC0  # keepalived marks adverts with IP precedence 6
 _SIOCGIFADDR = 0x8915  # linux/sockios.h
 _IFNAMSIZ = 16
+_IFREQ_UNION = 24  # sizeof(struct ifreq) is 40 on Linux: name plus a 24-byte union
 _MAX_PACKET = 65535  # read whole packets so that a length mismatch is seen, not truncated
 
 
 def interface_address(interface: str) -> IPv4Address:
     """The interface's primary IPv4 address, keepalived's default `unicast_src_ip`."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        request = struct.pack(f"{_IFNAMSIZ}s{_IFNAMSIZ}x", interface.encode()[: _IFNAMSIZ - 1])
+        request = struct.pack(f"{_IFNAMSIZ}s{_IFREQ_UNION}x", interface.encode()[: _IFNAMSIZ - 1])
         try:
             answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
         except OSError as exc:
