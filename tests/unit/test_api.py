@@ -409,13 +409,13 @@ async def test_serve_cancelled_with_open_stream_stops_promptly(
             started = time.monotonic()
             task.cancel()
             # The server ends the stream itself; the client sees a clean end of body.
-            rest = "".join([chunk async for chunk in stream])
+            async for _ in stream:
+                pass
         with pytest.raises(asyncio.CancelledError):
             await task
     elapsed = time.monotonic() - started
     assert elapsed < 3.0, f"shutdown took {elapsed:.1f} s"
     assert view.subscriptions_closed == 1
-    assert isinstance(rest, str)
 
 
 async def test_serve_address_in_use_raises_tandem_error() -> None:

@@ -237,11 +237,11 @@ async def serve(app: FastAPI, host: str, port: int, *, ready: asyncio.Event | No
     server = _InLoopServer(config)
     running = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
     try:
-        if ready is not None:
-            while not server.started and not running.done():
-                await asyncio.sleep(0.01)
-            if server.started:
-                log.info("API listening on %s:%s", *app.state.bound_address)
+        while not server.started and not running.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            log.info("API listening on %s:%s", *app.state.bound_address)
+            if ready is not None:
                 ready.set()
         # Shielded: a cancellation of serve() must turn into a graceful stop, not kill uvicorn
         # half-way through a response.
