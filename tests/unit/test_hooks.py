@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
+import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,27 @@ def recorder(tmp_path: Path) -> tuple[Path, Path]:
         f'echo "$(cat /proc/$PPID/comm)|$#|$*" >> "{out}"\n',
     )
     return script, out
+
+
+def processes_with_argv(argv: list[str]) -> list[int]:
+    wanted = ("\0".join(argv) + "\0").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted:
+                    found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def unique_sleep():
+    """A sleep argument no other process uses, so /proc finds ours alone; leftovers are killed."""
+    seconds = f"100.{uuid.uuid4().int % 10**9:09d}"
+    yield seconds
+    for pid in processes_with_argv(["sleep", seconds]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def calls(out: Path) -> list[tuple[str, int, str]]:
@@ -138,6 +162,21 @@ async def test_run_command_background_child_does_not_hold_the_result() -> None:
     assert result.ok
     assert time.monotonic() - started < 2.0
     assert result.last_line == "done"
+
+
+@pytest.mark.parametrize("yields_before_cancel", range(8))
+async def test_run_command_cancelled_at_any_point_leaves_no_pipeline_child(
+    unique_sleep, yields_before_cancel: int
+) -> None:
+    task = asyncio.create_task(run_command(["/bin/sh", "-c", f"sleep {unique_sleep} | cat"], 30.0))
+    for _ in range(yields_before_cancel):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.002 * yields_before_cancel)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert processes_with_argv(["sleep", unique_sleep]) == []
 
 
 # --- NotifyRunner ---------------------------------------------------------------------------

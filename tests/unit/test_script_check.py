@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pwd
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -29,9 +31,14 @@ def reference_state(results: tuple[bool, ...], rise: int, fall: int) -> bool | N
     return state
 
 
-def unique_sleep_seconds() -> str:
-    """A sleep argument no other process on the host uses, so /proc can find ours alone."""
-    return f"100.{uuid.uuid4().int % 10**9:09d}"
+@pytest.fixture
+def unique_sleep():
+    """A sleep argument no other process uses, so /proc finds ours alone; leftovers are killed."""
+    seconds = f"100.{uuid.uuid4().int % 10**9:09d}"
+    yield seconds
+    for pid in processes_with_argv(["sleep", seconds]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def processes_with_argv(argv: list[str]) -> list[int]:
@@ -235,8 +242,10 @@ async def test_script_check_missing_program_counts_as_failure(start_check, tmp_p
     assert changes[0].reason.startswith("not started")
 
 
-async def test_script_check_timeout_kills_sleep_and_counts_failure(start_check) -> None:
-    seconds = unique_sleep_seconds()
+async def test_script_check_timeout_kills_sleep_and_counts_failure(
+    unique_sleep, start_check
+) -> None:
+    seconds = unique_sleep
     check = ScriptCheck(
         "slow", f"sleep {seconds}", interval=5.0, timeout=0.3, kill_after=0.5, fall=1
     )
@@ -251,8 +260,8 @@ async def test_script_check_timeout_kills_sleep_and_counts_failure(start_check) 
     assert processes_with_argv(["sleep", seconds]) == []
 
 
-async def test_script_check_timeout_kills_children_of_a_pipeline(start_check) -> None:
-    seconds = unique_sleep_seconds()
+async def test_script_check_timeout_kills_children_of_a_pipeline(unique_sleep, start_check) -> None:
+    seconds = unique_sleep
     check = ScriptCheck("pipe", f"sleep {seconds} | cat", interval=5.0, timeout=0.3, kill_after=0.5)
     start_check(check)
     await wait_until(lambda: processes_with_argv(["sleep", seconds]) != [], timeout=5.0)
@@ -263,9 +272,9 @@ async def test_script_check_timeout_kills_children_of_a_pipeline(start_check) ->
 
 
 async def test_script_check_term_ignoring_script_is_killed_after_grace(
-    start_check, tmp_path
+    unique_sleep, start_check, tmp_path
 ) -> None:
-    seconds = unique_sleep_seconds()
+    seconds = unique_sleep
     script = write_script(tmp_path / "stubborn.sh", f"trap '' TERM\nsleep {seconds}\n")
     check = ScriptCheck("stubborn", str(script), interval=5.0, timeout=0.3, kill_after=0.6)
     start_check(check)
@@ -304,8 +313,8 @@ async def test_script_check_interval_is_measured_from_previous_start(start_check
     assert min(gaps) > 0.3
 
 
-async def test_script_check_cancel_kills_running_script(start_check) -> None:
-    seconds = unique_sleep_seconds()
+async def test_script_check_cancel_kills_running_script(unique_sleep, start_check) -> None:
+    seconds = unique_sleep
     check = ScriptCheck("long", f"sleep {seconds}", interval=60.0, timeout=60.0)
     task = start_check(check)
     await wait_until(lambda: processes_with_argv(["sleep", seconds]) != [], timeout=5.0)

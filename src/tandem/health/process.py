@@ -133,6 +133,16 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+async def _kill_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    try:
+        process = await spawn
+    except Exception:
+        return  # never started, nothing to kill
+    _signal_group(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        await process.wait()
+
+
 def _read_tail(stream: IO[bytes]) -> str:
     stream.seek(0, os.SEEK_END)
     size = stream.tell()
@@ -158,14 +168,23 @@ async def run_command(
     started = time.monotonic()
     with tempfile.TemporaryFile() as output:
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-                **_user_arguments(user),
+            spawn = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    start_new_session=True,
+                    **_user_arguments(user),
+                )
             )
+            try:
+                process = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                # Cancelled after fork but before we hold the process: asyncio would kill
+                # only the leader, so wait for it and take the whole group down ourselves.
+                await _kill_spawned(spawn)
+                raise
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
             return CommandResult(
                 argv=argv,
