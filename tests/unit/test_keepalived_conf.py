@@ -586,3 +586,68 @@ def test_to_instance_config_global_version_is_default(workdir: Path) -> None:
     cfg = parse_file(conf)
 
     assert to_instance_config(cfg.instances[0], cfg, LOCAL).version == 3
+
+
+# ---- recovery and merging ----
+
+
+def test_check_file_missing_brace_recovers_for_following_sections() -> None:
+    problems = check_file(BROKEN / "missing_brace.conf")
+
+    assert [(p.line, p.field) for p in problems] == [(1, "vrrp_instance VI_1")]
+
+
+def test_analyse_file_missing_brace_keeps_later_instance_parsed(workdir: Path) -> None:
+    text = (
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n"
+        + MINIMAL_INSTANCE.replace("VI_1", "VI_2").replace(" 51", " 52")
+        + MINIMAL_INSTANCE.replace("VI_1", "VI_3").replace(" 51", " 53")
+    )
+    statements, problems = parse_statements(write(workdir, "k.conf", text))
+
+    assert [(p.line, p.field) for p in problems] == [(1, "vrrp_instance VI_1")]
+    assert [(s.keyword, s.args) for s in statements] == [
+        ("vrrp_instance", ("VI_1",)),
+        ("vrrp_instance", ("VI_2",)),
+        ("vrrp_instance", ("VI_3",)),
+    ]
+    assert all(s.block is not None and len(s.block) >= 2 for s in statements)
+
+
+def test_parse_file_several_global_defs_merge(workdir: Path) -> None:
+    text = "global_defs {\n  router_id r1\n}\nglobal_defs {\n  vrrp_version 3\n}\n"
+    cfg = parse_file(write(workdir, "k.conf", text + MINIMAL_INSTANCE))
+
+    assert (cfg.globals.router_id, cfg.globals.vrrp_version) == ("r1", 3)
+    assert cfg.globals.location == Location(str(workdir / "k.conf"), 1)
+
+
+def test_check_file_include_of_directory_is_an_error(workdir: Path) -> None:
+    (workdir / "sub").mkdir()
+    top = write(workdir, "k.conf", MINIMAL_INSTANCE + "include sub\n")
+
+    problems = check_file(top)
+
+    assert [(p.line, p.field) for p in problems] == [(8, "include")]
+    assert "directory" in problems[0].message
+
+
+def test_check_file_deep_include_chain_is_cut(workdir: Path) -> None:
+    for depth in range(20):
+        write(workdir, f"f{depth}.conf", f"include f{depth + 1}.conf\n")
+    write(workdir, "f20.conf", MINIMAL_INSTANCE)
+
+    problems = check_file(workdir / "f0.conf")
+
+    assert len(problems) == 1
+    assert "nested deeper" in problems[0].message
+
+
+def test_check_file_non_ascii_digits_rejected(workdir: Path) -> None:
+    text = MINIMAL_INSTANCE.replace(
+        "  interface eth0\n", "  interface eth0\n  priority \u0661\u0660\n"
+    )
+
+    problems = check_file(write(workdir, "k.conf", text))
+
+    assert [(p.line, p.field) for p in problems] == [(3, "vrrp_instance VI_1.priority")]

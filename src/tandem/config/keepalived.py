@@ -2,7 +2,7 @@
 
 Three layers, each testable alone:
 
-1. ``tokenize``: physical lines into words, braces and line ends. Comments start with ``!`` or
+1. Tokens: physical lines into words, braces and line ends. Comments start with ``!`` or
    ``#`` anywhere outside double quotes; a quoted string is one word; ``include GLOB`` is
    expanded in place (relative to the including file's directory) so every token keeps the
    file and line it was written on.
@@ -17,6 +17,7 @@ Deliberate differences from keepalived, all towards "fail loudly at load time":
   missing include usually means a missing instance.
 - ``track_script`` naming an undefined ``vrrp_script`` is an error (keepalived drops the tracker).
 - ``auth_type AH`` is an error: the engine speaks PASS or no authentication only.
+- IPv6 virtual addresses are an error: the engine is IPv4 only.
 - A fractional ``advert_int`` with VRRPv2 is an error (keepalived rounds it).
 - ``vrrp_strict`` is accepted with a warning: it only toggles keepalived's RFC-strict checks and
   firewall rules, which Tandem does not implement; none of its restrictions are enforced.
@@ -36,7 +37,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
 from pathlib import Path
@@ -219,7 +220,7 @@ def parse_file(path: Path) -> KeepalivedConfig:
 
 
 def check_file(path: Path) -> list[ConfigProblem]:
-    """The errors of a config file, in file order; empty means `parse_file` will succeed."""
+    """The errors of a config file, sorted by file and line; empty means `parse_file` succeeds."""
     return list(analyse_file(path).errors)
 
 
@@ -227,7 +228,7 @@ def analyse_file(path: Path) -> CheckResult:
     """Errors, warnings and (when clean) the config, without raising for file content."""
     path = Path(path)
     problems = _Problems()
-    tokens = list(tokenize(path, problems))
+    tokens = list(_tokenize(path, problems))
     statements = _Parser(tokens, problems).parse()
     config = _Checker(problems, path).check(statements)
     errors = tuple(sorted(problems.errors, key=_problem_order))
@@ -294,7 +295,7 @@ def _problem_order(problem: ConfigProblem) -> tuple[str, int]:
 # layer 1: tokens
 
 
-def tokenize(
+def _tokenize(
     path: Path, problems: _Problems, _stack: tuple[Path, ...] = (), _include: Location | None = None
 ) -> Iterator[Token]:
     """Tokens of `path` with includes expanded; unreadable files become problems."""
@@ -376,10 +377,13 @@ def _expand_include(
         if target.is_dir():
             problems.error(where, "include", f"{target} is a directory")
             continue
-        if target.resolve() in stack or len(stack) >= MAX_INCLUDE_DEPTH:
+        if target.resolve() in stack:
             problems.error(where, "include", f"include loop: {target} is already being read")
             continue
-        yield from tokenize(target, problems, stack, where)
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            problems.error(where, "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+            continue
+        yield from _tokenize(target, problems, stack, where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,11 +401,7 @@ class _Parser:
         self._unwinding = False
 
     def parse(self) -> list[Statement]:
-        statements: list[Statement] = []
-        while self._pos < len(self._tokens):
-            self._unwinding = False
-            statements.extend(self._body(opener=None))
-        return statements
+        return self._body(opener=None)
 
     def _peek(self) -> Token | None:
         return self._tokens[self._pos] if self._pos < len(self._tokens) else None
@@ -466,15 +466,15 @@ class _Parser:
 def parse_statements(path: Path) -> tuple[list[Statement], list[ConfigProblem]]:
     """The raw statement tree and the syntax errors, for tools that need more than the model."""
     problems = _Problems()
-    statements = _Parser(list(tokenize(Path(path), problems)), problems).parse()
+    statements = _Parser(list(_tokenize(Path(path), problems)), problems).parse()
     return statements, problems.errors
 
 
 # ---------------------------------------------------------------------------------------------
 # layer 3: meaning
 
-_INT_RE = re.compile(r"[+-]?\d+")
-_DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_INT_RE = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() would also take other digit scripts
+_DECIMAL_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 _IGNORED_GLOBALS = frozenset(
     {"notification_email", "notification_email_from", "smtp_server", "smtp_connect_timeout"}
 )
@@ -581,7 +581,7 @@ class _Checker:
         instance_stmts: list[Statement] = []
         for stmt in statements:
             if stmt.keyword == "global_defs":
-                globals_ = self._globals(stmt)
+                globals_ = self._globals(stmt, globals_)
             elif stmt.keyword == "vrrp_script":
                 script_stmts.append(stmt)
             elif stmt.keyword == "vrrp_instance":
@@ -640,9 +640,12 @@ class _Checker:
 
     # -- global_defs --
 
-    def _globals(self, stmt: Statement) -> GlobalDefs:
+    def _globals(self, stmt: Statement, earlier: GlobalDefs) -> GlobalDefs:
+        """Several global_defs sections merge, as in keepalived; later values win."""
         block = self._block(stmt, "global_defs")
-        values: dict[str, object] = {"location": stmt.location}
+        values: dict[str, object] = {}
+        if earlier.location is None:
+            values["location"] = stmt.location
         seen: dict[str, Location] = {}
         for item in block or ():
             path = f"global_defs.{item.keyword}"
@@ -665,7 +668,9 @@ class _Checker:
                         "accepted, not enforced: Tandem has no RFC-strict mode or firewall rules",
                     )
             elif key in ("vrrp_garp_interval", "vrrp_gna_interval"):
-                value = self._decimal(item, path, 0, 1000)
+                # keepalived rejects 0 and keeps its default, which is 0 (the seed guide's value),
+                # so 0 is accepted here as "no delay".
+                value = self._decimal(item, path, 0, 4294.967295)
                 if value is not None:
                     values[key.removeprefix("vrrp_")] = value
             elif key == "vrrp_version":
@@ -697,7 +702,7 @@ class _Checker:
                 delay = self._int(item, path, 0, 255)
                 if delay is not None:
                     values["garp_master_delay"] = delay
-        return GlobalDefs(**values)  # type: ignore[arg-type]
+        return replace(earlier, **values)  # type: ignore[arg-type]
 
     # -- vrrp_script --
 
