@@ -651,3 +651,13 @@ def test_check_file_non_ascii_digits_rejected(workdir: Path) -> None:
     problems = check_file(write(workdir, "k.conf", text))
 
     assert [(p.line, p.field) for p in problems] == [(3, "vrrp_instance VI_1.priority")]
+
+
+def test_parse_file_logs_each_warning(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    conf = write(workdir, "k.conf", "global_defs {\n  vrrp_strict\n}\n" + MINIMAL_INSTANCE)
+
+    with caplog.at_level("WARNING", logger="tandem.config.keepalived"):
+        cfg = parse_file(conf)
+
+    assert [r.getMessage() for r in caplog.records] == [str(w) for w in cfg.warnings]
+    assert len(cfg.warnings) == 1
