@@ -188,3 +188,27 @@ def test_outbox_full_synchronous_option_works(db_path: Path) -> None:
         ob.append(make_sample())
         assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_overflow_drop_newest_keeps_oldest_and_burns_seq(db_path: Path) -> None:
+    with Outbox(db_path, max_rows=3, overflow="drop_newest") as ob:
+        stamped = ob.append_many([make_sample(slot=s) for s in range(5)])
+        ob.append(make_sample(slot=5))
+        assert ob.depth() == 3
+        assert ob.overflow_dropped == 3
+        assert [r.slot for r in ob.peek(10)] == [0, 1, 2]
+        assert [s.seq for s in stamped] == [1, 2, 3, 4, 5]
+        ob.ack([ob.peek(1)[0].id])
+        # room again: the next sample is stored, and its seq shows the gap
+        assert ob.append(make_sample(slot=6)).seq == 7
+        assert [r.seq for r in ob.peek(10)] == [2, 3, 7]
+
+
+def test_reopen_with_smaller_max_rows_drop_newest_refuses_all_new(db_path: Path) -> None:
+    with Outbox(db_path) as ob:
+        ob.append_many([make_sample(slot=s) for s in range(6)])
+    with Outbox(db_path, max_rows=4, overflow="drop_newest") as ob:
+        ob.append_many([make_sample(slot=10), make_sample(slot=11)])
+        assert ob.depth() == 6
+        assert ob.overflow_dropped == 2
+        assert [r.slot for r in ob.peek(10)] == list(range(6))

@@ -18,6 +18,7 @@ from tandem.hub.model import Sample
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["NORMAL", "FULL"]
+Overflow = Literal["drop_oldest", "drop_newest"]
 
 # One overflow warning per this many seconds; the counter keeps the exact total.
 _OVERFLOW_LOG_INTERVAL_S = 10.0
@@ -93,12 +94,16 @@ class Outbox:
         *,
         max_rows: int = 1_000_000,
         synchronous: Synchronous = "NORMAL",
+        overflow: Overflow = "drop_oldest",
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if overflow not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"overflow must be drop_oldest or drop_newest, got {overflow!r}")
         self.path = Path(path)
+        self.overflow = overflow
         self.max_rows = max_rows
         self.overflow_dropped = 0
         self._overflow_unlogged = 0
@@ -161,21 +166,26 @@ class Outbox:
         if not rows:
             return stamped
         changed = [(g, q) for g, q in next_seq.items() if self._last_seq.get(g) != q]
-        excess = self._depth + len(rows) - self.max_rows
+        excess = max(0, self._depth + len(rows) - self.max_rows)
+        if self.overflow == "drop_newest" and excess:
+            # The refused samples still used their seq: the gap tells consumers data was lost.
+            # Rows already stored stay even if a reopen lowered max_rows below the depth.
+            excess = min(excess, len(rows))
+            rows = rows[: len(rows) - excess]
         try:
             self._db.execute("BEGIN")
             self._db.executemany(_INSERT, rows)
             self._db.executemany(_UPSERT_SEQ, changed)
-            dropped = self._drop_oldest(excess) if excess > 0 else 0
+            deleted = self._drop_oldest(excess) if self.overflow == "drop_oldest" and excess else 0
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             raise OutboxError(f"outbox append failed: {exc}") from exc
         # Memory follows the database only once the commit has succeeded.
         self._last_seq = next_seq
-        self._depth += len(rows) - dropped
-        if dropped:
-            self._count_overflow(dropped)
+        self._depth += len(rows) - deleted
+        if excess:
+            self._count_overflow(excess)
         return stamped
 
     def ack(self, ids: Iterable[int]) -> None:
@@ -237,8 +247,9 @@ class Outbox:
         now = time.monotonic()
         if now - self._overflow_logged_at >= _OVERFLOW_LOG_INTERVAL_S:
             log.warning(
-                "outbox full (%s rows): dropped %s oldest rows (%s in total)",
+                "outbox full (%s rows): %s dropped %s rows (%s in total)",
                 self.max_rows,
+                self.overflow,
                 self._overflow_unlogged,
                 self.overflow_dropped,
             )
@@ -250,4 +261,4 @@ class Outbox:
             self._db.execute("ROLLBACK")
 
 
-__all__ = ["Outbox", "OutboxError", "OutboxRow", "Synchronous", "encode_payload"]
+__all__ = ["Outbox", "OutboxError", "OutboxRow", "Overflow", "Synchronous", "encode_payload"]
