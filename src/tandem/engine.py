@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Literal
 
 from tandem.config.keepalived import KeepalivedConfig, VrrpInstance, to_instance_config
 from tandem.health.script import CheckResult, ScriptCheck
 from tandem.hooks import NotifyConfig, NotifyRunner
 from tandem.net.driver import VrrpDriver
+from tandem.net.raw import RawTransport, interface_address
+from tandem.net.udp import UdpTransport
+from tandem.net.vip import VipManager
 from tandem.vrrp.priority import CheckState, effective
 
 log = logging.getLogger(__name__)
@@ -34,53 +40,13 @@ class EngineOptions:
     transport: TransportKind = "raw"
     udp_port: int = 5112
     manage_vips: bool = True
-
-
-class InterfaceVips:
-    """Adds and removes an instance's VIPs on its interface, announcing them with gratuitous ARP."""
-
-    def __init__(self, interface: str) -> None:
-        from tandem.net.vip import VipManager
-
-        self.interface = interface
-        self._manager = VipManager(interface)
-
-    def add(self, vips: Sequence[IPv4Interface]) -> None:
-        self._manager.add(vips)
-
-    def remove(self, vips: Sequence[IPv4Interface]) -> None:
-        self._manager.remove(vips)
-
-    def gratuitous_arp(self, vips: Sequence[IPv4Interface]) -> None:
-        from tandem.net.vip import send_gratuitous_arp
-
-        try:
-            send_gratuitous_arp(self.interface, [v.ip for v in vips], count=1)
-        except OSError as exc:
-            log.warning("gratuitous ARP on %s failed: %s", self.interface, exc)
-
-
-def interface_address(interface: str) -> IPv4Address:
-    """keepalived's default unicast_src_ip: the interface's first IPv4 address."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = ipr.link_lookup(ifname=interface)
-        if not links:
-            raise OSError(f"interface {interface!r} does not exist")
-        for msg in ipr.get_addr(family=2, index=links[0]):
-            return IPv4Address(msg.get_attr("IFA_ADDRESS"))
-    raise OSError(f"interface {interface!r} has no IPv4 address")
+    stats_file: Path = Path("/tmp/tandem-keepalived.json")
 
 
 def _make_transport(inst: VrrpInstance, local: IPv4Address, options: EngineOptions) -> object:
     if options.transport == "udp":
-        from tandem.net.udp import UdpTransport
-
         peers = [(str(p), options.udp_port) for p in inst.unicast_peers]
         return UdpTransport((str(local), options.udp_port), peers)
-    from tandem.net.raw import RawTransport
-
     return RawTransport(
         inst.interface,
         local_address=local,
@@ -95,7 +61,9 @@ class TrackedPriority:
     def __init__(self, driver: VrrpDriver, base: int, weights: dict[str, int]) -> None:
         self.driver = driver
         self.base = base
-        self.states = {name: CheckState(name=name, ok=None, weight=w) for name, w in weights.items()}
+        self.states = {
+            name: CheckState(name=name, ok=None, weight=w) for name, w in weights.items()
+        }
 
     def initial(self) -> None:
         if self.states:
@@ -109,8 +77,38 @@ class TrackedPriority:
         self.driver.checks_changed(effective(self.base, self.states.values()))
 
 
+def engine_stats(drivers: list[VrrpDriver]) -> dict[str, object]:
+    """A snapshot of every instance, like keepalived's data/stats dumps, as JSON-able data."""
+    return {
+        d.config.name: {
+            "state": d.state.value,
+            "priority": d.machine.effective_priority,
+            "master": str(d.machine.master_address) if d.machine.master_address else None,
+            "adverts_sent": d.stats.adverts_sent,
+            "adverts_received": d.stats.adverts_received,
+            "drops": dict(d.stats.drops),
+            "transitions": [
+                {"old": t.old.value, "new": t.new.value, "reason": t.reason.value}
+                for t in d.stats.transitions
+            ],
+        }
+        for d in drivers
+    }
+
+
+def write_stats(path: Path, drivers: list[VrrpDriver]) -> None:
+    """Write the snapshot atomically, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(engine_stats(drivers), indent=2))
+    os.replace(tmp, path)
+
+
 async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptions()) -> int:
-    """Run every instance of a keepalived config until SIGTERM/SIGINT; 0 on a clean stop."""
+    """Run every instance of a keepalived config until SIGTERM/SIGINT; 0 on a clean stop.
+
+    SIGUSR1 writes a JSON snapshot (states, priorities, adverts, drops by reason, transitions)
+    to `options.stats_file`, as keepalived writes its data file.
+    """
     drivers: list[VrrpDriver] = []
     trackers: dict[str, list[TrackedPriority]] = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -131,12 +129,16 @@ async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptio
                     )
                 )
             )
-            vips = InterfaceVips(inst.interface) if options.manage_vips and icfg.vips else None
+            vips = (
+                stack.enter_context(VipManager(inst.interface))
+                if options.manage_vips and icfg.vips
+                else None
+            )
             driver = VrrpDriver(icfg, transport, vips=vips, notifier=notifier)
             weights = {
-                t.name: t.weight_override
-                if t.weight_override is not None
-                else cfg.scripts[t.name].weight
+                t.name: cfg.scripts[t.name].weight
+                if t.weight_override is None
+                else t.weight_override
                 for t in inst.track_scripts
             }
             tracker = TrackedPriority(driver, icfg.priority, weights)
@@ -144,6 +146,13 @@ async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptio
             for name in weights:
                 trackers.setdefault(name, []).append(tracker)
             drivers.append(driver)
+
+        def fan_out(name: str) -> Callable[[CheckResult], None]:
+            def update(result: CheckResult) -> None:
+                for tracker in trackers[name]:
+                    tracker.update(result)
+
+            return update
 
         checks = [
             ScriptCheck(
@@ -154,7 +163,8 @@ async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptio
                 rise=s.rise,
                 fall=s.fall,
                 weight=s.weight,
-                on_change=lambda r, ts=trackers[s.name]: [t.update(r) for t in ts],
+                user=s.user,
+                on_change=fan_out(s.name),
             )
             for s in cfg.scripts.values()
             if s.name in trackers
@@ -163,15 +173,18 @@ async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptio
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: [d.stop() for d in drivers])
+        loop.add_signal_handler(signal.SIGUSR1, write_stats, options.stats_file, drivers)
         try:
             async with asyncio.TaskGroup() as tg:
                 check_tasks = [tg.create_task(c.run(), name=f"check-{c.name}") for c in checks]
-                driver_tasks = [tg.create_task(d.run(), name=f"vrrp-{d.config.name}") for d in drivers]
-                await asyncio.gather(*driver_tasks)
-                for t in check_tasks:
-                    t.cancel()
+                await asyncio.gather(
+                    *(tg.create_task(d.run(), name=f"vrrp-{d.config.name}") for d in drivers)
+                )
+                for task in check_tasks:
+                    task.cancel()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
+        write_stats(options.stats_file, drivers)
     log.info("stopped cleanly")
     return 0

@@ -1,4 +1,4 @@
-"""The asyncio driver: feeds one VRRP machine with packets, check results and time; runs its actions.
+"""The asyncio driver: feeds a VRRP machine packets, check results and time; runs its actions.
 
 The machine decides, the driver only does. Every event goes through one queue so the machine
 sees a single ordered stream, and actions run in the order the machine emitted them.
@@ -235,7 +235,12 @@ class VrrpDriver:
         detail = f": {t.detail}" if t.detail else ""
         log.info(
             "%s: %s -> %s (%s%s) priority %d",
-            self.config.name, t.old.value, t.new.value, t.reason.value, detail, t.priority,
+            self.config.name,
+            t.old.value,
+            t.new.value,
+            t.reason.value,
+            detail,
+            t.priority,
         )
         if self.notifier is not None:
             hook_state = "STOP" if t.new is State.INIT else t.new.value
@@ -250,5 +255,8 @@ class VrrpDriver:
         self._drop_log.warning(
             f"drop:{reason.value}:{src}",
             "%s: dropped advert from %s: %s %s",
-            self.config.name, src, reason.value, detail,
+            self.config.name,
+            src,
+            reason.value,
+            detail,
         )

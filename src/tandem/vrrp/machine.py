@@ -152,15 +152,7 @@ class VrrpMachine:
         old = self._state
         self._state = new
         priority = self.effective_priority
-        logger.info(
-            "%s: %s -> %s (%s) priority %s%s",
-            self._config.name,
-            old,
-            new,
-            reason,
-            priority,
-            f": {detail}" if detail else "",
-        )
+        # No log line here: the driver logs each Transition once, with its reason.
         return Transition(old=old, new=new, reason=reason, priority=priority, detail=detail)
 
     def _arm_down_timer(self, now: float) -> None:
