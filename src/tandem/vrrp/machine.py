@@ -70,6 +70,7 @@ class VrrpMachine:
         self._down_at: float | None = None
         # What an expiring down timer means, so the takeover carries the right reason.
         self._down_reason = Reason.MASTER_DOWN
+        self._lower_master: tuple[IPv4Address, int] | None = None
         self._advert_at: float | None = None
         self._garp_at: float | None = None
         self._counters = DropCounters()
@@ -160,6 +161,7 @@ class VrrpMachine:
             self._config.version, self.effective_priority, self._master_adver_int
         )
         self._down_reason = Reason.MASTER_DOWN
+        self._lower_master = None
 
     def _become_backup(self, now: float, reason: Reason, detail: str = "") -> list[Action]:
         actions: list[Action] = []
@@ -216,13 +218,20 @@ class VrrpMachine:
             return [self._transition(State.INIT, Reason.SHUTDOWN)]
         return []
 
+    def _takeover_detail(self) -> str:
+        if self._down_reason is Reason.PREEMPTED_LOWER_MASTER and self._lower_master:
+            src, prio = self._lower_master
+            return f"{src} advertises priority {prio} < {self.effective_priority}"
+        if self._master_address is not None:
+            return f"last master {self._master_address}"
+        return "no master seen"
+
     def _on_tick(self, now: float) -> list[Action]:
         deadline = self.deadline
         if deadline is None or now < deadline:
             return []
         if self._state is State.BACKUP:
-            last = self._master_address
-            detail = f"last master {last}" if last is not None else "no master seen"
+            detail = self._takeover_detail()
             return self._become_master(now, self._down_reason, detail)
         actions: list[Action] = []
         if self._advert_at is not None and now >= self._advert_at:
@@ -340,6 +349,7 @@ class VrrpMachine:
         # A lower-priority master is ignored on purpose: our timer runs out and we preempt it.
         if self._down_reason is Reason.MASTER_DOWN:
             self._down_reason = Reason.PREEMPTED_LOWER_MASTER
+        self._lower_master = (event.src, advert.priority)
         logger.debug(
             "%s: ignoring lower priority %s advert from %s",
             self._config.name,
