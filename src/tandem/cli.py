@@ -57,6 +57,9 @@ def keepalived(
     no_vips: Annotated[
         bool, typer.Option("--no-vips", help="do not add or remove virtual addresses")
     ] = False,
+    stats_file: Annotated[
+        Path, typer.Option("--stats-file", help="where SIGUSR1 writes the JSON snapshot")
+    ] = Path("/tmp/tandem-keepalived.json"),
     log_format: LogFormat = "text",
     verbose: Verbose = False,
 ) -> None:
@@ -79,7 +82,10 @@ def keepalived(
     from tandem.engine import EngineOptions, run_engine
 
     options = EngineOptions(
-        transport="udp" if udp else "raw", udp_port=udp_port, manage_vips=not no_vips
+        transport="udp" if udp else "raw",
+        udp_port=udp_port,
+        manage_vips=not no_vips,
+        stats_file=stats_file,
     )
     try:
         code = asyncio.run(run_engine(cfg, options))
