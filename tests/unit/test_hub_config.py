@@ -162,3 +162,60 @@ def test_dump_schema_describes_devices_and_tags() -> None:
     assert "devices" in schema["properties"]
     assert "TagConfig" in schema["$defs"]
     assert schema["$defs"]["TagConfig"]["additionalProperties"] is False
+
+
+# --- the ha section -------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ha"
+
+
+def test_ha_config_examples_load_with_mirrored_addresses() -> None:
+    a = load_config(EXAMPLES / "node-a.yaml")
+    b = load_config(EXAMPLES / "node-b.yaml")
+    assert a.ha is not None and b.ha is not None
+    assert (a.ha.priority, b.ha.priority) == (100, 90)
+    assert a.ha.vrrp.unicast_src_ip == b.ha.vrrp.unicast_peers[0]
+    assert b.ha.vrrp.unicast_src_ip == a.ha.vrrp.unicast_peers[0]
+    assert a.devices == b.devices and a.mqtt == b.mqtt
+
+
+def test_ha_config_raw_transport_without_interface_names_field() -> None:
+    text = """
+node: n1
+ha:
+  peer_url: http://10.0.0.2:8085
+  secret: abcdefghij
+  vrrp:
+    transport: raw
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "n1.yaml")
+    (problem,) = err.value.problems
+    assert problem.field == "ha.vrrp.interface"
+    assert problem.line == 6
+
+
+def test_ha_config_secret_and_secret_file_are_exclusive() -> None:
+    text = """
+node: n1
+ha:
+  peer_url: http://10.0.0.2:8085
+  vrrp: {transport: udp, unicast_src_ip: 127.0.0.2, unicast_peers: [127.0.0.3]}
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "n1.yaml")
+    assert [p.field for p in err.value.problems] == ["ha.secret"]
+
+
+def test_ha_config_v2_fractional_advert_rejected() -> None:
+    text = """
+node: n1
+ha:
+  peer_url: http://10.0.0.2:8085
+  secret: abcdefghij
+  vrrp: {transport: udp, version: 2, advert_interval: 0.5, unicast_src_ip: 127.0.0.2,
+         unicast_peers: [127.0.0.3]}
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "n1.yaml")
+    assert [p.field for p in err.value.problems] == ["ha.vrrp.advert_interval"]

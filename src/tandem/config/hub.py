@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,6 +166,89 @@ class OutboxConfig(_Model):
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
 
+class VrrpSection(_Model):
+    """How the two nodes elect a master: VRRP on the wire, like keepalived, or over UDP."""
+
+    transport: Literal["raw", "udp"] = "raw"
+    interface: str | None = Field(
+        default=None, description="interface for raw VRRP and virtual IPs (raw transport)"
+    )
+    vrid: int = Field(default=51, ge=1, le=255)
+    version: Literal[2, 3] = 3
+    advert_interval: float = Field(
+        default=0.1, ge=0.01, le=255, description="seconds; v2 needs whole seconds"
+    )
+    unicast_src_ip: IPv4Address | None = None
+    unicast_peers: list[IPv4Address] = Field(default_factory=list)
+    udp_port: int = Field(default=5112, ge=1, le=65535)
+    auth_pass: str | None = Field(default=None, description="v2 PASS authentication")
+    vips: list[IPv4Interface] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> VrrpSection:
+        if self.version == 2 and self.advert_interval != int(self.advert_interval):
+            raise _field_error("advert_interval", "VRRPv2 adverts need whole seconds")
+        if self.transport == "raw" and not self.interface:
+            raise _field_error("interface", "the raw transport needs an interface")
+        if self.transport == "udp" and self.unicast_src_ip is None:
+            raise _field_error("unicast_src_ip", "the udp transport needs unicast_src_ip")
+        if self.transport == "udp" and not self.unicast_peers:
+            raise _field_error("unicast_peers", "the udp transport needs unicast_peers")
+        return self
+
+
+class HealthSection(_Model):
+    """How the hub's own health lowers its VRRP priority, so the node that can work wins."""
+
+    broker_weight: int = Field(default=30, ge=0, le=253, description="subtracted while broker down")
+    devices_weight: int = Field(
+        default=30, ge=0, le=253, description="subtracted while any device is unreachable"
+    )
+    interval: float = Field(default=0.1, gt=0, description="seconds between health evaluations")
+
+
+class HooksSection(_Model):
+    """keepalived-style notify hooks, run serialized and awaited on role changes."""
+
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    notify: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class HaConfig(_Model):
+    """Two-node high availability: election, standby mode, peer link and fencing."""
+
+    cluster: str = Field(default="tandem", pattern=NAME_PATTERN)
+    priority: int = Field(default=100, ge=1, le=254)
+    standby: Literal["hot", "warm", "cold"] = "hot"
+    recovery: Literal["automatic", "manual"] = "automatic"
+    peer_url: str = Field(
+        pattern=r"^https?://", description="the peer's API, e.g. http://10.0.0.2:8085"
+    )
+    secret: str | None = Field(default=None, min_length=8)
+    secret_file: Path | None = None
+    require_same_config: bool = False
+    vrrp: VrrpSection
+    health: HealthSection = HealthSection()
+    hooks: HooksSection = HooksSection()
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> HaConfig:
+        if (self.secret is None) == (self.secret_file is None):
+            raise _field_error("secret", "set exactly one of secret and secret_file")
+        return self
+
+    def shared_secret(self) -> str:
+        """The peer-link secret, read from secret_file when that is how it was given."""
+        if self.secret is not None:
+            return self.secret
+        assert self.secret_file is not None
+        return self.secret_file.read_text().strip()
+
+
 class TandemConfig(_Model):
     """The whole native config of one Tandem node."""
 
@@ -175,7 +259,7 @@ class TandemConfig(_Model):
     outbox: OutboxConfig = OutboxConfig()
     # An empty list is allowed: a node can be brought up (API, HA) before devices are known.
     devices: list[DeviceConfig] = Field(default_factory=list)
-    # The HA section is added as `ha: HaConfig | None = None` by the HA work.
+    ha: HaConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
