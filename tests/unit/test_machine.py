@@ -27,6 +27,7 @@ from tandem.vrrp.types import (
     Reason,
     RemoveVips,
     SendAdvert,
+    Resign,
     Start,
     State,
     Stop,
@@ -826,3 +827,57 @@ def test_machine_multicast_destination_constant_is_rfc_address() -> None:
     event = AdvertIn(advert=decoded, src=B_ADDR, ttl=255, multicast=True)
     assert machine.handle(event, 1.0) == []
     assert machine.master_address == B_ADDR
+
+
+# ---- planned handover (Tandem's Resign event) ----
+
+
+def native_net() -> Net:
+    """Tandem's native pair: v3 at 0.1 s, both nopreempt, so only a handover moves the role."""
+    net = Net()
+    common = {
+        "version": 3,
+        "advert_interval": 0.1,
+        "auth_pass": None,
+        "initial_state": State.BACKUP,
+    }
+    net.add("a", seed_master(preempt=False, **common))
+    net.add("b", seed_backup(**common))
+    net.deliver("a", Start())
+    net.deliver("b", Start())
+    net.run_until(2.0)
+    return net
+
+
+def test_resign_master_hands_role_to_peer_after_skew_and_stays_backup() -> None:
+    net = native_net()
+    assert (net.state("a"), net.state("b")) == (State.MASTER, State.BACKUP)
+    resigned_at = net.now
+    net.deliver("a", Resign("switchover requested"))
+    assert net.state("a") is State.BACKUP
+    (left,) = [tr for t, tr in net.became("a", State.BACKUP) if t == resigned_at]
+    assert left.reason is Reason.HANDOVER and left.detail == "switchover requested"
+    assert [s.priority for s in net.sent if s.time == resigned_at] == [0]
+    net.run_until(resigned_at + 5.0)
+    (took,) = net.became("b", State.MASTER)
+    assert took[0] - resigned_at == pytest.approx(skew_time(3, 90, 0.1))
+    assert took[1].reason is Reason.MASTER_RESIGNED
+    # nopreempt: the priority-100 node accepts the lower master and does not take it back.
+    assert (net.state("a"), net.state("b")) == (State.BACKUP, State.MASTER)
+
+
+def test_resign_without_taker_returns_to_master_after_down_interval() -> None:
+    net = native_net()
+    net.nodes["b"].alive = False
+    resigned_at = net.now
+    net.deliver("a", Resign())
+    net.run_until(resigned_at + 1.0)
+    back = [t for t, tr in net.became("a", State.MASTER) if t > resigned_at]
+    assert back and back[0] - resigned_at == pytest.approx(master_down_interval(3, 100, 0.1))
+
+
+def test_resign_in_backup_does_nothing() -> None:
+    net = native_net()
+    before = len(net.transitions)
+    net.deliver("b", Resign())
+    assert len(net.transitions) == before and net.state("b") is State.BACKUP

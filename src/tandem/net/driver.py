@@ -30,6 +30,7 @@ from tandem.vrrp.types import (
     GratuitousArp,
     InstanceConfig,
     RemoveVips,
+    Resign,
     SendAdvert,
     Start,
     State,
@@ -132,6 +133,10 @@ class VrrpDriver:
     def checks_changed(self, change: ChecksChanged) -> None:
         """Called by the health layer whenever the fault flag or the weight sum changes."""
         self._events.put_nowait(change)
+
+    def resign(self, detail: str = "") -> None:
+        """Planned handover: if MASTER, send priority 0 and become BACKUP (the peer takes over)."""
+        self._events.put_nowait(Resign(detail))
 
     def stop(self) -> None:
         """Ask for an orderly shutdown: priority-0 resign, VIPs removed, notify_stop."""

@@ -22,6 +22,7 @@ from tandem.vrrp.types import (
     InstanceConfig,
     Reason,
     RemoveVips,
+    Resign,
     SendAdvert,
     Start,
     State,
@@ -145,6 +146,8 @@ class VrrpMachine:
             return self._on_start(now)
         if isinstance(event, Stop):
             return self._on_stop()
+        if isinstance(event, Resign):
+            return self._on_resign(event, now)
         raise TypeError(f"not a VRRP event: {event!r}")
 
     # ---- transitions ----
@@ -186,13 +189,15 @@ class VrrpMachine:
             self._transition(State.MASTER, reason, detail),
         ]
 
-    def _resign_and_leave(self, new: State, reason: Reason, adverts: int) -> list[Action]:
+    def _resign_and_leave(
+        self, new: State, reason: Reason, adverts: int, detail: str = ""
+    ) -> list[Action]:
         config = self._config
         self._advert_at = self._garp_at = None
         return [
             SendAdvert(RESIGN_PRIORITY, config.advert_interval, count=adverts),
             RemoveVips(config.vips),
-            self._transition(new, reason),
+            self._transition(new, reason, detail),
         ]
 
     # ---- event handlers ----
@@ -207,6 +212,13 @@ class VrrpMachine:
             return self._become_master(now, Reason.STARTUP, "address owner")
         # Even `state MASTER` starts as BACKUP: keepalived first waits a down interval for a peer.
         return self._become_backup(now, Reason.STARTUP)
+
+    def _on_resign(self, event: Resign, now: float) -> list[Action]:
+        if self._state is not State.MASTER:
+            return []
+        actions = self._resign_and_leave(State.BACKUP, Reason.HANDOVER, 1, event.detail)
+        self._arm_down_timer(now)
+        return actions
 
     def _on_stop(self) -> list[Action]:
         self._stopped = True

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     CHECK_FAILED = "tracked_check_failed"
     CHECKS_RECOVERED = "tracked_checks_recovered"
     SHUTDOWN = "shutdown"
+    HANDOVER = "planned_handover"  # Tandem only: a master hands its role to a ready peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,17 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
+class Resign:
+    """Planned handover (Tandem only): a MASTER resigns with priority 0 and stays BACKUP.
+
+    The peer takes over after its skew time, as after a shutdown; if it does not, our own
+    down timer brings us back, so a failed handover heals itself.
+    """
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The machine's deadline has passed (advert timer or master-down timer)."""
 
@@ -147,13 +159,13 @@ class AdvertIn:
 
 @dataclass(frozen=True, slots=True)
 class ChecksChanged:
-    """Tracked checks changed: `fault` holds the instance in FAULT; `priority_delta` sums weights."""
+    """Tracked checks changed: `fault` holds the instance in FAULT; `priority_delta` adds up."""
 
     fault: bool
     priority_delta: int = 0
 
 
-Event = Start | Stop | Tick | AdvertIn | ChecksChanged
+Event = Start | Stop | Resign | Tick | AdvertIn | ChecksChanged
 
 
 # ---- actions (machine -> driver), executed in the order given ----
