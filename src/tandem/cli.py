@@ -12,11 +12,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 from tandem.logs import setup_logging
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.add_typer(config_app, name="config")
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+DEFAULT_URL = "http://127.0.0.1:8085"
 
 LogFormat = Annotated[str, typer.Option("--log-format", help="text or json")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
@@ -92,6 +93,123 @@ def keepalived(
     except OSError as exc:
         raise _fail(f"tandem keepalived: {exc}", EXIT_RUNTIME) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    config_file: Annotated[Path, typer.Option("-c", "--config", help="the node's YAML config")],
+    log_format: LogFormat = "text",
+    verbose: Verbose = False,
+) -> None:
+    """Run a Tandem node (hub, API, and HA when configured) until SIGTERM or Ctrl-C."""
+    from tandem.supervisor import run_node
+
+    setup_logging(log_format, verbose)
+    try:
+        code = asyncio.run(run_node(config_file))
+    except ConfigError as exc:
+        for p in exc.problems:
+            typer.echo(str(p), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (TandemError, OSError) as exc:
+        raise _fail(f"tandem run: {exc}", EXIT_RUNTIME) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    urls: Annotated[
+        list[str] | None,
+        typer.Option("--url", help="a node's API base URL; repeat to compare nodes"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw status JSON")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each node")] = 3.0,
+) -> None:
+    """Show the status of one or more running nodes side by side."""
+    results = _fetch_statuses(urls or [DEFAULT_URL], timeout)
+    reachable = [(url, body) for url, body, _ in results if body is not None]
+    for url, _, error in results:
+        if error is not None:
+            typer.echo(f"cannot reach {url}: {error}", err=True)
+    if as_json:
+        bodies = [body for _, body in reachable]
+        if bodies:
+            typer.echo(json.dumps(bodies[0] if len(results) == 1 else bodies, indent=2))
+    elif reachable:
+        from rich.console import Console
+
+        Console().print(_status_table(reachable))
+    if len(reachable) < len(results):
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def _fetch_statuses(
+    urls: list[str], timeout: float
+) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """(url, status body or None, error or None) for each node, in the order given."""
+    import httpx
+
+    results: list[tuple[str, dict[str, Any] | None, str | None]] = []
+    for url in urls:
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/api/v1/status", timeout=timeout)
+            response.raise_for_status()
+            results.append((url, response.json(), None))
+        except (httpx.HTTPError, ValueError) as exc:
+            results.append((url, None, str(exc) or type(exc).__name__))
+    return results
+
+
+def _status_rows(body: dict[str, Any]) -> dict[str, str]:
+    """The fields a person checks first, as display strings; HA rows only when HA reports."""
+    devices = body.get("devices") or []
+    publisher = body.get("publisher") or {}
+    outbox = body.get("outbox") or {}
+    rows = {
+        "node": str(body.get("node", "?")),
+        "role": str(body.get("role", "?")),
+        "term": str(body.get("term", "?")),
+        "standby mode": str(body.get("standby_mode") or "-"),
+        "devices connected": (f"{sum(1 for d in devices if d.get('connected'))}/{len(devices)}"),
+        "outbox depth": str(outbox.get("depth", "?")),
+        "publish rate": f"{float(publisher.get('publish_rate', 0.0)):.1f} msg/s",
+        "broker connected": "yes" if publisher.get("connected") else "no",
+    }
+    ha = body.get("ha")
+    if ha:
+        last = ha.get("last_failover") or {}
+        failover = "-"
+        if last:
+            when = last.get("at") or last.get("ts") or last.get("time") or ""
+            failover = " ".join(str(x) for x in (when, last.get("reason", "")) if x) or "-"
+        ours, theirs = ha.get("config_version"), ha.get("peer_config_version")
+        config = f"{ours or '?'} (peer {theirs or '?'})"
+        if ours and theirs and ours != theirs:
+            config += " DIFFERS"
+        rows |= {
+            "peer": f"{ha.get('peer') or '?'} ({ha.get('peer_state') or 'unknown'})",
+            "watermark lag": "-" if ha.get("watermark_lag") is None else str(ha["watermark_lag"]),
+            "last failover": failover,
+            "config version": config,
+        }
+    return rows
+
+
+def _status_table(nodes: list[tuple[str, dict[str, Any]]]) -> Any:
+    """One column per node, one row per field, so two nodes of a pair read side by side."""
+    from rich.table import Table
+
+    table = Table(title="Tandem status")
+    table.add_column("")
+    rows = [_status_rows(body) for _, body in nodes]
+    for url, _ in nodes:
+        table.add_column(url)
+    names: list[str] = []
+    for r in rows:
+        names += [n for n in r if n not in names]
+    for name in names:
+        table.add_row(name, *(r.get(name, "-") for r in rows))
+    return table
 
 
 @app.command("simulate-plc")

@@ -1,0 +1,549 @@
+"""The hub runtime: pollers, outbox, publisher and API composed under one role gate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+
+from tandem.api.app import bound_port, create_app, serve
+from tandem.api.view import (
+    DeviceInfo,
+    GroupInfo,
+    HaInfo,
+    Health,
+    LiveEvent,
+    OutboxInfo,
+    PublisherInfo,
+    Status,
+    TagValue,
+    TimelineEvent,
+    TimelineKind,
+)
+from tandem.config.hub import DeviceConfig, TandemConfig
+from tandem.hub.modbus import DevicePoller, DeviceStatus
+from tandem.hub.model import Sample
+from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
+from tandem.hub.outbox import Outbox, OutboxError
+
+log = logging.getLogger(__name__)
+
+TIMELINE_SIZE = 500
+# Device and broker state is sampled, not pushed, by the components: this is how late a
+# connect/disconnect shows up on the timeline at worst, and the live status period.
+WATCH_PERIOD_S = 1.0
+# At most ten "tags" events per second per client, whatever the poll rates.
+TAGS_PERIOD_S = 0.1
+# A slow browser loses its oldest events rather than holding memory or the hub back.
+SUBSCRIBER_QUEUE_SIZE = 100
+# On stop, messages already handed to the broker get this long for their PUBACK, so the rows
+# are deleted now rather than sent again on the next start.
+PUBLISH_GRACE_S = 1.0
+
+
+@dataclass(slots=True)
+class RoleGate:
+    """What this node may do right now; the HA layer sets it, the single node leaves it open."""
+
+    role: str = "SINGLE"
+    polling: bool = True
+    publishing: bool = True
+    term: int = 0
+
+
+class Poller(Protocol):
+    """What the hub needs from a device poller (DevicePoller, or a fake in unit tests)."""
+
+    def status(self) -> DeviceStatus: ...
+
+    async def run(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """What the hub needs from the publisher (MqttPublisher, or a fake in unit tests)."""
+
+    def status(self) -> PublisherStatus: ...
+
+    def notify(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+PollerFactory = Callable[[DeviceConfig, str, Callable[[Sample], None]], Poller]
+PublisherFactory = Callable[[Outbox, Callable[[], bool]], Publisher]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _default_poller(
+    device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
+) -> Poller:
+    return DevicePoller(device, source_node=source_node, emit=emit)
+
+
+def device_info(status: DeviceStatus) -> DeviceInfo:
+    """The API's view of one poller's status."""
+    return DeviceInfo(
+        name=status.name,
+        connected=status.connected,
+        last_error=status.last_error,
+        groups=[
+            GroupInfo(
+                name=g.name,
+                interval=g.interval,
+                last_poll_ms=g.last_poll_ms,
+                last_slot=g.last_slot,
+                polls=g.polls,
+                errors=g.errors,
+                overruns=g.overruns,
+                last_latency_ms=g.last_latency_ms,
+            )
+            for g in status.groups
+        ],
+    )
+
+
+def tag_values(sample: Sample) -> list[TagValue]:
+    """One sample as the latest value (or error) of each of its tags."""
+    out = [
+        TagValue(
+            device=sample.node,
+            group=sample.group,
+            tag=tag,
+            value=value,
+            timestamp_ms=sample.timestamp_ms,
+            slot=sample.slot,
+        )
+        for tag, value in sample.values.items()
+    ]
+    out += [
+        TagValue(
+            device=sample.node,
+            group=sample.group,
+            tag=tag,
+            error=code,
+            timestamp_ms=sample.timestamp_ms,
+            slot=sample.slot,
+        )
+        for tag, code in sample.errors.items()
+    ]
+    return out
+
+
+class Hub:
+    """One node's data hub: poller -> outbox -> publisher, plus the API, in one TaskGroup.
+
+    ``async with Hub(cfg) as hub:`` starts everything and returns once the API listens;
+    leaving the block stops pollers first, gives the publisher a short grace for outstanding
+    acks, then stops the API and closes the outbox. The role gate decides whether pollers run
+    and whether the publisher may speak; it cancels and starts tasks, never reaching inside them.
+    """
+
+    def __init__(
+        self,
+        config: TandemConfig,
+        *,
+        poller_factory: PollerFactory | None = None,
+        publisher_factory: PublisherFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.gate = RoleGate()
+        self.standby_mode: str | None = None
+        self.ha_info: Callable[[], HaInfo | None] | None = None
+        self.vrrp_info: Callable[[], dict[str, Any] | None] | None = None
+        self.switchover_handler: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.on_sample: list[Callable[[Sample], None]] = []
+        self.outbox = Outbox(
+            config.data_dir / "outbox.sqlite3",
+            max_rows=config.outbox.max_rows,
+            overflow=config.outbox.overflow,
+        )
+        try:
+            make_poller = poller_factory or _default_poller
+            self.pollers: list[Poller] = [
+                make_poller(device, config.node, self._on_sample) for device in config.devices
+            ]
+            if publisher_factory is None:
+                settings = MqttSettings.from_config(config.mqtt)
+                self.publisher: Publisher = MqttPublisher(
+                    settings, self.outbox, may_publish=lambda: self.gate.publishing
+                )
+            else:
+                self.publisher = publisher_factory(self.outbox, lambda: self.gate.publishing)
+            self.app: FastAPI = create_app(self, title=f"Tandem {config.node}")
+        except BaseException:
+            self.outbox.close()
+            raise
+        self.started_at = time.monotonic()
+        self.outbox_failures = 0
+        self._pending: list[Sample] = []
+        self._flush_scheduled = False
+        self._latest: dict[tuple[str, str, str], TagValue] = {}
+        self._changed: dict[tuple[str, str, str], TagValue] = {}
+        self._timeline: deque[TimelineEvent] = deque(maxlen=TIMELINE_SIZE)
+        self._subscribers: set[asyncio.Queue[LiveEvent]] = set()
+        self.live_dropped = 0
+        self._poller_tasks: dict[int, asyncio.Task[None]] = {}
+        self._crashed: set[str] = set()
+        self._publisher_task: asyncio.Task[None] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._seen_devices: dict[str, bool] = {}
+        self._seen_broker = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Hub:
+        self._runner = asyncio.create_task(self.run(), name=f"hub:{self.config.node}")
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._runner.done():
+            await self._raise_runner_failure()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._runner is not None:
+            await self._raise_runner_failure()
+
+    async def _raise_runner_failure(self) -> None:
+        """Await the runner; a lone failure inside the TaskGroup is raised as itself."""
+        assert self._runner is not None
+        try:
+            await self._runner
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from group
+            raise
+
+    def stop(self) -> None:
+        """Ask run() to shut down in order; returns at once."""
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Until the hub has stopped, for whatever reason; re-raises a failure."""
+        if self._runner is not None:
+            await self._raise_runner_failure()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    @property
+    def api_port(self) -> int:
+        """The port the API listens on (useful when configured as 0)."""
+        return bound_port(self.app)
+
+    async def run(self) -> None:
+        """Run until stop(); raises if the API cannot listen. Closes the outbox on the way out."""
+        api_ready = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                api = tasks.create_task(
+                    serve(self.app, self.config.api.host, self.config.api.port, ready=api_ready),
+                    name="api",
+                )
+                self._publisher_task = tasks.create_task(self._guarded_publisher(), name="mqtt")
+                watchers = [
+                    tasks.create_task(self._watch(), name="hub-watch"),
+                    tasks.create_task(self._push_tags(), name="hub-tags"),
+                ]
+                if self.gate.polling:
+                    self._start_pollers()
+                await api_ready.wait()
+                self.add_timeline("info", f"node {self.config.node} started")
+                self._ready.set()
+                await self._stop.wait()
+                await self._shutdown(api, watchers)
+        finally:
+            self._tasks = None
+            self._flush_pending()
+            self.outbox.close()
+            log.info("hub %s stopped", self.config.node)
+
+    async def _shutdown(self, api: asyncio.Task[None], watchers: list[asyncio.Task[None]]) -> None:
+        log.info("hub %s stopping", self.config.node)
+        await self._stop_pollers()
+        self._flush_pending()
+        deadline = time.monotonic() + PUBLISH_GRACE_S
+        while time.monotonic() < deadline and self.publisher.status().inflight > 0:
+            await asyncio.sleep(0.02)
+        for task in (self._publisher_task, api, *watchers):
+            if task is None:
+                continue
+            task.cancel()
+            # wait(), not await: it never raises, so a cancellation of run() itself still does.
+            await asyncio.wait([task])
+
+    # --- role gate ----------------------------------------------------------------------------
+
+    def set_polling(self, on: bool) -> None:
+        """Start or cancel the poller tasks; the outbox keeps everything already collected."""
+        changed = on != self.gate.polling
+        self.gate.polling = on
+        if self._tasks is not None:  # before run(), run() starts them if the gate is open
+            if on:
+                self._start_pollers()
+            else:
+                for task in self._poller_tasks.values():
+                    task.cancel()
+        if changed:
+            log.info("polling %s", "on" if on else "off")
+
+    def set_publishing(self, on: bool) -> None:
+        """Open or close the publisher's gate; the publisher re-checks it before every message."""
+        if on == self.gate.publishing:
+            return
+        self.gate.publishing = on
+        log.info("publishing %s", "on" if on else "off")
+        if on:
+            self.publisher.notify()
+
+    def set_role(self, role: str, term: int, reason: str) -> None:
+        """Record a role decision: one log line, one timeline event, one status push."""
+        previous = self.gate.role
+        self.gate.role = role
+        self.gate.term = term
+        log.info("role %s -> %s (term %s): %s", previous, role, term, reason)
+        self.add_timeline(
+            "role",
+            f"became {role} (term {term}): {reason}",
+            {"from": previous, "role": role, "term": term, "reason": reason},
+        )
+        self._push(LiveEvent("status", self.status()))
+
+    def add_timeline(
+        self, kind: TimelineKind, message: str, detail: dict[str, Any] | None = None
+    ) -> TimelineEvent:
+        event = TimelineEvent(ts_ms=_now_ms(), kind=kind, message=message, detail=detail or {})
+        self._timeline.append(event)
+        self._push(LiveEvent("timeline", event))
+        return event
+
+    def _start_pollers(self) -> None:
+        assert self._tasks is not None
+        for index, poller in enumerate(self.pollers):
+            previous = self._poller_tasks.get(index)
+            if previous is not None and not previous.cancelling() and not previous.done():
+                continue
+            self._poller_tasks[index] = self._tasks.create_task(
+                self._guarded_poller(index, poller, previous),
+                name=f"poller:{self.config.devices[index].name}",
+            )
+
+    async def _stop_pollers(self) -> None:
+        tasks = list(self._poller_tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _guarded_poller(
+        self, index: int, poller: Poller, previous: asyncio.Task[None] | None
+    ) -> None:
+        """Run one poller; a crash is logged and shows in health, it does not stop the hub."""
+        name = self.config.devices[index].name
+        if previous is not None and not previous.done():
+            # The same poller must not run twice: wait for the cancelled run to let go.
+            await asyncio.wait([previous])
+        self._crashed.discard(f"poller:{name}")
+        try:
+            await poller.run()
+        except Exception as exc:
+            self._crashed.add(f"poller:{name}")
+            log.exception("poller of device %s crashed", name)
+            self.add_timeline("device", f"{name} poller crashed: {exc!r}", {"device": name})
+
+    async def _guarded_publisher(self) -> None:
+        try:
+            await self.publisher.run()
+        except Exception as exc:
+            self._crashed.add("publisher")
+            log.exception("MQTT publisher crashed")
+            self.add_timeline("broker", f"publisher crashed: {exc!r}")
+
+    # --- data path ----------------------------------------------------------------------------
+
+    def _on_sample(self, sample: Sample) -> None:
+        """Poller callback: samples of one loop step are committed together, in one transaction."""
+        self._pending.append(sample)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        node, term = self.config.node, self.gate.term
+        try:
+            stored = self.outbox.append_many(replace(s, source_node=node, term=term) for s in batch)
+        except OutboxError:
+            self.outbox_failures += len(batch)
+            log.exception("outbox append failed; %s sample(s) lost", len(batch))
+            return
+        self.publisher.notify()
+        for sample in stored:
+            self._note_values(sample)
+            for hook in self.on_sample:
+                try:
+                    hook(sample)
+                except Exception:
+                    log.exception("on_sample hook %r failed", hook)
+
+    def _note_values(self, sample: Sample) -> None:
+        for tv in tag_values(sample):
+            key = (tv.device, tv.group, tv.tag)
+            before = self._latest.get(key)
+            self._latest[key] = tv
+            if before is None or before.value != tv.value or before.error != tv.error:
+                self._changed[key] = tv
+
+    # --- live events --------------------------------------------------------------------------
+
+    def _push(self, event: LiveEvent) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+                self.live_dropped += 1
+            queue.put_nowait(event)
+
+    async def _push_tags(self) -> None:
+        while True:
+            await asyncio.sleep(TAGS_PERIOD_S)
+            if self._changed:
+                changed, self._changed = self._changed, {}
+                if self._subscribers:
+                    self._push(LiveEvent("tags", list(changed.values())))
+
+    async def _watch(self) -> None:
+        while True:
+            self.check_transitions()
+            if self._subscribers:
+                self._push(LiveEvent("status", self.status()))
+            await asyncio.sleep(WATCH_PERIOD_S)
+
+    def check_transitions(self) -> None:
+        """Turn device and broker connection changes into timeline events."""
+        for poller in self.pollers:
+            st = poller.status()
+            before = self._seen_devices.get(st.name, False)
+            if st.connected != before:
+                self._seen_devices[st.name] = st.connected
+                if st.connected:
+                    self.add_timeline("device", f"{st.name} connected", {"device": st.name})
+                else:
+                    reason = st.last_error or "connection lost"
+                    self.add_timeline(
+                        "device",
+                        f"{st.name} disconnected: {reason}",
+                        {"device": st.name, "error": reason},
+                    )
+        pub = self.publisher.status()
+        if pub.connected != self._seen_broker:
+            self._seen_broker = pub.connected
+            where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+            if pub.connected:
+                self.add_timeline("broker", f"connected to {where}", {"broker": where})
+            else:
+                reason = pub.last_error or "connection lost"
+                self.add_timeline(
+                    "broker", f"disconnected from {where}: {reason}", {"broker": where}
+                )
+
+    # --- HubView ------------------------------------------------------------------------------
+
+    def health_checks(self) -> dict[str, bool]:
+        """Loops alive, devices connected, broker connected: the inputs to VRRP priority.
+
+        With polling off (a standby) devices are not expected to be connected, so that check
+        passes rather than lowering a healthy standby's priority.
+        """
+        publisher_alive = self._publisher_task is not None and not self._publisher_task.done()
+        loops = not self._crashed and publisher_alive
+        devices = not self.gate.polling or all(p.status().connected for p in self.pollers)
+        broker = self.publisher.status().connected
+        return {"loops": loops, "devices": devices, "broker": broker}
+
+    def health(self) -> Health:
+        checks = self.health_checks()
+        return Health(ok=all(checks.values()), checks=checks)
+
+    def status(self) -> Status:
+        pub = self.publisher.status()
+        return Status(
+            node=self.config.node,
+            role=self.gate.role,
+            term=self.gate.term,
+            standby_mode=self.standby_mode,
+            uptime_s=time.monotonic() - self.started_at,
+            devices=[device_info(p.status()) for p in self.pollers],
+            outbox=OutboxInfo(
+                depth=self.outbox.depth(), overflow_dropped=self.outbox.overflow_dropped
+            ),
+            publisher=PublisherInfo(
+                connected=pub.connected,
+                published_total=pub.published_total,
+                publish_rate=pub.publish_rate,
+                values_rate=pub.values_rate,
+                last_error=pub.last_error,
+                reconnects=pub.reconnects,
+            ),
+            ha=self.ha_info() if self.ha_info is not None else None,
+            vrrp=self.vrrp_info() if self.vrrp_info is not None else None,
+        )
+
+    def tags(self) -> list[TagValue]:
+        return [self._latest[k] for k in sorted(self._latest)]
+
+    def timeline(self, limit: int) -> list[TimelineEvent]:
+        """Newest first."""
+        events = list(self._timeline)
+        events.reverse()
+        return events[:limit]
+
+    async def subscribe(self) -> AsyncIterator[LiveEvent]:
+        queue: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+        self._subscribers.add(queue)
+        try:
+            yield LiveEvent("status", self.status())
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    async def switchover(self) -> dict[str, Any]:
+        if self.switchover_handler is None:
+            raise NotImplementedError("switchover needs an HA pair; this node runs alone")
+        return await self.switchover_handler()
+
+
+__all__ = [
+    "Hub",
+    "Poller",
+    "PollerFactory",
+    "Publisher",
+    "PublisherFactory",
+    "RoleGate",
+    "device_info",
+    "tag_values",
+]
