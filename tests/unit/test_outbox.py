@@ -212,3 +212,13 @@ def test_reopen_with_smaller_max_rows_drop_newest_refuses_all_new(db_path: Path)
         assert ob.depth() == 6
         assert ob.overflow_dropped == 2
         assert [r.slot for r in ob.peek(10)] == list(range(6))
+
+
+def test_outbox_trim_through_with_node_leaves_same_group_of_other_device(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as box:
+        for device in ("plc1", "plc2"):
+            for slot in range(5):
+                box.append(Sample(device, "fast", slot, 0, {"x": 1}, {}, 0))
+        assert box.trim_through("fast", 2, node="plc1") == 3
+        left = [(r.node, r.slot) for r in box.peek(100)]
+    assert left == [("plc1", 3), ("plc1", 4)] + [("plc2", s) for s in range(5)]

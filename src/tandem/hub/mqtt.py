@@ -185,6 +185,8 @@ class MqttPublisher:
         topic_for: Callable[[OutboxRow], str] | None = None,
         may_publish: Callable[[], bool] | None = None,
         publish_timeout: float | None = None,
+        payload_for: Callable[[OutboxRow], bytes] | None = None,
+        on_acked: Callable[[list[OutboxRow]], None] | None = None,
     ) -> None:
         if settings.inflight < 1:
             raise ValueError(f"inflight must be >= 1, got {settings.inflight}")
@@ -194,6 +196,9 @@ class MqttPublisher:
         self.outbox = outbox
         self._topic_for = topic_for or topic_renderer(settings.topic)
         self._may_publish = may_publish or (lambda: True)
+        # The HA layer restamps the fencing term at send time and learns its watermark from acks.
+        self._payload_for = payload_for or (lambda row: row.payload)
+        self._on_acked = on_acked
         # Lost PUBACKs surface here; paho's keepalive (1.5 x keepalive) usually notices first.
         self._publish_timeout = publish_timeout or max(10.0, 2.0 * settings.keepalive)
         self._tls_context = build_tls_context(settings)
@@ -390,7 +395,7 @@ class MqttPublisher:
         try:
             await conn.client.publish(
                 self._topic_for(row),
-                row.payload,
+                self._payload_for(row),
                 qos=self.settings.qos,
                 timeout=self._publish_timeout,
             )
@@ -415,6 +420,8 @@ class MqttPublisher:
             return
         rows, self._acked = self._acked, []
         self.outbox.ack(r.id for r in rows)
+        if self._on_acked is not None:
+            self._on_acked(rows)
         self._published_total += len(rows)
         now = time.monotonic()
         self._recent.append((now, len(rows), sum(r.value_count for r in rows)))

@@ -204,12 +204,22 @@ class Outbox:
             raise OutboxError(f"outbox ack failed: {exc}") from exc
         self._depth -= deleted
 
-    def trim_through(self, group: str, slot: int) -> int:
-        """Delete a group's rows up to and including slot: another node already delivered them."""
+    def trim_through(self, group: str, slot: int, node: str | None = None) -> int:
+        """Delete a group's rows up to and including slot: another node already delivered them.
+
+        `node` (the device) narrows it to one device's group, as group names repeat per device.
+        """
         try:
-            deleted = self._db.execute(
-                "DELETE FROM outbox WHERE grp = ? AND slot <= ?", (group, slot)
-            ).rowcount
+            if node is None:
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE grp = ? AND slot <= ?", (group, slot)
+                )
+            else:
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE node = ? AND grp = ? AND slot <= ?",
+                    (node, group, slot),
+                )
+            deleted = cur.rowcount
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox trim failed: {exc}") from exc
         self._depth -= deleted
