@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         ["takeover min (s)", min(takeovers)],
         ["takeover max (s)", max(takeovers)],
     ]
-    print(table("Sub-second VRRP soak (Tandem <-> Tandem, v3, loaded host)", ["metric", "value"], rows))
+    title = "Sub-second VRRP soak (Tandem <-> Tandem, v3, loaded host)"
+    print(table(title, ["metric", "value"], rows))
     print(f"\nJSON: {write_json('subsecond_soak', result)}")
     return 0 if not spurious else 1
 

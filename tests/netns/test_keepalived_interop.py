@@ -1,4 +1,4 @@
-"""Tandem's failover engine against real keepalived 2.2.7, both ways round, in network namespaces."""
+"""Tandem's failover engine against real keepalived 2.2.7, both ways round, in namespaces."""
 
 from __future__ import annotations
 
@@ -53,9 +53,7 @@ PairFactory = Callable[..., Pair]
 
 
 @pytest.fixture
-def make_pair(
-    make_topology: Callable[..., Topology], tmp_path: Path
-) -> Iterator[PairFactory]:
+def make_pair(make_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[PairFactory]:
     """Build the seed guide's pair with any implementation on either side; stops both after."""
     made: list[VrrpNode] = []
 

@@ -134,7 +134,8 @@ def render_conf(spec: NodeSpec, notify: str, check_script: Path | None = None) -
         f"  advert_int {interval}",
     ]
     if spec.auth_pass is not None:
-        lines += ["  authentication {", "    auth_type PASS", f"    auth_pass {spec.auth_pass}", "  }"]
+        lines += ["  authentication {", "    auth_type PASS", f"    auth_pass {spec.auth_pass}"]
+        lines += ["  }"]
     lines += ["  virtual_ipaddress {", *(f"    {v}" for v in spec.vips), "  }"]
     lines += [f"  unicast_src_ip {spec.src}", "  unicast_peer {"]
     lines += [f"    {p}" for p in spec.peers]
@@ -164,8 +165,7 @@ class NotifyLog:
         self.path.touch()
         # Generic notify appends `INSTANCE name STATE prio` after our NODE argument.
         self.script.write_text(
-            "#!/bin/sh\n"
-            f"printf '%s %s %s %s\\n' \"$(date +%s.%N)\" \"$1\" \"$4\" \"$5\" >> {self.path}\n"
+            f'#!/bin/sh\nprintf \'%s %s %s %s\\n\' "$(date +%s.%N)" "$1" "$4" "$5" >> {self.path}\n'
         )
         self.script.chmod(0o755)
 
@@ -262,7 +262,7 @@ class VrrpNode:
             raise AssertionError(f"{exc}\n{self.impl} log:\n{self.log_text()}") from None
 
     def kill(self) -> float:
-        """Crash the node (SIGKILL to its whole process group); returns the wall time of the kill."""
+        """Crash the node (SIGKILL to its process group); returns the wall time of the kill."""
         assert self.process is not None
         when = time.time()
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -344,7 +344,7 @@ class SniffedAdvert:
 
 
 class AdvertSniffer:
-    """Records every VRRP packet that reaches a namespace (a raw socket sees all of protocol 112)."""
+    """Records every VRRP packet reaching a namespace (a raw socket sees all of protocol 112)."""
 
     def __init__(self, ns: Netns) -> None:
         with ns.entered():
