@@ -252,6 +252,112 @@ def config_validate(
         typer.echo(f"{config_file}: configuration OK")
 
 
+@config_app.command("import-keepalived")
+def config_import_keepalived(
+    keepalived_conf: Annotated[Path, typer.Argument(help="the keepalived.conf to convert")],
+    hub: Annotated[
+        Path | None,
+        typer.Option("--hub", help="native config whose devices/mqtt/outbox/api to keep"),
+    ] = None,
+    node: Annotated[str | None, typer.Option("--node", help="this node's name")] = None,
+    peer_url: Annotated[
+        str | None, typer.Option("--peer-url", help="the peer's API (default: first unicast_peer)")
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="peer-link secret shared by both nodes")
+    ] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="vrrp_instance to convert, if several")
+    ] = None,
+    recovery: Annotated[
+        str | None, typer.Option("--recovery", help="automatic or manual (overrides nopreempt)")
+    ] = None,
+    drop_check: Annotated[
+        list[str] | None,
+        typer.Option("--drop-check", help="track script/interface to give up (repeatable)"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write YAML here")] = None,
+) -> None:
+    """Convert a keepalived.conf (and its scripts) into a native Tandem config.
+
+    Explains every mapping on stderr; writes the YAML to stdout or --output.
+    """
+    from tandem.config.keepalived import parse_file
+    from tandem.config.migrate import ImportOptions, hub_part, import_keepalived, read_scripts
+
+    if recovery not in (None, "automatic", "manual"):
+        raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
+    if not keepalived_conf.is_file():
+        raise _fail(f"{keepalived_conf}: no such file", EXIT_CONFIG)
+    try:
+        cfg = parse_file(keepalived_conf)
+        hub_config = None
+        if hub is not None:
+            try:
+                hub_text = hub.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
+            hub_config = hub_part(hub_text, str(hub))
+        options = ImportOptions(
+            node=node,
+            peer_url=peer_url,
+            secret=secret,
+            instance=instance,
+            recovery=recovery,  # type: ignore[arg-type]
+            drop_checks=frozenset(drop_check or ()),
+        )
+        result = import_keepalived(cfg, read_scripts(cfg), options, hub_config)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    for note in result.notes:
+        typer.echo(str(note), err=True)
+    if output is None:
+        typer.echo(result.yaml_text, nl=False)
+    else:
+        output.write_text(result.yaml_text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@config_app.command("export-keepalived")
+def config_export_keepalived(
+    config_file: Annotated[Path, typer.Argument(help="a Tandem YAML config with an ha section")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="directory for keepalived.conf and scripts")
+    ] = Path("."),
+    script_dir: Annotated[
+        str | None,
+        typer.Option("--script-dir", help="where the scripts will live (default: the -o dir)"),
+    ] = None,
+    service: Annotated[str, typer.Option(help="systemd unit keepalived starts/stops")] = "tandem",
+) -> None:
+    """Write keepalived.conf and scripts that start/stop the hub (cold standby, as in the guide)."""
+    from pathlib import PurePosixPath
+
+    from tandem.config.hub import load_config
+    from tandem.config.migrate import export_keepalived, write_files
+
+    try:
+        config = load_config(config_file)
+        scripts_at = PurePosixPath(script_dir or str(output.resolve()))
+        files = export_keepalived(config, scripts_at, service, config_file.name)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    try:
+        written = write_files(files, output)
+    except OSError as exc:
+        raise _fail(f"{output}: {exc}", EXIT_RUNTIME) from None
+    for path in written:
+        typer.echo(f"wrote {path}", err=True)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the Markdown reference of every config key (docs/configuration.md)."""
+    from tandem.config.migrate import render_reference
+
+    typer.echo(render_reference(), nl=False)
+
+
 def main() -> None:
     try:
         app()
