@@ -725,7 +725,8 @@ def export_keepalived(
     lines = [
         f"! keepalived.conf for Tandem node {config.node}, exported from {source}.",
         f"! Cold standby, as in the NeuronEX guide: keepalived starts the {service} unit on",
-        "! MASTER and stops it on BACKUP and FAULT. Do not also run Tandem's own HA.",
+        "! MASTER and stops it on BACKUP and FAULT. The config that unit runs must have no",
+        "! ha section: keepalived elects here, and two elections would fight.",
         "! Every node starts as BACKUP; the priority decides who becomes MASTER.",
         "",
         "global_defs {",
@@ -860,7 +861,7 @@ _FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "devices[].groups[].tags[].offset": "value = raw * scale + offset",
     "ha.cluster": "name of the pair; both nodes must agree",
     "ha.priority": "VRRP priority; the higher healthy node becomes master",
-    "ha.standby": "what the backup does: hot polls and buffers, warm connects, cold idles",
+    "ha.standby": "hot: the backup polls and buffers too; warm and cold poll only while master",
     "ha.recovery": "whether the returning preferred node takes the role back by itself",
     "ha.secret": "peer-link shared secret (or use secret_file)",
     "ha.secret_file": "file holding the peer-link secret",
