@@ -86,7 +86,10 @@ _SERVICE_SWITCH = re.compile(
     r"|(/usr)?(/s?bin/)?docker\s+(start|stop|restart)\s+[\w.-]+"
     r")(\s*(>\S*|2>&1|\|\|\s*true))*\s*;?$"
 )
-_LOCAL_HTTP = re.compile(r"\b(curl|wget)\b.*\b(127\.0\.0\.1|localhost)(:(?P<port>\d+))?")
+_LOCAL_HTTP = re.compile(
+    r"\b(curl|wget)\b.*\b(127\.0\.0\.1|localhost)(:(?P<port>\d+))?(?P<path>/\S*)?"
+)
+TANDEM_HEALTH_PATH = "/api/v1/health"
 _SHELL_NOISE = re.compile(r"^(set\s+-\w+|exit(\s+0)?|true|:)$")
 
 
@@ -110,12 +113,20 @@ def only_switches_service(script: ScriptText) -> bool:
 
 
 def polls_local_api(script: ScriptText, ports: Iterable[int]) -> bool:
-    """True when a track script asks a local HTTP port whether the hub is alive (check_alive.sh)."""
+    """True when a track script asks the local hub whether it is alive (check_alive.sh).
+
+    That is a request to one of ``ports`` on loopback, or to Tandem's own health endpoint on any
+    port (what export-keepalived writes).
+    """
     wanted = set(ports)
     body = script.text if script.text is not None else script.command
     for line in script_lines(body) or [body]:
         match = _LOCAL_HTTP.search(line)
-        if match and int(match.group("port") or 80) in wanted:
+        if match is None:
+            continue
+        if int(match.group("port") or 80) in wanted:
+            return True
+        if (match.group("path") or "").startswith(TANDEM_HEALTH_PATH):
             return True
     return False
 
