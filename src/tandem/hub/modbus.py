@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
 from tandem.config.hub import DeviceConfig, GroupConfig
 from tandem.hub.codec import (
@@ -98,6 +103,38 @@ def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
     return current + 1, current - slot
 
 
+_WORDS_BY_BYTES: dict[int, struct.Struct] = {}
+
+
+def _decode_register_bytes(data: bytes) -> list[int]:
+    """Registers of a read response (byte count, then big-endian words) in one unpack.
+
+    pymodbus unpacks and appends one register at a time, which was the largest single cost
+    of a poll in the hub's profile (~0.1 ms per 125-register response).
+    """
+    byte_count = data[0]
+    if byte_count >= len(data):
+        raise ModbusIOException(f"byte_count {byte_count} > length of packet {len(data)}")
+    words = _WORDS_BY_BYTES.get(byte_count)
+    if words is None:
+        words = _WORDS_BY_BYTES.setdefault(byte_count, struct.Struct(f">{byte_count // 2}H"))
+    return list(words.unpack_from(data, 1))
+
+
+class _FastHoldingRegistersResponse(ReadHoldingRegistersResponse):
+    """Function code 3 response decoded with one struct call (pymodbus's public register())."""
+
+    def decode(self, data: bytes) -> None:
+        self.registers = _decode_register_bytes(data)
+
+
+class _FastInputRegistersResponse(ReadInputRegistersResponse):
+    """Function code 4 response decoded with one struct call."""
+
+    def decode(self, data: bytes) -> None:
+        self.registers = _decode_register_bytes(data)
+
+
 class DevicePoller:
     """Polls every group of one device over a single Modbus TCP connection.
 
@@ -139,7 +176,7 @@ class DevicePoller:
     def _make_client(self) -> AsyncModbusTcpClient:
         """A client for this device; pymodbus binds it to the running loop, so made in run()."""
         device = self.device
-        return AsyncModbusTcpClient(
+        client = AsyncModbusTcpClient(
             device.host,
             port=device.port,
             timeout=device.timeout,
@@ -147,6 +184,9 @@ class DevicePoller:
             reconnect_delay=0,  # reconnects are ours, with the configured backoff
             name=f"modbus:{device.name}",
         )
+        client.register(_FastHoldingRegistersResponse)
+        client.register(_FastInputRegistersResponse)
+        return client
 
     async def run(self) -> None:
         """Connect and poll until cancelled; closes the connection on the way out."""
