@@ -58,8 +58,18 @@ class Broker:
     """A mosquitto process that can be stopped and started again on the same port."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, *, tls: TlsFiles | None = None
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        persistent: bool = False,
     ) -> None:
+        """``persistent`` keeps sessions and queued QoS 1 messages across stop()/start().
+
+        Without it mosquitto forgets a subscriber when it stops, so whatever is published
+        after a restart and before the subscriber is back is lost by the broker itself.
+        """
         self.workdir = workdir
         self.host = HOST
         self.port = port or free_port()
@@ -68,7 +78,11 @@ class Broker:
         lines = [
             f"listener {self.port} {HOST}",
             "allow_anonymous true",
-            "persistence false",
+            *(
+                ["persistence true", f"persistence_location {workdir}/", "autosave_interval 0"]
+                if persistent
+                else ["persistence false"]
+            ),
             # The recording subscriber shares the test's event loop and can fall behind a
             # fast publisher; by default mosquitto would drop past 1000 queued messages.
             "max_queued_messages 0",
@@ -79,10 +93,10 @@ class Broker:
         ]
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
-            if os.geteuid() == 0:
-                # mosquitto drops to its own user when started as root, and that user cannot
-                # read pytest's private tmp dir where the key lives
-                lines.append("user root")
+        if (tls is not None or persistent) and os.geteuid() == 0:
+            # mosquitto drops to its own user when started as root, and that user cannot
+            # read (key) or write (persistence) pytest's private tmp dir
+            lines.append("user root")
         self.conf.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -153,10 +167,15 @@ class RecordingSubscriber:
     test can wait for the subscriber to be back before it lets publishers speak again.
     """
 
-    def __init__(self, host: str, port: int, topic: str = "#") -> None:
+    def __init__(
+        self, host: str, port: int, topic: str = "#", *, client_id: str | None = None
+    ) -> None:
+        """A ``client_id`` makes the session persistent (clean session off): a broker with
+        persistence queues QoS 1 messages for it while it is away, even across a restart."""
         self.host = host
         self.port = port
         self.topic = topic
+        self.client_id = client_id
         self.messages: list[Received] = []
         self.subscribed = asyncio.Event()
         self._changed = asyncio.Event()
@@ -165,7 +184,13 @@ class RecordingSubscriber:
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self.host, self.port, timeout=5) as client:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    timeout=5,
+                    identifier=self.client_id,
+                    clean_session=False if self.client_id else None,
+                ) as client:
                     await client.subscribe(self.topic, qos=1)
                     self.subscribed.set()
                     async for msg in client.messages:

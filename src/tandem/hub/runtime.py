@@ -36,10 +36,10 @@ from tandem.hub.outbox import Outbox, OutboxError
 log = logging.getLogger(__name__)
 
 TIMELINE_SIZE = 500
-# Device and broker state is sampled, not pushed, by the components: this is how late a
-# connect/disconnect shows up on the timeline at worst, and the live status period.
+# The live status push period.
 WATCH_PERIOD_S = 1.0
-# At most ten "tags" events per second per client, whatever the poll rates.
+# At most ten "tags" events per second per client, whatever the poll rates. Device and broker
+# state is sampled (the components have no callbacks) on the same period.
 TAGS_PERIOD_S = 0.1
 # A slow browser loses its oldest events rather than holding memory or the hub back.
 SUBSCRIBER_QUEUE_SIZE = 100
@@ -238,8 +238,12 @@ class Hub:
         self._stop.set()
 
     async def wait_stopped(self) -> None:
-        """Until the hub has stopped, for whatever reason; re-raises a failure."""
+        """Until the hub has stopped, for whatever reason; re-raises a failure.
+
+        Cancelling the waiter leaves the hub running: only stop() or leaving the block stops it.
+        """
         if self._runner is not None:
+            await asyncio.wait([self._runner])
             await self._raise_runner_failure()
 
     @property
@@ -430,6 +434,9 @@ class Hub:
     async def _push_tags(self) -> None:
         while True:
             await asyncio.sleep(TAGS_PERIOD_S)
+            # Checked at the tag rate, not the status rate: a device that drops and comes back
+            # within a second still leaves its two lines on the timeline.
+            self.check_transitions()
             if self._changed:
                 changed, self._changed = self._changed, {}
                 if self._subscribers:
@@ -437,7 +444,6 @@ class Hub:
 
     async def _watch(self) -> None:
         while True:
-            self.check_transitions()
             if self._subscribers:
                 self._push(LiveEvent("status", self.status()))
             await asyncio.sleep(WATCH_PERIOD_S)
