@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 TANDEM = Path(sys.executable).with_name("tandem")
 VIP = "10.77.0.100/24"
 VRRP_PROTOCOL = 112  # IANA protocol number, RFC 5798 §5.1.1.3
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # asm-generic/socket.h
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
 
 _TRANSITION = re.compile(r"(\S+): (\w+) -> (\w+) \((\S+?)(?::[^)]*)?\) priority (\d+)")
 
@@ -349,6 +352,8 @@ class AdvertSniffer:
     def __init__(self, ns: Netns) -> None:
         with ns.entered():
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, VRRP_PROTOCOL)
+        # Kernel receive stamps: the reading thread may lag on a loaded host, the packet not.
+        self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._sock.settimeout(0.1)
         self.adverts: list[SniffedAdvert] = []
         self._stop = threading.Event()
@@ -366,18 +371,23 @@ class AdvertSniffer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self._sock.recv(2048)
+                data, ancillary, _, _ = self._sock.recvmsg(2048, _TIMESPEC.size * 2)
             except TimeoutError:
                 continue
             except OSError:
                 return
+            stamp = time.time()
+            for level, kind, payload in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, _SO_TIMESTAMPNS):
+                    seconds, nanos = _TIMESPEC.unpack(payload[: _TIMESPEC.size])
+                    stamp = seconds + nanos / 1e9
             ihl = (data[0] & 0x0F) * 4
             if len(data) < ihl + 4:
                 continue
             vrrp = data[ihl:]
             self.adverts.append(
                 SniffedAdvert(
-                    time=time.time(),
+                    time=stamp,
                     src=socket.inet_ntoa(data[12:16]),
                     version=vrrp[0] >> 4,
                     vrid=vrrp[1],
