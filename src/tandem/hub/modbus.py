@@ -94,13 +94,15 @@ class _GroupRun:
 def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
     """The slot to poll after ``slot`` finished at wall time ``now``, and how many were skipped.
 
-    A poll that ran past the next grid point does not trigger a burst of catch-up polls: the
-    missed slots are counted and polling resumes on the next point still ahead.
+    A poll that ran into the next slot's window polls that slot at once, late: a late sample
+    keeps its slot, so the standby (which polled it on time) and the master agree on it. Only
+    slots whose whole window has passed are skipped and counted; there is never a burst of
+    catch-up polls.
     """
     current = slot_of(now, interval)
     if current <= slot:
         return slot + 1, 0
-    return current + 1, current - slot
+    return current, current - slot - 1
 
 
 _WORDS_BY_BYTES: dict[int, struct.Struct] = {}
