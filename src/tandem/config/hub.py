@@ -205,6 +205,9 @@ class HealthSection(_Model):
         default=30, ge=0, le=253, description="subtracted while any device is unreachable"
     )
     interval: float = Field(default=0.1, gt=0, description="seconds between health evaluations")
+    fail_after: float = Field(
+        default=0.3, ge=0, description="seconds a broker/devices check must fail before it counts"
+    )
 
 
 class HooksSection(_Model):

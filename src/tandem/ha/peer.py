@@ -1,0 +1,186 @@
+"""The peer link: each node streams its HA state to the other over HTTP on the API port.
+
+Every request carries the shared secret (`Authorization: Bearer ...`) and is rejected
+without it. The stream is server-sent events, one state per advert interval, so the backup
+always knows the master's term and watermarks; a handover is one authenticated POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
+
+from tandem.ha.controller import Key, PeerView
+
+log = logging.getLogger(__name__)
+
+PEER_PREFIX = "/api/v1/peer"
+
+
+class PeerState(BaseModel):
+    """One node's HA state as the other node sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str
+    vrrp: str
+    publishing: bool
+    term: int
+    priority: int
+    base_priority: int
+    standby: str
+    watermarks: dict[Key, int]
+    buffer_from: dict[Key, int]
+    healthy: bool
+    started_at: float
+    config_version: int = 0
+    config_sha: str = ""
+
+    def view(self, received_at: float) -> PeerView:
+        return PeerView(**self.model_dump(), received_at=received_at)
+
+
+class HandoverRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_node: str
+    term: int
+    watermarks: dict[Key, int]
+    manual: bool = False
+    reason: str = ""
+
+
+class HandoverAnswer(BaseModel):
+    accepted: bool
+    reason: str
+
+
+def check_secret(expected: str, authorization: str | None) -> None:
+    """Constant-time check of the bearer secret; 401 for anything else."""
+    given = (authorization or "").removeprefix("Bearer ").encode()
+    if not authorization or not hmac.compare_digest(given, expected.encode()):
+        raise HTTPException(status_code=401, detail="peer link: missing or wrong secret")
+
+
+def peer_router(
+    secret: str,
+    state: Callable[[], PeerState],
+    interval: float,
+    on_handover: Callable[[HandoverRequest], Awaitable[HandoverAnswer]],
+    extra: Callable[[APIRouter, Callable[[str | None], None]], None] | None = None,
+) -> APIRouter:
+    """Routes under /api/v1/peer; `extra` lets config sync add its own, with the same auth."""
+    router = APIRouter(prefix=PEER_PREFIX)
+
+    def auth(authorization: str | None) -> None:
+        check_secret(secret, authorization)
+
+    @router.get("/state")
+    async def get_state(authorization: str | None = Header(default=None)) -> PeerState:
+        auth(authorization)
+        return state()
+
+    @router.get("/stream")
+    async def stream(
+        request: Request, authorization: str | None = Header(default=None)
+    ) -> StreamingResponse:
+        auth(authorization)
+
+        async def events() -> AsyncIterator[bytes]:
+            while not await request.is_disconnected():
+                yield f"data: {state().model_dump_json()}\n\n".encode()
+                await asyncio.sleep(interval)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @router.post("/handover")
+    async def handover(
+        body: HandoverRequest, authorization: str | None = Header(default=None)
+    ) -> HandoverAnswer:
+        auth(authorization)
+        return await on_handover(body)
+
+    if extra is not None:
+        extra(router, auth)
+    return router
+
+
+class PeerClient:
+    """Follows the peer's state stream (reconnecting forever) and sends it handovers."""
+
+    def __init__(
+        self,
+        base_url: str,
+        secret: str,
+        on_state: Callable[[PeerState], None],
+        *,
+        retry: float = 0.2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {secret}"}
+        self._on_state = on_state
+        self._retry = retry
+        self.connected = False
+        self.last_error: str | None = None
+        self.states_received = 0
+        self.rejected = 0  # states that did not parse: a version mismatch or a wrong peer
+
+    async def run(self) -> None:
+        timeout = httpx.Timeout(2.0, read=5.0)
+        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
+            while True:
+                try:
+                    await self._follow(client)
+                except (httpx.HTTPError, OSError) as exc:
+                    if self.connected or self.last_error != str(exc):
+                        log.info("peer link to %s: %s", self.base_url, exc or type(exc).__name__)
+                    self.last_error = str(exc) or type(exc).__name__
+                finally:
+                    self.connected = False
+                await asyncio.sleep(self._retry)
+
+    async def _follow(self, client: httpx.AsyncClient) -> None:
+        async with client.stream("GET", f"{self.base_url}{PEER_PREFIX}/stream") as response:
+            if response.status_code == 401:
+                raise httpx.HTTPError("peer rejected our secret (401)")
+            response.raise_for_status()
+            self.connected = True
+            self.last_error = None
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                try:
+                    state = PeerState.model_validate_json(line[6:])
+                except ValueError as exc:
+                    self.rejected += 1
+                    log.warning("peer link: unreadable state: %s", exc)
+                    continue
+                self.states_received += 1
+                self._on_state(state)
+
+    async def post(self, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
+            response = await client.post(f"{self.base_url}{PEER_PREFIX}{path}", json=body)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    async def get(self, path: str, timeout: float = 2.0) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
+            return await client.get(f"{self.base_url}{PEER_PREFIX}{path}")
+
+    async def handover(self, request: HandoverRequest) -> HandoverAnswer:
+        try:
+            data = await self.post("/handover", request.model_dump())
+        except (httpx.HTTPError, OSError, json.JSONDecodeError) as exc:
+            return HandoverAnswer(accepted=False, reason=f"peer unreachable: {exc}")
+        return HandoverAnswer.model_validate(data)
