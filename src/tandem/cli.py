@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -175,12 +176,17 @@ def _status_rows(body: dict[str, Any]) -> dict[str, str]:
         "publish rate": f"{float(publisher.get('publish_rate', 0.0)):.1f} msg/s",
         "broker connected": "yes" if publisher.get("connected") else "no",
     }
+    vrrp = body.get("vrrp")
+    if vrrp:
+        rows["priority"] = f"{vrrp.get('priority', '?')} (base {vrrp.get('base_priority', '?')})"
     ha = body.get("ha")
     if ha:
         last = ha.get("last_failover") or {}
         failover = "-"
         if last:
-            when = last.get("at") or last.get("ts") or last.get("time") or ""
+            when = ""
+            if isinstance(last.get("ts_ms"), int):
+                when = time.strftime("%H:%M:%S", time.localtime(last["ts_ms"] / 1000))
             failover = " ".join(str(x) for x in (when, last.get("reason", "")) if x) or "-"
         ours, theirs = ha.get("config_version"), ha.get("peer_config_version")
         config = f"{ours or '?'} (peer {theirs or '?'})"
@@ -210,6 +216,34 @@ def _status_table(nodes: list[tuple[str, dict[str, Any]]]) -> Any:
     for name in names:
         table.add_row(name, *(r.get(name, "-") for r in rows))
     return table
+
+
+@app.command()
+def switchover(
+    url: Annotated[
+        str, typer.Option("--url", help="either node of the pair; a backup forwards to its master")
+    ] = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw result JSON")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the handover")] = 15.0,
+) -> None:
+    """Planned switchover: the master hands its role to the standby with no gap or duplicate."""
+    import httpx
+
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/v1/switchover", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc or type(exc).__name__}", EXIT_RUNTIME) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text}
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    if response.status_code != 200:
+        reason = body.get("detail") or body.get("reason") or response.text
+        raise _fail(f"switchover refused by {url}: {reason}", EXIT_RUNTIME)
+    if not as_json:
+        typer.echo(f"switchover done: {body.get('to', '?')} is master now")
 
 
 @app.command("simulate-plc")
