@@ -87,6 +87,7 @@ def engine_stats(drivers: list[VrrpDriver]) -> dict[str, object]:
             "adverts_sent": d.stats.adverts_sent,
             "adverts_received": d.stats.adverts_received,
             "drops": dict(d.stats.drops),
+            "mismatched_peers": dict(d.stats.mismatched_peers),
             "transitions": [
                 {"old": t.old.value, "new": t.new.value, "reason": t.reason.value}
                 for t in d.stats.transitions

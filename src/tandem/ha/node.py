@@ -264,6 +264,7 @@ class HaNode:
             "adverts_sent": d.stats.adverts_sent,
             "adverts_received": d.stats.adverts_received,
             "drops": dict(d.stats.drops),
+            "mismatched_peers": dict(d.stats.mismatched_peers),
             "checks": dict(self._checks),
             "fenced_by": self.ctl.highest_term_node
             if self.ctl.highest_term > self.ctl.term

@@ -66,6 +66,17 @@ class Notifier(Protocol):
     async def drain(self) -> None: ...
 
 
+# Receive-check failures that mean "the peer is configured differently", with what to fix.
+MISMATCH_HINTS: dict[DropReason, str] = {
+    DropReason.AUTH_MISMATCH: "make auth_pass the same on both nodes",
+    DropReason.AUTH_TYPE_MISMATCH: "make auth_type the same on both nodes",
+    DropReason.VERSION_MISMATCH: "make vrrp_version the same on both nodes",
+    DropReason.INTERVAL_MISMATCH: "make advert_int the same on both nodes",
+    DropReason.NADDR_MISMATCH: "make virtual_ipaddress the same on both nodes",
+    DropReason.VIP_MISMATCH: "make virtual_ipaddress the same on both nodes",
+}
+
+
 @dataclass(slots=True)
 class RateLimitedLog:
     """Logs a repeated peer problem once per key per period, counting what it held back."""
@@ -95,6 +106,8 @@ class DriverStats:
     adverts_received: int = 0
     drops: dict[str, int] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
+    # Peers whose adverts we reject, by address: the classic cause of two MASTERs, by name.
+    mismatched_peers: dict[str, str] = field(default_factory=dict)
 
     def drop(self, reason: DropReason) -> None:
         self.drops[reason.value] = self.drops.get(reason.value, 0) + 1
@@ -257,6 +270,19 @@ class VrrpDriver:
         self.stats.drop(reason)
         if reason in (DropReason.UNKNOWN_VRID, DropReason.OWN_ADVERT):
             return  # keepalived ignores these silently too
+        hint = MISMATCH_HINTS.get(reason)
+        if hint is not None and src is not None:
+            self.stats.mismatched_peers[str(src)] = reason.value
+            self._drop_log.warning(
+                f"mismatch:{reason.value}:{src}",
+                "%s: rejecting adverts from %s (%s %s): both nodes will act as MASTER; %s",
+                self.config.name,
+                src,
+                reason.value,
+                detail,
+                hint,
+            )
+            return
         self._drop_log.warning(
             f"drop:{reason.value}:{src}",
             "%s: dropped advert from %s: %s %s",
