@@ -137,6 +137,19 @@ class _FastInputRegistersResponse(ReadInputRegistersResponse):
         self.registers = _decode_register_bytes(data)
 
 
+def _honour_swallowed_cancel() -> None:
+    """Raise CancelledError if this task was cancelled but the cancellation got lost.
+
+    pymodbus awaits each response with asyncio.wait_for, which on Python 3.11 returns the
+    result and drops the cancellation when both arrive in the same loop step. The task still
+    counts the request (``cancelling()``), so it is honoured here; without this a busy poller
+    ignored the stop and kept polling forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 class DevicePoller:
     """Polls every group of one device over a single Modbus TCP connection.
 
@@ -223,8 +236,11 @@ class DevicePoller:
         while True:
             if self._client.connected:
                 self._link_lost.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the event being set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._link_lost.wait(), LINK_CHECK_S)
+                    async with asyncio.timeout(LINK_CHECK_S):
+                        await self._link_lost.wait()
                 if self._client.connected and not self._link_lost.is_set():
                     continue
                 self._client.close()
@@ -309,6 +325,7 @@ class DevicePoller:
                 decoder.fail(ERR_DISCONNECTED, errors)
                 continue
             code = await self._read_block(decoder, values, errors)
+            _honour_swallowed_cancel()
             if code:
                 decoder.fail(code, errors)
             self._note_block_error(group, index, decoder, code)
