@@ -425,3 +425,38 @@ async def test_serve_address_in_use_raises_tandem_error() -> None:
         port = holder.getsockname()[1]
         with pytest.raises(TandemError, match="cannot listen"):
             await serve(create_app(FakeView()), "127.0.0.1", port)
+
+
+def test_metrics_include_vrrp_counters_when_status_has_vrrp() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tandem.api.metrics import vrrp_metrics
+
+    vrrp = {
+        "priority": 70,
+        "adverts_sent": 12,
+        "adverts_received": 30,
+        "drops": {"auth_mismatch": 4},
+        "transitions": {"startup": 1, "master_down_timer_expired": 2},
+        "checks": {"broker": True, "devices": False},
+    }
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    class One(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            yield from vrrp_metrics(vrrp)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    assert samples[("tandem_vrrp_priority", ())] == 70
+    assert samples[("tandem_vrrp_adverts_sent_total", ())] == 12
+    assert samples[("tandem_vrrp_adverts_dropped_total", (("reason", "auth_mismatch"),))] == 4
+    key = ("tandem_vrrp_transitions_total", (("reason", "master_down_timer_expired"),))
+    assert samples[key] == 2
+    assert samples[("tandem_health_check", (("check", "devices"),))] == 0

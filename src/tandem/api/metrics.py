@@ -23,12 +23,20 @@ Metrics (all prefixed ``tandem_``; labels in braces):
 - ``tandem_publish_rate`` gauge: messages per second, as averaged by the runtime.
 - ``tandem_values_rate`` gauge: tag values per second, as averaged by the runtime.
 - ``tandem_publisher_reconnects_total`` counter: broker reconnections.
-- ``tandem_ha_watermark_lag`` gauge: samples the peer is behind (only when known).
+- ``tandem_ha_watermark_lag`` gauge: slots between the newest poll and the delivered
+  watermark (only when known): how far publishing is behind polling.
+- ``tandem_vrrp_priority`` gauge: effective VRRP priority (base plus health weights).
+- ``tandem_vrrp_adverts_sent_total`` / ``tandem_vrrp_adverts_received_total`` counters.
+- ``tandem_vrrp_adverts_dropped_total{reason}`` counter: packets rejected by the codec or
+  a receive check (auth_mismatch, version_mismatch, interval_mismatch, bad_checksum, ...).
+- ``tandem_vrrp_transitions_total{reason}`` counter: role changes by reason.
+- ``tandem_health_check{check}`` gauge: 1 while a health check (loops, devices, broker) passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -139,6 +147,40 @@ def status_metrics(status: Status) -> Iterator[Metric]:
             "Samples the peer is behind this node",
             value=status.ha.watermark_lag,
         )
+    if status.vrrp:
+        yield from vrrp_metrics(status.vrrp)
+
+
+def vrrp_metrics(vrrp: dict[str, Any]) -> Iterator[Metric]:
+    """The failover engine's counters, from the `vrrp` part of the status."""
+    if "priority" in vrrp:
+        yield GaugeMetricFamily(
+            "tandem_vrrp_priority", "Effective VRRP priority", value=vrrp["priority"]
+        )
+    for key, name, doc in (
+        ("adverts_sent", "tandem_vrrp_adverts_sent", "VRRP adverts sent"),
+        ("adverts_received", "tandem_vrrp_adverts_received", "VRRP adverts received"),
+    ):
+        if key in vrrp:
+            yield CounterMetricFamily(name, doc, value=vrrp[key])
+    drops = CounterMetricFamily(
+        "tandem_vrrp_adverts_dropped", "VRRP packets dropped, by reason", labels=["reason"]
+    )
+    for reason, count in sorted((vrrp.get("drops") or {}).items()):
+        drops.add_metric([reason], count)
+    yield drops
+    transitions = CounterMetricFamily(
+        "tandem_vrrp_transitions", "VRRP role changes, by reason", labels=["reason"]
+    )
+    for reason, count in sorted((vrrp.get("transitions") or {}).items()):
+        transitions.add_metric([reason], count)
+    yield transitions
+    checks = GaugeMetricFamily(
+        "tandem_health_check", "Health check result (1 = passing)", labels=["check"]
+    )
+    for check, ok in sorted((vrrp.get("checks") or {}).items()):
+        checks.add_metric([check], 1 if ok else 0)
+    yield checks
 
 
 def render_metrics(status: Status) -> bytes:

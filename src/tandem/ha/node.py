@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -265,6 +266,7 @@ class HaNode:
             "adverts_received": d.stats.adverts_received,
             "drops": dict(d.stats.drops),
             "mismatched_peers": dict(d.stats.mismatched_peers),
+            "transitions": dict(Counter(t.reason.value for t in d.stats.transitions)),
             "checks": dict(self._checks),
             "fenced_by": self.ctl.highest_term_node
             if self.ctl.highest_term > self.ctl.term
