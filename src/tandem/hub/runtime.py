@@ -476,6 +476,104 @@ class Hub:
                     "broker", f"disconnected from {where}: {reason}", {"broker": where}
                 )
 
+    # --- live reconfiguration -----------------------------------------------------------------
+
+    async def reconfigure(
+        self,
+        config: TandemConfig,
+        *,
+        poller_factory: PollerFactory | None = None,
+        publisher_factory: PublisherFactory | None = None,
+    ) -> None:
+        """Apply new devices, mqtt and outbox sections without a restart or losing a row.
+
+        Pollers of unchanged devices keep running (their slots have no gap); changed and removed
+        devices stop, new ones start if the gate polls. The publisher is replaced only when the
+        mqtt section changed; rows it had in flight stay in the outbox and are sent again by the
+        new one (at least once, as after a reconnect). Outbox max_rows and overflow apply to the
+        next append. Node-local sections (node, data_dir, api, ha) apply at restart only.
+        Pass the factories the hub was built with (HaNode passes its publisher_factory).
+        """
+        old = self.config
+        make_poller = poller_factory or _default_poller
+        # Everything new is built before anything old stops: a failure leaves the hub as it was.
+        old_index = {device.name: i for i, device in enumerate(old.devices)}
+        keep: dict[int, int] = {}  # new index -> old index of an unchanged device
+        pollers: list[Poller] = []
+        for new_i, device in enumerate(config.devices):
+            old_i = old_index.get(device.name)
+            if old_i is not None and old.devices[old_i] == device:
+                keep[new_i] = old_i
+                pollers.append(self.pollers[old_i])
+            else:
+                pollers.append(make_poller(device, config.node, self._on_sample))
+        new_publisher: Publisher | None = None
+        if config.mqtt != old.mqtt:
+            if publisher_factory is None:
+                new_publisher = MqttPublisher(
+                    MqttSettings.from_config(config.mqtt),
+                    self.outbox,
+                    may_publish=lambda: self.gate.publishing,
+                )
+            else:
+                new_publisher = publisher_factory(self.outbox, lambda: self.gate.publishing)
+
+        kept_old = set(keep.values())
+        stopping = [t for i, t in self._poller_tasks.items() if i not in kept_old]
+        for task in stopping:
+            task.cancel()
+        if stopping:
+            await asyncio.wait(stopping)
+        self._flush_pending()  # samples of stopped pollers go in before the config changes
+        self._poller_tasks = {
+            new_i: self._poller_tasks[old_i]
+            for new_i, old_i in keep.items()
+            if old_i in self._poller_tasks
+        }
+        self.pollers = pollers
+        self.config = config
+        self.outbox.max_rows = config.outbox.max_rows
+        self.outbox.overflow = config.outbox.overflow
+
+        # Latest values of tags that no longer exist would otherwise stay on the dashboard.
+        known = {(d.name, g.name, t.name) for d in config.devices for g in d.groups for t in g.tags}
+        for stale in [k for k in self._latest if k not in known]:
+            del self._latest[stale]
+            self._changed.pop(stale, None)
+        names = {d.name for d in config.devices}
+        for gone in [n for n in self._seen_devices if n not in names]:
+            del self._seen_devices[gone]
+
+        if self._tasks is not None and self.gate.polling:
+            self._start_pollers()
+        if new_publisher is not None:
+            await self._replace_publisher(new_publisher)
+        log.info(
+            "reconfigured: %s device(s) (%s unchanged), publisher %s, outbox max_rows %s %s",
+            len(config.devices),
+            len(keep),
+            "replaced" if new_publisher is not None else "unchanged",
+            config.outbox.max_rows,
+            config.outbox.overflow,
+        )
+        self._push(LiveEvent("status", self.status()))
+
+    async def _replace_publisher(self, publisher: Publisher) -> None:
+        old_task = self._publisher_task
+        if old_task is not None and not old_task.done():
+            # Acks still on the way would otherwise make the new publisher send those rows again.
+            deadline = time.monotonic() + PUBLISH_GRACE_S
+            while time.monotonic() < deadline and self.publisher.status().inflight > 0:
+                await asyncio.sleep(0.02)
+            old_task.cancel()
+            await asyncio.wait([old_task])
+        self.publisher = publisher
+        self._crashed.discard("publisher")
+        self._seen_broker = False
+        if self._tasks is not None:
+            self._publisher_task = self._tasks.create_task(self._guarded_publisher(), name="mqtt")
+            publisher.notify()
+
     # --- HubView ------------------------------------------------------------------------------
 
     def health_checks(self) -> dict[str, bool]:
