@@ -98,7 +98,11 @@ class HaNode:
         self.hub.switchover_handler = self.switchover
         self.hub.on_sample.append(self._on_sample)
         self.hub.gate.role = "INIT"
-        self.hub.gate.polling = self.ha.standby == "hot"
+        self.hub.gate.polling = self.ha.standby != "cold"
+        self._polling = self.ha.standby == "hot"
+        if self.ha.standby == "warm":
+            for poller in self.hub.pollers:
+                poller.paused = True  # type: ignore[attr-defined]
         self.hub.gate.publishing = False
         self.hub.gate.term = self.terms.term
         self.hub.app.include_router(
@@ -286,10 +290,7 @@ class HaNode:
         if plan.acquire:
             self._acquire(now)
             plan = c.plan(now)
-        if plan.polling != self.hub.gate.polling:
-            if not plan.polling:
-                c.polling_stopped()
-            self.hub.set_polling(plan.polling)
+        self._gate_polling(plan.polling)
         self.hub.set_publishing(plan.publishing)
         if plan.label != self._label:
             self._label = plan.label
@@ -297,6 +298,20 @@ class HaNode:
         if plan.handover is not None and not self._handover_lock.locked():
             asyncio.get_running_loop().create_task(self._handover(plan.handover, manual=False))
         return plan
+
+    def _gate_polling(self, polling: bool) -> None:
+        """Hot and cold start and stop the pollers; warm keeps them connected but paused."""
+        if polling != self._polling:
+            self._polling = polling
+            if not polling:
+                self.ctl.polling_stopped()
+        if self.ha.standby == "warm":
+            for poller in self.hub.pollers:
+                poller.paused = not polling  # type: ignore[attr-defined]
+            if not self.hub.gate.polling:
+                self.hub.set_polling(True)
+        elif polling != self.hub.gate.polling:
+            self.hub.set_polling(polling)
 
     def _acquire(self, now: float) -> None:
         c = self.ctl

@@ -129,12 +129,19 @@ class _FastHoldingRegistersResponse(ReadHoldingRegistersResponse):
     def decode(self, data: bytes) -> None:
         self.registers = _decode_register_bytes(data)
 
+    def __str__(self) -> str:
+        # pymodbus formats every decoded PDU for a debug line, logged or not; listing 125
+        # registers there cost more than decoding them.
+        return f"{type(self).__name__}(tid={self.transaction_id}, {len(self.registers)} words)"
+
 
 class _FastInputRegistersResponse(ReadInputRegistersResponse):
     """Function code 4 response decoded with one struct call."""
 
     def decode(self, data: bytes) -> None:
         self.registers = _decode_register_bytes(data)
+
+    __str__ = _FastHoldingRegistersResponse.__str__
 
 
 def _honour_swallowed_cancel() -> None:
@@ -177,6 +184,8 @@ class DevicePoller:
         ]
         self._client: AsyncModbusTcpClient  # set by run()
         self._connected = False
+        # Warm standby: keep the connection up but do not poll (set by the HA layer).
+        self.paused = False
         self._last_error: str | None = None
         self._link_lost = asyncio.Event()
 
@@ -283,6 +292,9 @@ class DevicePoller:
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.paused:
+                slot = slot_of(self._clock(), interval) + 1
+                continue
             await self._poll_once(group, slot)
             slot, skipped = next_slot_after(slot, self._clock(), interval)
             if skipped:
