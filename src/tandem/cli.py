@@ -246,6 +246,39 @@ def switchover(
         typer.echo(f"switchover done: {body.get('to', '?')} is master now")
 
 
+@app.command()
+def demo(
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="run unattended: 'failover' (kill -9, switchback, switchover, SIGTERM)"),
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="shorter waits (CI)")] = False,
+    standby: Annotated[str, typer.Option(help="hot or cold standby for the pair")] = "hot",
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="keep configs and logs here (not removed)")
+    ] = None,
+    no_color: Annotated[bool, typer.Option("--no-color", help="plain output")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a PLC simulator, a broker and a two-node pair on loopback, and watch failover live."""
+    from tandem.demo import DemoOptions, run_demo
+
+    if standby not in ("hot", "cold"):
+        raise _fail("--standby must be hot or cold", EXIT_CONFIG)
+    setup_logging("text", verbose)
+    if not verbose:
+        # The live view owns the screen; the nodes' own logs are in the work dir.
+        logging.getLogger().setLevel(logging.WARNING)
+    options = DemoOptions(
+        scenario=scenario,
+        quick=quick,
+        standby=standby,  # type: ignore[arg-type]
+        workdir=workdir,
+        no_color=no_color,
+    )
+    raise typer.Exit(run_demo(options))
+
+
 @app.command("simulate-plc")
 def simulate_plc(
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 5020,
