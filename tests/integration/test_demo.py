@@ -1,0 +1,179 @@
+"""`tandem demo` end to end: the README's first command, its results, and that it leaves nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_SCRIPT = REPO / "scripts" / "demo"
+SCENARIO_TIMEOUT_S = 180  # --quick runs in about 20 s; setup and a loaded machine add to that
+EXPECTED_STEPS = ("kill -9", "restart", "switchover", "SIGTERM")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line or working directory contains `text` (a /proc scan)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+            state = next(
+                (
+                    line
+                    for line in (entry / "status").read_text().splitlines()
+                    if line.startswith("State:")
+                ),
+                "",
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if "zombie" in state:
+            continue
+        if text in cmdline or text in cwd:
+            found.append(f"{entry.name}: {cmdline.strip()} (cwd {cwd})")
+    return found
+
+
+def _wait_gone(text: str, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    left = _processes_mentioning(text)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _processes_mentioning(text)
+    return left
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """Whatever happened in the test: nothing of the demo's process group survives it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture
+def demo_runs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            _stop_group(proc)
+
+
+def _result_rows(output: str) -> dict[str, dict[str, str]]:
+    """The results table's data rows, by step: {column: cell}."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    assert lines, f"no results table in the output:\n{output}"
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == len(header) and not set("".join(cells)) <= set("-+"):
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_demo_failover_scenario_quick_exits_zero_without_loss_or_leftovers(
+    demo_runs: list[subprocess.Popen[str]],
+) -> None:
+    proc = subprocess.Popen(
+        [str(DEMO_SCRIPT), "--scenario", "failover", "--quick", "--no-color"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    demo_runs.append(proc)
+    started = time.monotonic()
+    try:
+        output, _ = proc.communicate(timeout=SCENARIO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        output, _ = proc.communicate()
+        pytest.fail(f"the demo did not finish in {SCENARIO_TIMEOUT_S} s:\n{output}")
+    elapsed = time.monotonic() - started
+
+    assert proc.returncode == 0, output
+    assert "RESULT: PASS" in output
+    rows = _result_rows(output)
+    assert len(rows) == len(EXPECTED_STEPS), output
+    for step_name, expected in zip(rows, EXPECTED_STEPS, strict=True):
+        assert expected in step_name
+    for step_name, row in rows.items():
+        assert row["lost"] == "0", f"{step_name}: {row}"
+        assert row["duplicates"] == "0", f"{step_name}: {row}"
+        assert re.fullmatch(r"\d+", row["takeover ms"]), f"{step_name}: no takeover seen: {row}"
+    assert elapsed < SCENARIO_TIMEOUT_S
+
+    match = re.search(r"^work dir: (\S+)$", output, re.MULTILINE)
+    assert match, output
+    workdir = match.group(1)
+    assert not Path(workdir).exists()
+    assert _wait_gone(workdir) == []
+
+
+def test_demo_interactive_ctrl_c_stops_every_process_and_keeps_given_workdir(
+    demo_runs: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "demo", "--no-color", "--workdir", str(workdir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    demo_runs.append(proc)
+    assert proc.stdout is not None
+    urls: list[str] = []
+    deadline = time.monotonic() + 60
+    while len(urls) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = re.match(r"dashboard node-[ab]: (http://\S+?)/?$", line.strip())
+        if match:
+            urls.append(match.group(1))
+    assert len(urls) == 2, f"the demo printed no dashboard URLs; exit {proc.poll()}"
+
+    roles: set[str] = set()
+    while roles != {"MASTER", "BACKUP"} and time.monotonic() < deadline:
+        roles = set()
+        for url in urls:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                roles.add(httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"])
+        time.sleep(0.2)
+    assert roles == {"MASTER", "BACKUP"}
+    assert _processes_mentioning(str(workdir)) != []  # the scan does see the running pair
+
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the demo
+    try:
+        rest, _ = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the demo did not stop within 40 s of Ctrl-C")
+    assert proc.returncode == 130, rest
+    assert _wait_gone(str(workdir)) == []
+    # A work dir the user chose is theirs: configs and logs stay for a look afterwards.
+    assert (workdir / "node-a.yaml").is_file()
+    assert (workdir / "node-a.log").stat().st_size > 0
