@@ -262,7 +262,8 @@ class PeerConfigClient(Protocol):
     async def get(self, path: str, timeout: float = 2.0) -> httpx.Response: ...
 
 
-Timeline = Callable[[str, dict[str, Any]], None]
+# Returns whatever the hub returns (its TimelineEvent); the value is not used.
+Timeline = Callable[[str, dict[str, Any]], object]
 
 
 class ConfigSync:
