@@ -411,6 +411,7 @@ class Result:
     cpu: dict[str, float]
     seq_gaps: int | None
     tag_errors: int
+    hub_exit: int | None = None  # 0 after an orderly stop on SIGTERM; -9 if it had to be killed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -422,6 +423,7 @@ class Result:
             "cpu_percent": {k: round(v, 1) for k, v in self.cpu.items()},
             "seq_gaps": self.seq_gaps,
             "tag_errors": self.tag_errors,
+            "hub_exit": self.hub_exit,
         }
 
 
@@ -505,12 +507,18 @@ def measure_end_to_end(
     hub: Worker | None = None
     try:
         wait_until(lambda: bool(subscriber.lines), READY_TIMEOUT_S, "subscriber", subscriber)
-        if opts.hub == "run":
+        profile = None if opts.profile is None else f"{opts.profile}.{n}.prof"
+        if opts.hub_cmd is not None:
+            argv = [part.replace("{config}", str(config)) for part in opts.hub_cmd.split()]
+        elif opts.hub == "run":
             argv = [sys.executable, "-m", "tandem", "run", "-c", str(config)]
+            if profile is not None:
+                # tandem run exits normally on SIGTERM, so cProfile gets to write its file.
+                argv[1:1] = ["-m", "cProfile", "-o", profile]
         else:
             argv = worker_argv("_pipeline", "--config", str(config))
-            if opts.profile is not None:
-                argv += ["--profile", str(opts.profile.with_suffix(f".{n}.prof"))]
+            if profile is not None:
+                argv += ["--profile", profile]
         hub = spawn("hub", argv, stderr=opts.workdir / f"hub-{n}.log")
         window, cpu, max_rss = measure_window(
             lambda: bool(subscriber.latest() and subscriber.latest()["values"]),  # type: ignore[index]
@@ -545,6 +553,7 @@ def measure_end_to_end(
         cpu=cpu,
         seq_gaps=delta_between(lines, "gaps", window.start, window.end),
         tag_errors=delta_between(lines, "errors", window.start, window.end),
+        hub_exit=None if hub is None else hub.process.returncode,
     )
 
 
@@ -559,6 +568,7 @@ class Options:
     output: str | None
     workdir: Path
     profile: Path | None
+    hub_cmd: str | None = None
 
 
 @contextlib.contextmanager
@@ -613,6 +623,7 @@ COLUMNS = (
     "CPU sub/reader %",
     "seq gaps",
     "tag errors",
+    "hub exit",
 )
 
 
@@ -637,6 +648,7 @@ def table_rows(results: Sequence[Result]) -> list[list[Any]]:
                 r.cpu.get("subscriber", r.cpu.get("reader")),
                 r.seq_gaps,
                 r.tag_errors,
+                r.hub_exit,
             ]
         )
     return rows
@@ -668,6 +680,8 @@ def goals(results: Sequence[Result]) -> dict[str, Any]:
     ratio = r.values_per_s / bare[n] if bare.get(n) else 0.0
     return {
         "devices": n,
+        "values_per_s": round(r.values_per_s),
+        "hub_rss_max_mb": r.hub_rss_max_mb,
         "ratio_to_bare": round(ratio, 3),
         "ratio_ok": ratio >= 0.8,
         "values_per_s_ok": r.values_per_s >= 100_000,
@@ -707,7 +721,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", default="throughput", help="results/<OUTPUT>.json; '-' writes no file"
     )
-    parser.add_argument("--profile", type=Path, help="pipeline hub only: cProfile to PATH.N.prof")
+    parser.add_argument("--profile", type=Path, help="cProfile the hub to PATH.<devices>.prof")
+    parser.add_argument(
+        "--hub-cmd",
+        help="experiments: run this command as the hub instead, {config} is the config path",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
     args = parser.parse_args(argv)
 
@@ -722,13 +740,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # SIGTERM unwinds like Ctrl-C, so every simulator, broker and hub started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.quick:
         args.devices, args.registers, args.duration, args.warmup = (1,), 250, 1.5, 0.5
     hub = args.hub
     if hub == "auto":
         hub = "run" if tandem_run_available() else "pipeline"
-    if args.profile is not None and hub != "pipeline":
-        parser.error("--profile needs --hub pipeline")
+    if args.hub_cmd is not None:
+        hub = "custom"
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         opts = Options(
             devices=args.devices,
@@ -740,6 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=None if args.output == "-" else args.output,
             workdir=Path(tmp),
             profile=args.profile,
+            hub_cmd=args.hub_cmd,
         )
         results = run_benchmark(opts)
     title = (
