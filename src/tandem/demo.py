@@ -41,6 +41,8 @@ INSTALL_HINT = (
 )
 STOP_GRACE_S = 8.0  # a master's shutdown handover may take up to 3 s, then the hub flushes
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+REASON_WIDTH = 60  # the last-failover reason is long; the view must fit one screen
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,7 +705,8 @@ def render_summary(snap: Snapshot) -> Any:
         rows["outbox depth"].append(_fmt((body.get("outbox") or {}).get("depth")))
         ha = body.get("ha") or {}
         rows["watermark lag"].append(_fmt(ha.get("watermark_lag")))
-        rows["last failover"].append(_fmt((ha.get("last_failover") or {}).get("reason")))
+        reason = _fmt((ha.get("last_failover") or {}).get("reason"))
+        rows["last failover"].append(Text(reason[:REASON_WIDTH], overflow="fold"))
     for name, cells in rows.items():
         nodes.add_row(name, *cells)
 
@@ -790,8 +793,10 @@ async def _main(options: DemoOptions, console: Any) -> int:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    # SIGTERM (e.g. from a test's timeout) is treated like Ctrl-C: clean up, then exit.
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    # SIGTERM (a test's timeout) and SIGHUP (the terminal closed) are treated like Ctrl-C:
+    # clean up, then exit.
+    for sig in CLEANUP_SIGNALS:
+        loop.add_signal_handler(sig, task.cancel)
     try:
         async with DemoCluster(standby=options.standby, workdir=options.workdir) as cluster:
             console.print(f"work dir: {cluster.workdir}")
@@ -815,7 +820,8 @@ async def _main(options: DemoOptions, console: Any) -> int:
         console.print("stopped; everything the demo started is gone")
         return 130
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for sig in CLEANUP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 async def _interactive(cluster: DemoCluster, console: Any) -> None:

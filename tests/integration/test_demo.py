@@ -177,3 +177,34 @@ def test_demo_interactive_ctrl_c_stops_every_process_and_keeps_given_workdir(
     # A work dir the user chose is theirs: configs and logs stay for a look afterwards.
     assert (workdir / "node-a.yaml").is_file()
     assert (workdir / "node-a.log").stat().st_size > 0
+
+
+def test_demo_failover_scenario_cold_standby_reports_gap_and_exits_zero(
+    demo_runs: list[subprocess.Popen[str]],
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "demo", "--scenario", "failover", "--quick"]
+        + ["--standby", "cold", "--no-color"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    demo_runs.append(proc)
+    try:
+        output, _ = proc.communicate(timeout=SCENARIO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        output, _ = proc.communicate()
+        pytest.fail(f"the demo did not finish in {SCENARIO_TIMEOUT_S} s:\n{output}")
+
+    assert proc.returncode == 0, output
+    assert "cold standby: the backup polls only once master" in output
+    rows = _result_rows(output)
+    assert len(rows) == len(EXPECTED_STEPS), output
+    assert all(re.fullmatch(r"\d+", row["takeover ms"]) for row in rows.values()), output
+    kill = next(row for step, row in rows.items() if step.startswith("kill -9"))
+    # A cold backup starts polling only once it is master, at least three adverts (300 ms,
+    # three 100 ms slots) after the kill: those slots were never read, so they are lost.
+    assert int(kill["lost"]) > 0, output
