@@ -14,7 +14,7 @@ import pytest
 
 from tests.netns.ha_cluster import (
     HaCluster,
-    Verdict,
+    assert_exactly_once,
     first_publish,
     loopback_cluster,
 )
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow
 STEADY_S = 2.0  # both nodes up before the fault, inside the audited window
 SETTLE_S = 2.0  # after recovery, inside the audited window
 TAKEOVER_BOUND_S = 2.0  # generous: the bench measures the real number (~0.35 s)
-MIN_MESSAGES = 40  # two groups at 10 Hz over >= 4 s: far fewer means nothing was audited
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +44,6 @@ def cluster(pair: HaCluster) -> HaCluster:
     return pair
 
 
-def explain(cluster: HaCluster, verdict: Verdict) -> str:
-    return f"{verdict.describe()}\n{cluster.logs()}"
-
-
-def assert_exactly_once(cluster: HaCluster, start: float, end: float) -> Verdict:
-    verdict = cluster.judge(start, end)
-    assert verdict.messages >= MIN_MESSAGES, explain(cluster, verdict)
-    assert verdict.lost == 0, explain(cluster, verdict)
-    assert verdict.duplicates == 0, explain(cluster, verdict)
-    assert verdict.one_publisher_at_a_time, explain(cluster, verdict)
-    assert all(len(nodes) == 1 for nodes in verdict.terms.values()), explain(cluster, verdict)
-    return verdict
-
-
 def test_ha_loopback_master_killed_backup_resumes_exactly_once(cluster: HaCluster) -> None:
     start = time.time() - STEADY_S
     killed = cluster.a.kill()
@@ -68,7 +53,7 @@ def test_ha_loopback_master_killed_backup_resumes_exactly_once(cluster: HaCluste
     verdict = assert_exactly_once(cluster, start, time.time())
     assert verdict.publishers == (cluster.a.name, cluster.b.name)
     took = first_publish(cluster.audit.arrivals(), killed, cluster.b.name)
-    assert took is not None and took - killed < TAKEOVER_BOUND_S, explain(cluster, verdict)
+    assert took is not None and took - killed < TAKEOVER_BOUND_S, verdict.describe()
 
 
 def test_ha_loopback_preferred_master_restarted_switches_back_exactly_once(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -264,6 +265,7 @@ class AuditProcess:
         ]  # fmt: skip
         self.process: subprocess.Popen[Any] | None = None
         self._cache: list[Arrival] = []
+        self.digests: list[str] = []  # parallel to the arrivals
         self._offset = 0
 
     def start(self, timeout: float = 15.0) -> None:
@@ -285,6 +287,7 @@ class AuditProcess:
             for line in chunk[:complete].splitlines():
                 doc = json.loads(line)
                 if "slot" in doc:
+                    self.digests.append(doc.get("digest", ""))
                     self._cache.append(
                         Arrival(
                             doc["at"],
@@ -336,6 +339,9 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
                             "slot": d.slot,
                             "term": d.term,
                             "source_node": d.source_node,
+                            # Identical bytes again is a QoS 1 redelivery on some hop, not
+                            # a second publish of the slot: the judge tells them apart.
+                            "digest": hashlib.blake2b(payload, digest_size=8).hexdigest(),
                         }
                         sink.write(json.dumps(row) + "\n")
             except aiomqtt.MqttError:
@@ -351,7 +357,8 @@ class Verdict:
 
     messages: int
     lost: int
-    duplicates: int
+    duplicates: int  # a slot published again (another node or term, or other content)
+    redeliveries: int  # byte-identical repeats: MQTT QoS 1 at-least-once on a hop
     out_of_order: int
     publishers: tuple[str, ...]
     terms: dict[int, tuple[str, ...]]  # term -> the nodes that sent under it
@@ -368,16 +375,20 @@ class Verdict:
     def describe(self) -> str:
         return (
             f"{self.messages} messages, lost {self.lost} {self.missing}, duplicates "
-            f"{self.duplicates} {self.duplicate_slots}, out of order {self.out_of_order}, "
+            f"{self.duplicates} {self.duplicate_slots}, redeliveries {self.redeliveries}, "
+            f"out of order {self.out_of_order}, "
             f"publishers {list(self.publishers)}, terms {self.terms}"
         )
 
 
-def judge(arrivals: Sequence[Arrival], start: float, end: float) -> Verdict:
+def judge(
+    arrivals: Sequence[Arrival], start: float, end: float, digests: Sequence[str] = ()
+) -> Verdict:
     """The slots that arrived within [start, end] per stream, and every arrival of those slots.
 
     The slot range, not the arrival time, bounds the window: a duplicate of a slot in range
     counts even if it arrived after `end`, and a slot missing in the middle is lost.
+    `digests` (parallel to `arrivals`) separate byte-identical redeliveries from duplicates.
     """
     ranges: dict[str, tuple[int, int]] = {}
     for a in arrivals:
@@ -387,16 +398,25 @@ def judge(arrivals: Sequence[Arrival], start: float, end: float) -> Verdict:
             ranges[key] = (min(lo, a.delivered.slot), max(hi, a.delivered.slot))
     audit = DeliveryAudit()
     terms: dict[int, set[str]] = defaultdict(set)
-    for a in arrivals:
+    first_digest: dict[tuple[str, int], str] = {}
+    redeliveries = 0
+    for i, a in enumerate(arrivals):
         d = a.delivered
-        bounds = ranges.get(f"{d.device}/{d.group}")
+        key = f"{d.device}/{d.group}"
+        bounds = ranges.get(key)
         if bounds is not None and bounds[0] <= d.slot <= bounds[1]:
+            digest = digests[i] if i < len(digests) else ""
+            seen = first_digest.setdefault((key, d.slot), digest)
+            if digest and seen == digest and _repeat(audit, key, d.slot):
+                redeliveries += 1
+                continue
             audit.add(d, a.at)
             terms[d.term].add(d.source_node)
     return Verdict(
         messages=audit.messages,
         lost=audit.lost,
         duplicates=audit.duplicates,
+        redeliveries=redeliveries,
         out_of_order=audit.out_of_order,
         publishers=tuple(audit.publishers()),
         terms={t: tuple(sorted(n)) for t, n in sorted(terms.items())},
@@ -405,6 +425,33 @@ def judge(arrivals: Sequence[Arrival], start: float, end: float) -> Verdict:
             k: s.duplicate_slots[:20] for k, s in audit.streams.items() if s.duplicates
         },
     )
+
+
+MIN_MESSAGES = 40  # two groups at 10 Hz over >= 4 s: far fewer means nothing was audited
+
+
+# QoS 1 is at-least-once per hop: a message in flight when the broker stops comes again,
+# byte for byte, after it returns; bounded by the publisher's inflight window (mqtt.inflight).
+MAX_REDELIVERIES_ON_BROKER_RESTART = 20
+
+
+def assert_exactly_once(
+    cluster: HaCluster, start: float, end: float, max_redeliveries: int = 0
+) -> Verdict:
+    """0 lost, 0 duplicate, one publisher per term; the message carries the node logs."""
+    verdict = cluster.judge(start, end)
+    why = f"{verdict.describe()}\n{cluster.logs()}"
+    assert verdict.messages >= MIN_MESSAGES, why
+    assert verdict.lost == 0, why
+    assert verdict.duplicates == 0, why
+    assert verdict.redeliveries <= max_redeliveries, why
+    assert verdict.one_publisher_at_a_time, why
+    return verdict
+
+
+def _repeat(audit: DeliveryAudit, key: str, slot: int) -> bool:
+    stream = audit.streams.get(key)
+    return stream is not None and slot in stream.seen
 
 
 def first_publish(arrivals: Sequence[Arrival], after: float, node: str) -> float | None:
@@ -679,7 +726,8 @@ class HaCluster:
         self.wait_steady(self.a, timeout)
 
     def judge(self, start: float, end: float) -> Verdict:
-        return judge(self.audit.arrivals(), start, end)
+        arrivals = self.audit.arrivals()
+        return judge(arrivals, start, end, self.audit.digests)
 
     def close(self) -> None:
         for node in self.nodes:
