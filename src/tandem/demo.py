@@ -41,6 +41,7 @@ INSTALL_HINT = (
 )
 STOP_GRACE_S = 8.0  # a master's shutdown handover may take up to 3 s, then the hub flushes
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+INTERACTIVE_RESTART_S = 5.0  # how long a node killed by hand stays down in interactive mode
 CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 REASON_WIDTH = 60  # the last-failover reason is long; the view must fit one screen
 
@@ -829,11 +830,23 @@ async def _interactive(cluster: DemoCluster, console: Any) -> None:
 
     hint = (
         "Ctrl-C stops everything. Try: kill -9 <master pid>, or "
-        f"curl -X POST {cluster.url(cluster.names[0])}/api/v1/switchover"
+        f"tandem switchover --url {cluster.url(cluster.names[0])}"
     )
+    down_since: dict[str, float] = {}
+    note = ""
     with Live(console=console, refresh_per_second=4, screen=False) as live:
         while True:
-            snap = await cluster.snapshot(hint)
+            # A node that died (killed by hand) comes back after a while, so the switchback
+            # can be watched too, as in the unattended scenario.
+            now = time.monotonic()
+            for name, proc in cluster.nodes.items():
+                if proc.running:
+                    down_since.pop(name, None)
+                elif now - down_since.setdefault(name, now) >= INTERACTIVE_RESTART_S:
+                    proc.start()
+                    down_since.pop(name, None)
+                    note = f"{time.strftime('%H:%M:%S')} the demo restarted {name}"
+            snap = await cluster.snapshot(f"{hint}\n{note}" if note else hint)
             live.update(render_summary(snap))
             # A demo may run for hours: keep the arrivals the view needs, not all of them.
             if len(cluster.audit.arrivals) > 5000:

@@ -58,6 +58,16 @@ def _wait_gone(text: str, timeout: float = 10.0) -> list[str]:
     return left
 
 
+def _wait_role(url: str, role: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            if httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"] == role:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def _stop_group(proc: subprocess.Popen[str]) -> None:
     """Whatever happened in the test: nothing of the demo's process group survives it."""
     if proc.poll() is None:
@@ -132,7 +142,7 @@ def test_demo_failover_scenario_quick_exits_zero_without_loss_or_leftovers(
     assert _wait_gone(workdir) == []
 
 
-def test_demo_interactive_ctrl_c_stops_every_process_and_keeps_given_workdir(
+def test_demo_interactive_kill9_restarts_node_and_ctrl_c_stops_every_process(
     demo_runs: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     workdir = tmp_path / "demo"
@@ -166,6 +176,14 @@ def test_demo_interactive_ctrl_c_stops_every_process_and_keeps_given_workdir(
         time.sleep(0.2)
     assert roles == {"MASTER", "BACKUP"}
     assert _processes_mentioning(str(workdir)) != []  # the scan does see the running pair
+
+    # kill -9 by hand: the backup takes over, and the demo brings the node back, which then
+    # takes its role back (automatic recovery).
+    node_a = [p for p in _processes_mentioning(str(workdir / "node-a.yaml")) if " run " in p]
+    assert len(node_a) == 1, node_a
+    os.kill(int(node_a[0].split(":")[0]), signal.SIGKILL)
+    assert _wait_role(urls[1], "MASTER", 30), "node-b did not take over"
+    assert _wait_role(urls[0], "MASTER", 60), "node-a was not restarted or did not take over"
 
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the demo
     try:
