@@ -474,3 +474,15 @@ async def test_hub_reconfigure_changed_devices_replaced_unchanged_kept_outbox_ke
         assert hub.health_checks()["loops"]
         assert [p.status().name for p in hub.pollers] == ["plc1"]
         assert hub.outbox.depth() == 1
+
+
+async def test_configsync_put_keeps_file_mode_and_symlink(tmp_path: Path) -> None:
+    sync, _, path = make_sync(tmp_path)
+    real = path.with_name("real.yaml")
+    path.rename(real)
+    path.symlink_to(real)
+    real.chmod(0o640)
+    await sync.put_config(yaml.safe_dump(node_doc(tmp_path, tags=4)))
+    assert path.is_symlink()
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert "t3" in real.read_text()

@@ -212,6 +212,9 @@ def write_atomic(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    with contextlib.suppress(FileNotFoundError):
+        # A config file may hold the MQTT password: the new one keeps the old one's mode.
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
     os.replace(tmp, path)
     with contextlib.suppress(OSError):
         fd = os.open(path.parent, os.O_RDONLY)
@@ -486,7 +489,8 @@ class ConfigSync:
                     )
                 ]
             )
-        write_atomic(self.config_path, text)
+        # Through a symlink to the real file: replacing the link would cut it off.
+        write_atomic(self.config_path.resolve(), text)
         self._file_key = _stat_key(self.config_path)
         await self._local_change(new, "API")
         return self.stamp
