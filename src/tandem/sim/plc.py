@@ -39,6 +39,14 @@ import struct
 import time
 from collections.abc import Callable
 
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersRequest,
+    ReadInputRegistersResponse,
+)
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -132,6 +140,57 @@ class PlcState:
         return None
 
 
+# --- faster register responses --------------------------------------------------------------
+# pymodbus encodes a register response by packing and concatenating one register at a time
+# (~40 us per 125 registers); benchmarks run the simulator flat out on shared cores, so the
+# read requests are swapped, through the server's public custom_pdu hook, for ones whose
+# response is packed in one struct call. Same bytes on the wire.
+
+_RESPONSE_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _pack_registers(registers: list[int]) -> bytes:
+    count = len(registers)
+    packer = _RESPONSE_STRUCTS.get(count)
+    if packer is None:
+        packer = _RESPONSE_STRUCTS.setdefault(count, struct.Struct(f">B{count}H"))
+    return packer.pack(count * 2, *registers)
+
+
+class _FastHoldingResponse(ReadHoldingRegistersResponse):
+    def encode(self) -> bytes:
+        return _pack_registers(list(self.registers))
+
+
+class _FastInputResponse(ReadInputRegistersResponse):
+    def encode(self) -> bytes:
+        return _pack_registers(list(self.registers))
+
+
+class _FastReadHoldingRequest(ReadHoldingRegistersRequest):
+    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
+        response = await super().datastore_update(context, device_id)
+        if type(response) is not ReadHoldingRegistersResponse:
+            return response  # an exception response keeps its own encoding
+        return _FastHoldingResponse(
+            registers=response.registers,
+            dev_id=response.dev_id,
+            transaction_id=response.transaction_id,
+        )
+
+
+class _FastReadInputRequest(ReadInputRegistersRequest):
+    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
+        response = await super().datastore_update(context, device_id)
+        if type(response) is not ReadInputRegistersResponse:
+            return response
+        return _FastInputResponse(
+            registers=response.registers,
+            dev_id=response.dev_id,
+            transaction_id=response.transaction_id,
+        )
+
+
 def build_device(load_registers: int = 1000, state: PlcState | None = None) -> SimDevice:
     """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables)."""
     if not 0 <= load_registers <= 65536 - LOAD_START - 1:
@@ -157,7 +216,11 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve the simulated PLC until cancelled; ``on_ready`` gets the bound port (useful with 0)."""
-    server = ModbusTcpServer(build_device(load_registers), address=(host, port))
+    server = ModbusTcpServer(
+        build_device(load_registers),
+        address=(host, port),
+        custom_pdu=[_FastReadHoldingRequest, _FastReadInputRequest],
+    )
     await server.serve_forever(background=True)
     bound = _bound_port(server, port)
     log.info("PLC simulator on %s:%s with %s load registers", host, bound, load_registers)
