@@ -486,3 +486,17 @@ async def test_configsync_put_keeps_file_mode_and_symlink(tmp_path: Path) -> Non
     assert path.is_symlink()
     assert real.stat().st_mode & 0o777 == 0o640
     assert "t3" in real.read_text()
+
+
+async def test_configsync_apply_fails_synced_file_not_kept(tmp_path: Path) -> None:
+    body = master_body(tmp_path, tags=3)
+    sync, rec, _ = make_sync(tmp_path, FakePeer(body))
+
+    async def failing_apply(cfg: TandemConfig) -> None:
+        raise RuntimeError("device setup failed")
+
+    sync._on_apply = failing_apply
+    with pytest.raises(RuntimeError):
+        await sync.sync_once(body["sha"], "node-b")
+    assert sync.version == 1 and sync.sha != body["sha"]
+    assert not (sync.cfg.data_dir / SYNCED_FILE).exists()

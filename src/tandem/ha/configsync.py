@@ -412,13 +412,25 @@ class ConfigSync:
         async with self._lock:
             if transfer.sha == self.sha:
                 return False
+            # Stored before it is applied, so a crash mid-apply restarts with the new config;
+            # an apply that fails puts the previous synced file back.
+            previous = self._synced_path.read_text() if self._synced_path.exists() else None
             write_atomic(
                 self._synced_path,
                 json.dumps(
                     {"version": transfer.version, "sha": transfer.sha, "shared": transfer.shared}
                 ),
             )
-            await self._apply(merged, ConfigStamp(transfer.version, transfer.sha), f"from {peer}")
+            try:
+                await self._apply(
+                    merged, ConfigStamp(transfer.version, transfer.sha), f"from {peer}"
+                )
+            except BaseException:
+                if previous is None:
+                    self._synced_path.unlink(missing_ok=True)
+                else:
+                    write_atomic(self._synced_path, previous)
+                raise
         return True
 
     # ---- local edits ----
