@@ -858,6 +858,27 @@ def loopback_cluster(workdir: Path, standby: Standby = "hot") -> HaCluster:
     )
 
 
+def cut_peer_link(cluster: HaCluster) -> None:
+    """Cut only A<->B (VRRP adverts and the peer link); both keep the broker and the PLC.
+
+    A blackhole route alone is not enough: the raw VRRP socket is bound to its device
+    (SO_BINDTODEVICE), and a device-bound send skips routes without that device, so adverts
+    would still leave. Strict reverse-path filtering drops them on arrival instead: the route
+    back to the sender is the blackhole.
+    """
+    for node in cluster.nodes:
+        peer = cluster.other(node)
+        blackhole(node.place, peer.plan.address)
+        node.place.run(["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1"])
+
+
+def heal_peer_link(cluster: HaCluster) -> None:
+    for node in cluster.nodes:
+        unblackhole(node.place, cluster.other(node).plan.address)
+        with contextlib.suppress(RuntimeError):
+            node.place.run(["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0"])
+
+
 def blackhole(place: Place, address: str) -> None:
     place.run(["ip", "route", "add", "blackhole", f"{address}/32"])
 
