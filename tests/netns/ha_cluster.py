@@ -266,6 +266,7 @@ class AuditProcess:
         self.process: subprocess.Popen[Any] | None = None
         self._cache: list[Arrival] = []
         self.digests: list[str] = []  # parallel to the arrivals
+        self.empties: list[bool] = []  # parallel to the arrivals: published without values
         self._offset = 0
 
     def start(self, timeout: float = 15.0) -> None:
@@ -288,6 +289,7 @@ class AuditProcess:
                 doc = json.loads(line)
                 if "slot" in doc:
                     self.digests.append(doc.get("digest", ""))
+                    self.empties.append(bool(doc.get("empty", False)))
                     self._cache.append(
                         Arrival(
                             doc["at"],
@@ -310,6 +312,13 @@ class AuditProcess:
         if self.process is not None:
             self.place.stop(self.process)
             self.process = None
+
+
+def _values(payload: bytes) -> bool:
+    try:
+        return bool(json.loads(payload).get("values"))
+    except (ValueError, AttributeError):
+        return False
 
 
 async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
@@ -342,6 +351,9 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
                             # Identical bytes again is a QoS 1 redelivery on some hop, not
                             # a second publish of the slot: the judge tells them apart.
                             "digest": hashlib.blake2b(payload, digest_size=8).hexdigest(),
+                            # A poll that failed is published with errors and no values: the
+                            # slot is there, its data is not.
+                            "empty": not _values(bytes(payload)),
                         }
                         sink.write(json.dumps(row) + "\n")
             except aiomqtt.MqttError:
@@ -359,6 +371,8 @@ class Verdict:
     lost: int
     duplicates: int  # a slot published again (another node or term, or other content)
     redeliveries: int  # byte-identical repeats: MQTT QoS 1 at-least-once on a hop
+    error_only: int  # slots delivered, but as a failed poll (errors, no values)
+    max_gap_s: float  # the longest silence between two arrivals: the interruption felt
     out_of_order: int
     publishers: tuple[str, ...]
     terms: dict[int, tuple[str, ...]]  # term -> the nodes that sent under it
@@ -376,19 +390,25 @@ class Verdict:
         return (
             f"{self.messages} messages, lost {self.lost} {self.missing}, duplicates "
             f"{self.duplicates} {self.duplicate_slots}, redeliveries {self.redeliveries}, "
+            f"error-only {self.error_only}, max gap {self.max_gap_s:.3f} s, "
             f"out of order {self.out_of_order}, "
             f"publishers {list(self.publishers)}, terms {self.terms}"
         )
 
 
 def judge(
-    arrivals: Sequence[Arrival], start: float, end: float, digests: Sequence[str] = ()
+    arrivals: Sequence[Arrival],
+    start: float,
+    end: float,
+    digests: Sequence[str] = (),
+    empties: Sequence[bool] = (),
 ) -> Verdict:
     """The slots that arrived within [start, end] per stream, and every arrival of those slots.
 
     The slot range, not the arrival time, bounds the window: a duplicate of a slot in range
     counts even if it arrived after `end`, and a slot missing in the middle is lost.
-    `digests` (parallel to `arrivals`) separate byte-identical redeliveries from duplicates.
+    `digests` (parallel to `arrivals`) separate byte-identical redeliveries from duplicates;
+    `empties` (parallel too) mark slots published as failed polls.
     """
     ranges: dict[str, tuple[int, int]] = {}
     for a in arrivals:
@@ -400,6 +420,8 @@ def judge(
     terms: dict[int, set[str]] = defaultdict(set)
     first_digest: dict[tuple[str, int], str] = {}
     redeliveries = 0
+    error_only = 0
+    times: list[float] = []
     for i, a in enumerate(arrivals):
         d = a.delivered
         key = f"{d.device}/{d.group}"
@@ -410,6 +432,9 @@ def judge(
             if digest and seen == digest and _repeat(audit, key, d.slot):
                 redeliveries += 1
                 continue
+            if not _repeat(audit, key, d.slot) and i < len(empties) and empties[i]:
+                error_only += 1
+            times.append(a.at)
             audit.add(d, a.at)
             terms[d.term].add(d.source_node)
     return Verdict(
@@ -417,6 +442,8 @@ def judge(
         lost=audit.lost,
         duplicates=audit.duplicates,
         redeliveries=redeliveries,
+        error_only=error_only,
+        max_gap_s=max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0),
         out_of_order=audit.out_of_order,
         publishers=tuple(audit.publishers()),
         terms={t: tuple(sorted(n)) for t, n in sorted(terms.items())},
@@ -727,7 +754,7 @@ class HaCluster:
 
     def judge(self, start: float, end: float) -> Verdict:
         arrivals = self.audit.arrivals()
-        return judge(arrivals, start, end, self.audit.digests)
+        return judge(arrivals, start, end, self.audit.digests, self.audit.empties)
 
     def close(self) -> None:
         for node in self.nodes:
