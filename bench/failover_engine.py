@@ -145,15 +145,21 @@ def measure(
                     try:
                         runner.settle()
                         took = runner.takeover(how)
-                        times[how].append(took)
-                        log.info(
-                            "%s backup %s <- master %s, %s #%d: %.3f s",
-                            profile.name, backup_impl, master_impl, how, attempt + 1, took,
-                        )  # fmt: skip
-                        runner.restore()
                     except AssertionError as exc:
                         failures[how] += 1
-                        log.warning("run failed, starting the pair afresh: %s", exc)
+                        log.warning("no takeover, starting the pair afresh: %s", exc)
+                        runner.converge()
+                        continue
+                    times[how].append(took)
+                    log.info(
+                        "%s backup %s <- master %s, %s #%d: %.3f s",
+                        profile.name, backup_impl, master_impl, how, attempt + 1, took,
+                    )  # fmt: skip
+                    try:
+                        runner.restore()
+                    except AssertionError as exc:
+                        # Not a takeover failure, but the next run needs a converged pair.
+                        log.warning("master did not return, starting the pair afresh: %s", exc)
                         runner.converge()
         backup_spec = runner.backup.spec
     expected = {"kill -9": backup_spec.master_down, "SIGTERM": backup_spec.skew}

@@ -270,7 +270,20 @@ class VrrpNode:
         when = time.time()
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+        self._wait_group_gone(self.process.pid)
         return when
+
+    @staticmethod
+    def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+        """Wait for the children as well: keepalived refuses to start while its old VRRP
+        child's pid is still alive ("daemon is already running")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.01)
 
     def terminate(self, wait: float = 10.0) -> float:
         """Orderly stop (SIGTERM to the daemon); returns the wall time of the signal."""
