@@ -28,6 +28,7 @@ from tandem.ha.configsync import (
     shared_sections,
     with_shared,
 )
+from tandem.ha.controller import HaController
 from tandem.ha.peer import PeerState
 from tandem.hub.modbus import DeviceStatus
 from tandem.hub.model import Sample
@@ -500,3 +501,34 @@ async def test_configsync_apply_fails_synced_file_not_kept(tmp_path: Path) -> No
         await sync.sync_once(body["sha"], "node-b")
     assert sync.version == 1 and sync.sha != body["sha"]
     assert not (sync.cfg.data_dir / SYNCED_FILE).exists()
+
+
+# ---- the controller's side of require_same_config ---------------------------------------------
+
+
+def ha_controller(config_ok: bool) -> HaController:
+    c = HaController(
+        node="node-b",
+        base_priority=90,
+        standby="hot",
+        recovery="manual",
+        fence_window=0.3,
+        peer_timeout=0.5,
+    )
+    c.observer_ready = True
+    c.config_ok = config_ok
+    c.vrrp_changed("BACKUP")
+    return c
+
+
+def test_controller_config_differs_handover_refused_and_no_term() -> None:
+    differs = ha_controller(config_ok=False)
+    ok, reason = differs.accept_handover("node-a", 4, {}, False, now=10.0)
+    assert not ok and "config differs" in reason
+    differs.vrrp_changed("MASTER")
+    assert differs.plan(now=100.0).acquire is False
+
+    same = ha_controller(config_ok=True)
+    assert same.accept_handover("node-a", 4, {}, False, now=10.0) == (True, "accepted")
+    same.vrrp_changed("MASTER")
+    assert same.plan(now=100.0).acquire is True

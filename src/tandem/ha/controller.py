@@ -75,6 +75,7 @@ class HaController:
     priority: int = 0
     healthy: bool = True
     observer_ready: bool = False
+    config_ok: bool = True  # require_same_config: False while the master's config differs
     holding: bool = False  # a term acquired for the current mastership
     handing_over: bool = False
     highest_term: int = 0
@@ -155,6 +156,8 @@ class HaController:
             return False, f"{self.node} is {self.vrrp}, not BACKUP"
         if not self.healthy:
             return False, f"{self.node} is not healthy"
+        if not self.config_ok:
+            return False, f"{self.node}: config differs from the master's (require_same_config)"
         missing = self.uncovered(watermarks)
         if missing and self.standby == "hot":
             return False, f"{self.node} has no buffer from the watermark for {missing}"
@@ -231,6 +234,7 @@ class HaController:
             and not self.holding
             and not self.handing_over
             and self.observer_ready
+            and self.config_ok
             and (foreign_quiet or expecting)
         )
         publishing = master and self.holding and not self.handing_over and self.observer_ready
