@@ -83,7 +83,7 @@ def _holding_values(load_registers: int) -> list[int]:
 
 
 class PlcState:
-    """The time-driven part of the map, written into the register lists a request is about to read."""
+    """The time-driven part of the map, written into the registers a request is about to read."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
