@@ -90,8 +90,10 @@ async def test_demo_dashboards_kill9_backup_page_shows_takeover_in_timeline(
     takeover = page_b.locator('#timeline li[data-kind="role"]', has_text="became MASTER")
     await expect(takeover.first).to_be_visible(timeout=TIMINGS.takeover_timeout_s * 1000)
     await expect(page_b.locator("#role")).to_have_text("MASTER")
-    # The killed node's page is left as it was: it cannot say anything any more.
+    # The killed node's page cannot hear from it any more: its banner is greyed, not MASTER.
     await expect(page_a.locator("#live")).not_to_have_attribute("data-state", "live")
+    await expect(page_a.locator("#banner")).to_have_attribute("data-stale", "true")
+    await expect(page_a.locator("#role")).to_have_text("MASTER (no contact)")
     await page_b.wait_for_timeout(1000)  # a second of publishing by the new master on screen
     await _shoot(page_a, tmp_path / "2-after-kill9-node-a.png", shots)
     await _shoot(page_b, tmp_path / "2-after-kill9-node-b.png", shots)
@@ -116,4 +118,16 @@ async def test_demo_dashboards_kill9_backup_page_shows_takeover_in_timeline(
     assert problems_b == []
     text = await takeover.first.inner_text()
     assert re.search(r"became MASTER \(term \d+\)", text), text
-    assert cluster.audit.lost == 0 and cluster.audit.duplicates == 0
+    statuses = await cluster.refresh()
+    overruns = {
+        name: [g["overruns"] for d in (st or {}).get("devices", []) for g in d["groups"]]
+        for name, st in statuses.items()
+    }
+    missing = {k: s.missing() for k, s in cluster.audit.streams.items() if s.lost}
+    dups = {k: s.duplicate_slots for k, s in cluster.audit.streams.items() if s.duplicates}
+    near = [
+        (round(a.at, 3), a.delivered.slot, a.delivered.source_node, a.delivered.term)
+        for a in cluster.audit.arrivals
+        if any(abs(a.delivered.slot - m) <= 3 for ms in missing.values() for m in ms)
+    ]
+    assert (cluster.audit.lost, cluster.audit.duplicates) == (0, 0), (missing, dups, overruns, near)

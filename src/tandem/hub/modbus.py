@@ -91,16 +91,23 @@ class _GroupRun:
         )
 
 
+CATCH_UP_S = 1.0  # the longest stall whose slots are still polled late rather than skipped
+
+
 def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
     """The slot to poll after ``slot`` finished at wall time ``now``, and how many were skipped.
 
-    A poll that ran into the next slot's window polls that slot at once, late: a late sample
-    keeps its slot, so the standby (which polled it on time) and the master agree on it. Only
-    slots whose whole window has passed are skipped and counted; there is never a burst of
-    catch-up polls.
+    A late poll keeps its slot: after a stall of up to CATCH_UP_S the missed slots are polled
+    at once, one after the other (their timestamps say when they were really read), so a
+    standby and a master that were slowed at different moments still hold the same slots.
+    A longer stall skips to the current slot and counts the skipped ones as overruns, so a
+    device that is slower than its interval is never driven into an endless burst.
     """
     current = slot_of(now, interval)
     if current <= slot:
+        return slot + 1, 0
+    if (current - slot) * interval <= CATCH_UP_S:
+        # A short stall (a busy CPU, a slow answer): poll every slot it covered, back to back.
         return slot + 1, 0
     return current, current - slot - 1
 

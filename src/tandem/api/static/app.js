@@ -66,9 +66,12 @@
   function renderStatus(s) {
     document.title = `${s.role} · ${s.node} · Tandem`;
     $("node").textContent = s.node;
-    $("role").textContent = s.role;
-    $("role").dataset.role = s.role;
-    $("banner").dataset.role = s.role;
+    // "MASTER (fenced by b, term 4)" is still coloured as a MASTER, with the detail kept.
+    const base = String(s.role).split(" ")[0];
+    state.role = s.role;
+    $("role").textContent = state.stale ? `${s.role} (no contact)` : s.role;
+    $("role").dataset.role = base;
+    $("banner").dataset.role = base;
     $("term").textContent = String(s.term);
     $("standby-wrap").hidden = !s.standby_mode;
     $("standby").textContent = s.standby_mode || "";
@@ -384,6 +387,10 @@
   function setLive(mode, text) {
     $("live").dataset.state = mode;
     $("live-text").textContent = text;
+    // A dead node's page must not keep shouting MASTER: grey the banner until it answers.
+    state.stale = mode !== "live";
+    $("banner").dataset.stale = String(state.stale);
+    if (state.role) $("role").textContent = state.stale ? `${state.role} (no contact)` : state.role;
   }
 
   function connect() {
