@@ -233,6 +233,15 @@ def run_tandem(standby: str, keys: list[str], t: Timing, workdir: Path) -> list[
 # ---- the seed guide's architecture ----------------------------------------------------------
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: a killed orphan lingers as one until init reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _keepalived_conf(
     ifname: str, peer: str, master: bool, scripts: dict[str, Path], check: Path | None
 ) -> str:
@@ -311,8 +320,11 @@ class SeedNode:
         start = workdir / "master.sh"
         pid, hub_log = self.pid_file, self.hub_log
         start.write_text(
-            "#!/bin/sh\n# systemctl start: a no-op when the service already runs\n"
-            f'if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then exit 0; fi\n'
+            "#!/bin/sh\n# systemctl start: a no-op when the service already runs (a killed\n"
+            "# process stays a zombie until init reaps it, so kill -0 is not enough)\n"
+            f"pid=$(cat {pid} 2>/dev/null)\n"
+            'if [ -n "$pid" ]; then state=$(cut -d" " -f3 "/proc/$pid/stat" 2>/dev/null); fi\n'
+            'if [ -n "$state" ] && [ "$state" != Z ]; then exit 0; fi\n'
             f"cd {workdir}\n"
             f"PYTHONUNBUFFERED=1 {TANDEM} run -c {hub_config} >> {hub_log} 2>&1 < /dev/null &\n"
             f"echo $! > {pid}\n"
@@ -365,20 +377,16 @@ class SeedNode:
 
     def hub_running(self) -> bool:
         pid = self.hub_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid is not None and _alive(pid)
 
     def kill_hub(self) -> float:
+        """kill -9 of the service; like systemd, the host then knows it is not running."""
         when = time.time()
         pid = self.hub_pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            self.pid_file.unlink(missing_ok=True)
         return when
 
     def kill_all(self) -> float:
@@ -499,6 +507,14 @@ def _seed_once(key: str, t: Timing, workdir: Path) -> Outcome:
                 start = time.time() - t.steady
                 topology.restore(0)
                 trigger = a.start_hub()  # the service is enabled: it starts at boot
+                # keepalived only once the hub answers: started together, the first check
+                # fails, FAULT runs fault.sh, which stops the hub for good (a real boot race).
+                wait_until(
+                    lambda: first_publish(audit.arrivals(), trigger, "node-a") is not None,
+                    20,
+                    "node-a hub publishing again",
+                    logs,
+                )
                 a.start_keepalived()
                 new = "node-a"
                 wait_until(
