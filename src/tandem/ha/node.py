@@ -22,6 +22,7 @@ from typing import Any
 from tandem.api.view import HaInfo
 from tandem.config.hub import HaConfig, TandemConfig
 from tandem.errors import TandemError
+from tandem.ha.configsync import ConfigSync, stamp_label
 from tandem.ha.controller import HaController, Plan, stream_key
 from tandem.ha.observer import BrokerObserver, Delivered, heartbeat_topic, restamp, state_topic
 from tandem.ha.peer import HandoverAnswer, HandoverRequest, PeerClient, PeerState, peer_router
@@ -72,6 +73,8 @@ class HaNode:
     """One member of a Tandem pair."""
 
     def __init__(self, cfg: TandemConfig, config_path: Path | None = None) -> None:
+        # synced-config.json (what the master last sent) wins over the file's shared sections.
+        cfg = ConfigSync.effective_config(cfg)
         assert cfg.ha is not None
         self.cfg = cfg
         self.ha = cfg.ha
@@ -105,6 +108,15 @@ class HaNode:
                 poller.paused = True  # type: ignore[attr-defined]
         self.hub.gate.publishing = False
         self.hub.gate.term = self.terms.term
+        self.peer = PeerClient(self.ha.peer_url, self.secret, self._on_peer_state)
+        self.configsync = ConfigSync(
+            cfg,
+            config_path,
+            self._apply_config,
+            self.peer,
+            lambda message, detail: self.hub.add_timeline("config", message, detail),
+        )
+        self.configsync.main_routes(self.hub.app)
         self.hub.app.include_router(
             peer_router(
                 self.secret,
@@ -114,7 +126,6 @@ class HaNode:
                 extra=self._extra_routes,
             )
         )
-        self.peer = PeerClient(self.ha.peer_url, self.secret, self._on_peer_state)
         self.observer = BrokerObserver(
             self.settings,
             self.ha.cluster,
@@ -124,8 +135,6 @@ class HaNode:
             on_heartbeat=self._on_heartbeat,
         )
         self.driver: VrrpDriver | None = None
-        self.config_sha = config_digest(config_path)
-        self.config_version = 0
         self._latest_slot: dict[str, int] = {}
         self._label = "INIT"
         self._last_reason = "startup"
@@ -146,12 +155,25 @@ class HaNode:
             on_acked=self._on_acked,
         )
 
+    async def _apply_config(self, cfg: TandemConfig) -> None:
+        """A new shared config (file, PUT or the master's): applied live, outbox kept."""
+        if cfg.mqtt != self.cfg.mqtt:
+            # The observer keeps its broker connection until restart; the publisher moves now.
+            self.settings = MqttSettings.from_config(cfg.mqtt)
+        self.cfg = cfg
+        await self.hub.reconfigure(cfg, publisher_factory=self._make_publisher)
+        if self.ha.standby == "warm":
+            for poller in self.hub.pollers:
+                poller.paused = not self._polling  # type: ignore[attr-defined]
+
     def _term_is_highest(self) -> bool:
         # Checked before every message: a higher term anywhere stops us at once.
         return self.ctl.highest_term <= self.ctl.term
 
     def _extra_routes(self, router: Any, auth: Callable[[str | None], None]) -> None:
         from fastapi import Header
+
+        self.configsync.routes(router, auth)
 
         @router.post("/switchover")
         async def forwarded_switchover(authorization: str | None = Header(default=None)) -> Any:
@@ -188,6 +210,7 @@ class HaNode:
             self.apply()
 
     def _on_peer_state(self, state: PeerState) -> None:
+        self.configsync.on_peer_state(state, state.publishing)
         before = self.ctl.highest_term
         self.ctl.peer_update(state.view(_now()))
         if self.ctl.highest_term != before:
@@ -204,6 +227,7 @@ class HaNode:
         self.apply()
 
     async def _on_handover_request(self, req: HandoverRequest) -> HandoverAnswer:
+        self.ctl.config_ok = self.configsync.config_ok
         ok, reason = self.ctl.accept_handover(
             req.from_node, req.term, req.watermarks, req.manual, _now()
         )
@@ -231,8 +255,8 @@ class HaNode:
             buffer_from=dict(c.buffer_from),
             healthy=c.healthy,
             started_at=c.started_at,
-            config_version=self.config_version,
-            config_sha=self.config_sha,
+            config_version=self.configsync.version,
+            config_sha=self.configsync.sha,
         )
 
     def watermark_lag(self) -> int | None:
@@ -251,9 +275,9 @@ class HaNode:
             peer_state=(peer.vrrp if fresh and peer else "unreachable"),
             watermark_lag=self.watermark_lag(),
             last_failover=self.last_failover,
-            config_version=f"{self.config_version}:{self.config_sha[:12]}",
+            config_version=self.configsync.label,
             peer_config_version=(
-                f"{peer.config_version}:{peer.config_sha[:12]}" if peer and fresh else None
+                stamp_label(peer.config_version, peer.config_sha) if peer and fresh else None
             ),
         )
 
@@ -282,6 +306,7 @@ class HaNode:
     def apply(self) -> Plan:
         c = self.ctl
         c.observer_ready = self.observer.ready
+        c.config_ok = self.configsync.config_ok
         now = _now()
         plan = c.plan(now)
         for key, slot in plan.trims.items():
@@ -381,11 +406,11 @@ class HaNode:
 
     async def _heartbeat_loop(self) -> None:
         """While publishing, tell the broker every advert interval: split brain needs this."""
-        publisher = self.hub.publisher
-        assert isinstance(publisher, MqttPublisher)
         topic = heartbeat_topic(self.ha.cluster)
         interval = self.ha.vrrp.advert_interval
         while True:
+            publisher = self.hub.publisher
+            assert isinstance(publisher, MqttPublisher)
             if self.hub.gate.publishing:
                 body = json.dumps({"node": self.cfg.node, "term": self.ctl.term})
                 with contextlib.suppress(Exception):
@@ -513,6 +538,7 @@ class HaNode:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.observer.run(), name="observer"),
+                    tg.create_task(self.configsync.run(), name="config-sync"),
                     tg.create_task(self.peer.run(), name="peer-link"),
                     tg.create_task(self._control_loop(), name="ha-control"),
                     tg.create_task(self._heartbeat_loop(), name="heartbeat"),
