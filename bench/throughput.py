@@ -690,7 +690,7 @@ def run_benchmark(opts: Options) -> list[Result]:
 
 
 def summarize(results: Sequence[Result]) -> list[Result]:
-    """One row per (devices, path): the round with the median rate, and the worst RSS seen."""
+    """One row per (devices, path): the median round (the lower middle one), and the worst RSS."""
     groups: dict[tuple[int, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.devices, r.path), []).append(r)
