@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = 2 if args.quick else args.runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so namespaces and daemons are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ok, reason = netns_available()
     if not ok:
         print(f"cannot run: {reason}", file=sys.stderr)

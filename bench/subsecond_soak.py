@@ -13,15 +13,14 @@ Run as root from the repository root:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench.report import table, write_json
@@ -33,17 +32,33 @@ log = logging.getLogger(__name__)
 ADVERT_INT = 0.1
 
 
-@contextlib.contextmanager
-def cpu_burners(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` busy-looping processes at normal priority, killed on the way out."""
-    burners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-        for _ in range(count)
-    ]
-    try:
-        yield burners
-    finally:
-        for burner in burners:
+BURN = [sys.executable, "-c", "while True: pass"]
+
+
+class CpuBurners:
+    """Busy-looping processes at normal priority; any that dies is replaced and counted."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.restarts = 0
+        self._burners: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> CpuBurners:
+        self._burners = [subprocess.Popen(BURN, start_new_session=True) for _ in range(self.count)]
+        return self
+
+    def keep_alive(self) -> None:
+        # On a shared host something else may kill them; the soak must stay loaded.
+        for index, burner in enumerate(self._burners):
+            if burner.poll() is not None:
+                log.warning(
+                    "CPU burner %d exited (%s), restarting it", burner.pid, burner.returncode
+                )
+                self._burners[index] = subprocess.Popen(BURN, start_new_session=True)
+                self.restarts += 1
+
+    def __exit__(self, *exc: object) -> None:
+        for burner in self._burners:
             burner.kill()
             burner.wait()
 
@@ -66,10 +81,12 @@ def soak(duration: float, kills: int, burner_count: int) -> dict[str, object]:
             master.start_and_wait("MASTER")
             backup.start_and_wait("BACKUP")
             time.sleep(1.0)
-            with cpu_burners(burner_count):
+            with CpuBurners(burner_count) as burners:
                 soak_start = time.time()
                 log.info("soaking %.0f s with %d burners", duration, burner_count)
-                time.sleep(duration)
+                while time.time() < soak_start + duration:
+                    time.sleep(min(0.5, max(0.0, soak_start + duration - time.time())))
+                    burners.keep_alive()
                 soak_end = time.time()
                 spurious = [e for e in notify.events() if soak_start <= e.time <= soak_end]
                 gaps = [
@@ -94,6 +111,7 @@ def soak(duration: float, kills: int, burner_count: int) -> dict[str, object]:
     return {
         "duration_s": duration,
         "burners": burner_count,
+        "burner_restarts": burners.restarts,
         "advert_int_s": ADVERT_INT,
         "master_down_s": backup_spec.master_down,
         "spurious_transitions": [
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so namespaces and daemons are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ok, reason = netns_available()
     if not ok:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ["soak duration (s)", args.duration],
         ["CPU burners", args.burners],
+        ["burners restarted (killed by others)", result["burner_restarts"]],
         ["advert interval (s)", ADVERT_INT],
         ["master_down_interval at prio 90 (s)", result["master_down_s"]],
         ["spurious transitions", len(spurious)],
