@@ -776,6 +776,22 @@ class DemoOptions:
     no_color: bool = False
 
 
+def anomaly_report(audit: DeliveryAudit) -> list[str]:
+    """Which slots were missing or repeated, and who sent the repeats: the first thing to read."""
+    lines: list[str] = []
+    for key, stream in audit.streams.items():
+        if stream.lost:
+            lines.append(f"{key}: missing slots {stream.missing()[:20]}")
+        for slot in stream.duplicate_slots[:20]:
+            senders = [
+                (a.delivered.source_node, a.delivered.term, round(a.at, 3))
+                for a in audit.arrivals
+                if a.delivered.slot == slot and f"{a.delivered.device}/{a.delivered.group}" == key
+            ]
+            lines.append(f"{key}: slot {slot} delivered {len(senders)} times: {senders}")
+    return lines
+
+
 def run_demo(options: DemoOptions) -> int:
     """Blocking entry for `tandem demo`: 0 on success, 1 on a failed scenario or start."""
     from rich.console import Console
@@ -892,6 +908,8 @@ async def _scenario(cluster: DemoCluster, console: Any, options: DemoOptions) ->
         f"subscriber totals: {totals.messages} messages, {totals.lost} lost, "
         f"{totals.duplicates} duplicates, {totals.out_of_order} out of order"
     )
+    for line in anomaly_report(cluster.audit):
+        console.print(line)
     code = scenario_exit_code(results, options.standby)
     if options.standby == "cold":
         gaps = [r.lost for r in results]

@@ -141,6 +141,8 @@ class HaNode:
         self._vrrp_reason = "startup"
         self.last_failover: dict[str, Any] | None = None
         self._handover_lock = asyncio.Lock()
+        self._barrier_passed = False
+        self._barrier_task: asyncio.Task[None] | None = None
         self._health_key: tuple[bool, int] | None = None
         self._checks: dict[str, bool] = {}
 
@@ -186,6 +188,11 @@ class HaNode:
         key = stream_key(sample.node, sample.group)
         self.ctl.polled(key, sample.slot)
         self._latest_slot[key] = sample.slot
+        if sample.slot <= self.ctl.watermarks.get(key, -1):
+            # A late poll of a slot that is already delivered (we started late, or caught up
+            # after a stall): trims ran before it existed, so drop it now, before the
+            # publisher can see it.
+            self.hub.outbox.trim_through(sample.group, sample.slot, node=sample.node)
 
     def _on_acked(self, rows: list[OutboxRow]) -> None:
         for row in rows:
@@ -217,6 +224,7 @@ class HaNode:
             self.apply()
 
     def _on_vrrp(self, t: Transition) -> None:
+        self._barrier_passed = False
         if t.reason is Reason.MASTER_RESIGNED:
             # A Tandem master gates its publishing off before it resigns: no need to wait
             # for the broker to go quiet.
@@ -313,8 +321,11 @@ class HaNode:
             device, _, group = key.partition("/")
             self.hub.outbox.trim_through(group, slot, node=device)
         if plan.acquire:
-            self._acquire(now)
-            plan = c.plan(now)
+            if self._barrier_passed:
+                self._acquire(now)
+                plan = c.plan(now)
+            elif self._barrier_task is None or self._barrier_task.done():
+                self._barrier_task = asyncio.get_running_loop().create_task(self._barrier())
         self._gate_polling(plan.polling)
         self.hub.set_publishing(plan.publishing)
         if plan.label != self._label:
@@ -338,11 +349,18 @@ class HaNode:
         elif polling != self.hub.gate.polling:
             self.hub.set_polling(polling)
 
+    async def _barrier(self) -> None:
+        """Drain what the broker already sent us, then decide again (see BrokerObserver.barrier)."""
+        if await self.observer.barrier():
+            self._barrier_passed = self.ctl.vrrp == "MASTER"
+        self.apply()
+
     def _acquire(self, now: float) -> None:
         c = self.ctl
         quiet_ms = (now - c.last_foreign_activity) * 1000
         previous = c.highest_term_node if c.highest_term_node != self.cfg.node else None
         term = self.terms.acquire(c.highest_term)
+        self._barrier_passed = False  # a later re-acquisition drains the broker again
         c.term_acquired(term)
         self.hub.gate.term = term
         self.last_failover = {

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,10 @@ def state_topic(cluster: str) -> str:
 
 def heartbeat_topic(cluster: str) -> str:
     return f"tandem/{cluster}/heartbeat"
+
+
+def barrier_topic(cluster: str, node: str) -> str:
+    return f"tandem/{cluster}/barrier/{node}"
 
 
 def wildcard(template: str) -> str:
@@ -109,6 +114,8 @@ class BrokerObserver:
         self._on_state = on_state
         self._on_heartbeat = on_heartbeat
         self._synced_at: float | None = None
+        self._client: aiomqtt.Client | None = None
+        self._barriers: dict[str, asyncio.Future[None]] = {}
         self.messages = 0
         self.connected = False
 
@@ -139,8 +146,10 @@ class BrokerObserver:
                             (data_topic, 1),
                             (state_topic(self.cluster), 1),
                             (heartbeat_topic(self.cluster), 0),
+                            (barrier_topic(self.cluster, self.node), 1),
                         ]
                     )
+                    self._client = client
                     self.connected = True
                     self._synced_at = time.monotonic() + SYNC_MARGIN_S
                     backoff = 0.1
@@ -151,14 +160,43 @@ class BrokerObserver:
                     log.warning("broker observer lost the broker: %s", exc)
             finally:
                 self.connected = False
+                self._client = None
                 self._synced_at = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def barrier(self, timeout: float = 1.0) -> bool:
+        """True once everything the broker sent us before now has been handled.
+
+        We publish a token to a topic only we subscribe to; the broker delivers in order, so
+        when the token comes back every data message it forwarded earlier (a dead master's
+        last slots, say) has reached the controller. A new master runs this before it trims
+        and publishes, so a busy event loop cannot make it miss a delivered slot.
+        """
+        client = self._client
+        if client is None:
+            return False
+        token = uuid.uuid4().hex
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers[token] = done
+        try:
+            await client.publish(barrier_topic(self.cluster, self.node), token, qos=1)
+            await asyncio.wait_for(done, timeout)
+            return True
+        except (aiomqtt.MqttError, TimeoutError):
+            return False
+        finally:
+            self._barriers.pop(token, None)
 
     def _handle(self, topic: str, payload: object) -> None:
         if not isinstance(payload, bytes | bytearray):
             return
         self.messages += 1
+        if topic == barrier_topic(self.cluster, self.node):
+            waiter = self._barriers.get(bytes(payload).decode(errors="replace"))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
         if topic == state_topic(self.cluster) or topic == heartbeat_topic(self.cluster):
             try:
                 doc = json.loads(payload)

@@ -95,8 +95,14 @@ def peer_router(
     ) -> StreamingResponse:
         auth(authorization)
 
+        streams = getattr(request.app.state, "streams", None)
+
         async def events() -> AsyncIterator[bytes]:
+            # Ends on server shutdown too (the app's live streams are closing), so a stopping
+            # node does not wait out uvicorn's graceful timeout for its peer's connection.
             while not await request.is_disconnected():
+                if streams is not None and streams.closing:
+                    return
                 yield f"data: {state().model_dump_json()}\n\n".encode()
                 await asyncio.sleep(interval)
 
