@@ -252,3 +252,20 @@ def test_peer_view_is_frozen() -> None:
     with pytest.raises(AttributeError):
         view.term = 3  # type: ignore[misc]
     assert replace(view, term=3).term == 3
+
+
+def test_controller_unhealthy_master_hands_over_even_to_lower_priority_hot_peer() -> None:
+    c = controller()
+    master(c)
+    c.healthy = False  # e.g. holding back samples its device path could not read
+    c.peer_update(peer_view(priority=90, received_at=0.0))
+    assert c.priority == 100
+    assert c.plan(0.1).handover is not None
+
+
+def test_controller_unhealthy_master_keeps_role_when_peer_is_not_hot() -> None:
+    c = controller()
+    master(c)
+    c.healthy = False
+    c.peer_update(peer_view(standby="warm", priority=90, received_at=0.0))
+    assert c.plan(0.1).handover is None

@@ -210,8 +210,10 @@ class HaController:
         ready, _ = self.peer_ready(now)
         if peer is None or not ready:
             return None
-        if peer.priority > self.priority and peer.healthy and not self.healthy:
-            return f"peer {peer.node} is healthier (priority {peer.priority} > {self.priority})"
+        if not self.healthy and peer.healthy and peer.standby == "hot":
+            # The side that can still do the work wins, whatever the configured priorities:
+            # a hot peer holds the same slots, so the move costs nothing.
+            return f"peer {peer.node} is healthier (priority {peer.priority} vs {self.priority})"
         if (
             self.recovery == "automatic"
             and peer.base_priority > self.base_priority

@@ -187,6 +187,7 @@ class MqttPublisher:
         publish_timeout: float | None = None,
         payload_for: Callable[[OutboxRow], bytes] | None = None,
         on_acked: Callable[[list[OutboxRow]], None] | None = None,
+        hold: Callable[[OutboxRow], bool] | None = None,
     ) -> None:
         if settings.inflight < 1:
             raise ValueError(f"inflight must be >= 1, got {settings.inflight}")
@@ -199,6 +200,9 @@ class MqttPublisher:
         # The HA layer restamps the fencing term at send time and learns its watermark from acks.
         self._payload_for = payload_for or (lambda row: row.payload)
         self._on_acked = on_acked
+        # The HA layer may keep a row back (and everything after it) for a moment, e.g. while
+        # a healthier standby that polled the same slot is about to take over.
+        self._hold = hold
         # Lost PUBACKs surface here; paho's keepalive (1.5 x keepalive) usually notices first.
         self._publish_timeout = publish_timeout or max(10.0, 2.0 * settings.keepalive)
         self._tls_context = build_tls_context(settings)
@@ -379,17 +383,24 @@ class MqttPublisher:
             if not rows:
                 await self._sleep_until_woken(IDLE_RECHECK_S)
                 continue
+            held = False
             for row in rows:
                 await conn.slots.acquire()
                 # Checked per message so a fenced node stops at once, not after the batch.
                 if not self._may_publish():
                     conn.slots.release()
                     break
+                if self._hold is not None and self._hold(row):
+                    conn.slots.release()
+                    held = True
+                    break
                 self._inflight += 1
                 task = asyncio.create_task(self._publish_one(conn, row))
                 conn.tasks.add(task)
                 task.add_done_callback(conn.tasks.discard)
                 cursor = row.id
+            if held:
+                await self._sleep_until_woken(GATE_RECHECK_S)
 
     async def _publish_one(self, conn: _Connection, row: OutboxRow) -> None:
         try:
