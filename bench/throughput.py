@@ -21,14 +21,13 @@ Why this config: per device one group of ``--registers`` (default 2000) holding 
 ``--interval`` of 0.01 s, the smallest the config allows. A group's rate is capped by its grid
 at ``registers / interval``: 1000 registers at 10 ms would cap one device at 100,000 values/s,
 well below what one connection reads (~250,000-450,000/s here), so the comparison would measure
-the grid, not the hub. 2000 registers (16 requests of 125) take 6-10 ms to read on this
-machine: one device runs near its 200,000/s grid ceiling and four devices sharing two cores
-stretch their polls past the interval, so the hub is limited by what it can read and process.
-A poll that overruns waits for the next grid point (the slot is the sample's identity across
-HA nodes), so the hub can never quite match a bare loop that has no grid; for one device that
-grid, the price of exact failover, is the cap. uint16 is the codec's plain fast path, as in
-most PLC bulk maps. Larger groups also cost hub memory: the 8,000-tag config of 4 devices
-holds ~20-30 MB of RSS after loading.
+the grid, not the hub. 2000 registers (16 requests of 125) take 6-10 ms to read on an idle
+machine and longer under load: one device runs near its 200,000/s grid ceiling, and when
+polls take longer than the interval the poller catches the missed slots up back to back (up
+to 1 s behind), so it reads as continuously as the bare loop and the hub's own cost decides
+the rate. For one device the grid, the price of exact failover, stays the cap. uint16 is the
+codec's plain fast path, as in most PLC bulk maps. Larger groups also cost hub memory: the
+8,000-tag config of 4 devices holds ~20-30 MB of RSS after loading.
 
 Hub under test (``--hub``): ``run`` starts the real ``tandem run -c CONFIG`` (composition root
 ``tandem.supervisor``); ``pipeline`` starts this module's own composition of DevicePoller ->
@@ -690,21 +689,25 @@ def run_benchmark(opts: Options) -> list[Result]:
 
 
 def summarize(results: Sequence[Result]) -> list[Result]:
-    """One row per (devices, path): the median round (the lower middle one), and the worst RSS."""
+    """One row per (devices, path): the best round, and the worst RSS seen in any round.
+
+    Best, not median: other work on shared cores only ever slows a round down, so the fastest
+    round is the closest to what the path can do (timeit reports its minimum for the same
+    reason). Every round is kept in the JSON.
+    """
     groups: dict[tuple[int, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.devices, r.path), []).append(r)
     rows: list[Result] = []
     for runs in groups.values():
-        ordered = sorted(runs, key=lambda r: r.values_per_s)
-        median = ordered[(len(ordered) - 1) // 2]
+        best = max(runs, key=lambda r: r.values_per_s)
         rss = [r.hub_rss_max_mb for r in runs if r.hub_rss_max_mb is not None]
         exits = [r.hub_exit for r in runs if r.hub_exit]
         rows.append(
             dataclasses.replace(
-                median,
+                best,
                 hub_rss_max_mb=max(rss) if rss else None,
-                hub_exit=exits[0] if exits else median.hub_exit,
+                hub_exit=exits[0] if exits else best.hub_exit,
             )
         )
     return rows
@@ -757,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--hub", choices=("auto", "run", "pipeline"), default="auto")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="alternate bare/end-to-end N times, report medians"
+        "--rounds", type=int, default=1, help="alternate bare/end-to-end N times, report the best"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke mode: 1 device, 250 registers, 1.5 s window"
@@ -811,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = summarize(rounds)
     title = (
         f"End-to-end throughput: {opts.registers} uint16 registers per device, "
-        f"interval {opts.interval} s, {opts.duration} s window, median of {opts.rounds} round(s), "
+        f"interval {opts.interval} s, {opts.duration} s window, best of {opts.rounds} round(s), "
         f"hub={hub}, {os.cpu_count()} CPUs"
     )
     print(table(title, COLUMNS, table_rows(results)))
