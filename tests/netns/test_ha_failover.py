@@ -71,14 +71,6 @@ class TestHotPair:
         took = first_publish(hot.audit.arrivals(), killed, hot.b.name)
         assert took is not None and took - killed < TAKEOVER_BOUND_S, verdict.describe()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "known bug: while its devices fail, the master keeps publishing error-only samples "
-            "and skips overrun slots; those advance the delivered watermark, so the standby "
-            "trims its good buffered slots and the skipped ones are lost (see the HA report)"
-        ),
-    )
     def test_failover_master_devices_lost_hands_over_exactly_once(self, hot: HaCluster) -> None:
         start = time.time() - STEADY_S
         # Only the PLC's address: the broker (10.77.0.3) stays reachable from node-a.
