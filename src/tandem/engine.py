@@ -15,17 +15,15 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
-from tandem.config.keepalived import KeepalivedConfig, VrrpInstance, to_instance_config
+from tandem.config.keepalived import KeepalivedConfig, to_instance_config
 from tandem.health.script import CheckResult, ScriptCheck
-from tandem.hooks import NotifyConfig, NotifyRunner
+from tandem.hooks import NotifyConfig
 from tandem.net.driver import VrrpDriver
-from tandem.net.raw import RawTransport, interface_address
-from tandem.net.udp import UdpTransport
-from tandem.net.vip import VipManager
+from tandem.net.instance import open_instance
+from tandem.net.raw import interface_address
 from tandem.vrrp.priority import CheckState, effective
 
 log = logging.getLogger(__name__)
@@ -41,18 +39,6 @@ class EngineOptions:
     udp_port: int = 5112
     manage_vips: bool = True
     stats_file: Path = Path("/tmp/tandem-keepalived.json")
-
-
-def _make_transport(inst: VrrpInstance, local: IPv4Address, options: EngineOptions) -> object:
-    if options.transport == "udp":
-        peers = [(str(p), options.udp_port) for p in inst.unicast_peers]
-        return UdpTransport((str(local), options.udp_port), peers)
-    return RawTransport(
-        inst.interface,
-        local_address=local,
-        multicast=not inst.unicast_peers,
-        vrid_filter={inst.vrid},
-    )
 
 
 class TrackedPriority:
@@ -116,26 +102,23 @@ async def run_engine(cfg: KeepalivedConfig, options: EngineOptions = EngineOptio
         for inst in cfg.instances:
             local = inst.unicast_src_ip or interface_address(inst.interface)
             icfg = to_instance_config(inst, cfg, local)
-            transport = await stack.enter_async_context(_make_transport(inst, local, options))
-            notifier = await stack.enter_async_context(
-                NotifyRunner(
-                    NotifyConfig(
-                        instance=inst.name,
-                        notify_master=inst.notify_master,
-                        notify_backup=inst.notify_backup,
-                        notify_fault=inst.notify_fault,
-                        notify_stop=inst.notify_stop,
-                        notify=inst.notify,
-                        fifo=cfg.globals.notify_fifo,
-                    )
-                )
+            driver = await open_instance(
+                stack,
+                icfg,
+                transport=options.transport,
+                interface=inst.interface,
+                udp_port=options.udp_port,
+                notify=NotifyConfig(
+                    instance=inst.name,
+                    notify_master=inst.notify_master,
+                    notify_backup=inst.notify_backup,
+                    notify_fault=inst.notify_fault,
+                    notify_stop=inst.notify_stop,
+                    notify=inst.notify,
+                    fifo=cfg.globals.notify_fifo,
+                ),
+                manage_vips=options.manage_vips,
             )
-            vips = (
-                stack.enter_context(VipManager(inst.interface))
-                if options.manage_vips and icfg.vips
-                else None
-            )
-            driver = VrrpDriver(icfg, transport, vips=vips, notifier=notifier)
             weights = {
                 t.name: cfg.scripts[t.name].weight
                 if t.weight_override is None

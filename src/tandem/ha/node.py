@@ -27,15 +27,14 @@ from tandem.ha.controller import HaController, Plan, stream_key
 from tandem.ha.observer import BrokerObserver, Delivered, heartbeat_topic, restamp, state_topic
 from tandem.ha.peer import HandoverAnswer, HandoverRequest, PeerClient, PeerState, peer_router
 from tandem.ha.term import TermStore
-from tandem.hooks import NotifyConfig, NotifyRunner
+from tandem.hooks import NotifyConfig
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings
 from tandem.hub.outbox import Outbox, OutboxRow
 from tandem.hub.runtime import Hub
 from tandem.net.driver import VrrpDriver
-from tandem.net.raw import RawTransport, interface_address
-from tandem.net.udp import UdpTransport
-from tandem.net.vip import VipManager
+from tandem.net.instance import open_instance
+from tandem.net.raw import interface_address
 from tandem.supervisor import stop_on_signals
 from tandem.vrrp.types import ChecksChanged, InstanceConfig, Reason, State, Transition
 
@@ -551,40 +550,23 @@ class HaNode:
         icfg = instance_config(self.ha, self.local)
         hooks = self.ha.hooks
         async with contextlib.AsyncExitStack() as stack:
-            if v.transport == "udp":
-                transport: Any = UdpTransport(
-                    (str(self.local), v.udp_port),
-                    [(str(p), v.udp_port) for p in v.unicast_peers],
-                    vrid_filter={v.vrid},
-                )
-            else:
-                transport = RawTransport(
-                    v.interface or "",
-                    local_address=self.local,
-                    multicast=not v.unicast_peers,
-                    vrid_filter={v.vrid},
-                )
-            transport = await stack.enter_async_context(transport)
-            vips = (
-                stack.enter_context(VipManager(v.interface))
-                if v.vips and v.transport == "raw" and v.interface
-                else None
-            )
-            notifier = await stack.enter_async_context(
-                NotifyRunner(
-                    NotifyConfig(
-                        instance=self.ha.cluster,
-                        notify_master=hooks.notify_master,
-                        notify_backup=hooks.notify_backup,
-                        notify_fault=hooks.notify_fault,
-                        notify_stop=hooks.notify_stop,
-                        notify=hooks.notify,
-                        timeout=hooks.timeout,
-                    )
-                )
-            )
-            self.driver = VrrpDriver(
-                icfg, transport, vips=vips, notifier=notifier, on_transition=self._on_vrrp
+            self.driver = await open_instance(
+                stack,
+                icfg,
+                transport=v.transport,
+                interface=v.interface,
+                udp_port=v.udp_port,
+                notify=NotifyConfig(
+                    instance=self.ha.cluster,
+                    notify_master=hooks.notify_master,
+                    notify_backup=hooks.notify_backup,
+                    notify_fault=hooks.notify_fault,
+                    notify_stop=hooks.notify_stop,
+                    notify=hooks.notify,
+                    timeout=hooks.timeout,
+                ),
+                manage_vips=v.transport == "raw",
+                on_transition=self._on_vrrp,
             )
             hub = await stack.enter_async_context(self.hub)
             log.info(
