@@ -881,3 +881,19 @@ def test_resign_in_backup_does_nothing() -> None:
     before = len(net.transitions)
     net.deliver("b", Resign())
     assert len(net.transitions) == before and net.state("b") is State.BACKUP
+
+
+def test_master_advert_schedule_does_not_drift_with_late_wakeups() -> None:
+    config = seed_master(version=3, advert_interval=0.1, auth_pass=None, priority=255)
+    m = VrrpMachine(config)
+    now = 0.0
+    m.handle(Start(), now)
+    assert m.state is State.MASTER
+    sent = 0
+    while sent < 100:
+        deadline = m.deadline
+        assert deadline is not None
+        now = deadline + 0.01  # every wakeup 10 ms late
+        sent += sum(1 for a in m.handle(Tick(), now) if isinstance(a, SendAdvert))
+    # 100 periods of 0.1 s, plus one late wakeup: no accumulated 10 ms per advert
+    assert now == pytest.approx(10.0 + 0.01, abs=0.02)

@@ -37,40 +37,64 @@ def arp_announcement(mac: bytes, address: IPv4Address) -> bytes:
     return frame + bytes(max(0, _ETH_MIN_FRAME - len(frame)))
 
 
+class ArpAnnouncer:
+    """An open AF_PACKET socket on one interface that sends ARP announcements.
+
+    Opened once and kept: closing a packet socket makes the kernel wait for an RCU grace
+    period (15-30 ms), which would stall the event loop in the middle of a takeover.
+    """
+
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        except PermissionError as exc:
+            raise TransportError("gratuitous ARP needs root or CAP_NET_RAW") from exc
+        try:
+            sock.bind((interface, ETH_P_ARP))
+            self.mac: bytes = sock.getsockname()[4]
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot send ARP on {interface!r}: {exc}") from exc
+        self._sock = sock
+
+    def announce(self, addresses: Iterable[IPv4Address | IPv4Interface], count: int = 1) -> int:
+        """Send `count` announcements per address back to back; returns frames sent.
+
+        Switches and peers update their tables at once instead of waiting for ARP entries to
+        expire, which is what makes a failover visible in milliseconds. Repeats spaced in
+        time (keepalived's second burst after 5 s) are the caller's schedule.
+        """
+        ips = [a.ip if isinstance(a, IPv4Interface) else a for a in addresses]
+        sent = 0
+        for _ in range(max(count, 0)):
+            for ip in ips:
+                try:
+                    self._sock.send(arp_announcement(self.mac, ip))
+                    sent += 1
+                except OSError as exc:
+                    log.warning("gratuitous ARP for %s on %s failed: %s", ip, self.interface, exc)
+        log.debug("sent %s gratuitous ARP frames on %s for %s", sent, self.interface, ips)
+        return sent
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def send_gratuitous_arp(
     interface: str,
     addresses: Iterable[IPv4Address | IPv4Interface],
     count: int = 1,
 ) -> int:
-    """Send `count` ARP announcements per address back to back; returns frames sent.
-
-    Switches and peers update their tables at once instead of waiting for ARP entries to
-    expire, which is what makes a failover visible in milliseconds. Repeats spaced in time
-    (keepalived's second burst after 5 s) are the caller's schedule, not a sleep here.
-    """
-    ips = [a.ip if isinstance(a, IPv4Interface) else a for a in addresses]
+    """One-off announcements (opens and closes a socket: slow; a VipManager keeps one open)."""
+    ips = list(addresses)
     if not ips or count < 1:
         return 0
+    announcer = ArpAnnouncer(interface)
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    except PermissionError as exc:
-        raise TransportError("gratuitous ARP needs root or CAP_NET_RAW") from exc
-    sent = 0
-    with sock:
-        try:
-            sock.bind((interface, ETH_P_ARP))
-            mac: bytes = sock.getsockname()[4]
-        except OSError as exc:
-            raise TransportError(f"cannot send ARP on {interface!r}: {exc}") from exc
-        for _ in range(count):
-            for ip in ips:
-                try:
-                    sock.send(arp_announcement(mac, ip))
-                    sent += 1
-                except OSError as exc:
-                    log.warning("gratuitous ARP for %s on %s failed: %s", ip, interface, exc)
-    log.debug("sent %s gratuitous ARP frames on %s for %s", sent, interface, ips)
-    return sent
+        return announcer.announce(ips, count)
+    finally:
+        announcer.close()
 
 
 class VipManager:
@@ -92,6 +116,7 @@ class VipManager:
         self._ipr: IPRoute | None = None
         self._ifindex = 0
         self._added: set[IPv4Interface] = set()
+        self._announcer: ArpAnnouncer | None = None
         self._lock = threading.Lock()
 
     @property
@@ -109,6 +134,11 @@ class VipManager:
             executor.shutdown(wait=True)
             raise
         self._executor = executor
+        try:
+            self._announcer = ArpAnnouncer(self.interface)
+        except TransportError as exc:
+            log.warning("no gratuitous ARP on %s: %s", self.interface, exc)
+            self._announcer = None
         return self
 
     def _open_netlink(self) -> tuple[IPRoute, int]:
@@ -136,6 +166,9 @@ class VipManager:
             self._executor.shutdown(wait=True)
             self._executor = None
             self._ipr = None
+            if self._announcer is not None:
+                self._announcer.close()
+                self._announcer = None
 
     def __enter__(self) -> Self:
         return self.open()
@@ -162,10 +195,8 @@ class VipManager:
 
     def gratuitous_arp(self, vips: Sequence[IPv4Interface], count: int = 1) -> None:
         """Announce the VIPs; a failure is logged, as a missed ARP must not stop a failover."""
-        try:
-            send_gratuitous_arp(self.interface, vips, count)
-        except TransportError as exc:
-            log.warning("gratuitous ARP on %s failed: %s", self.interface, exc)
+        if self._announcer is not None:
+            self._announcer.announce(vips, count)
 
     def _change(self, command: str, vip: IPv4Interface, already: int) -> bool:
         """Apply one change; True if it was already in effect (not an error: idempotent)."""

@@ -248,7 +248,9 @@ class VrrpMachine:
         actions: list[Action] = []
         if self._advert_at is not None and now >= self._advert_at:
             actions.append(SendAdvert(self.effective_priority, self._config.advert_interval))
-            self._advert_at = now + self._config.advert_interval
+            # Re-arm from the schedule, not from a late wakeup, so the period does not drift.
+            scheduled = self._advert_at + self._config.advert_interval
+            self._advert_at = scheduled if scheduled > now else now + self._config.advert_interval
         if self._garp_at is not None and now >= self._garp_at:
             actions.append(GratuitousArp(self._config.vips))
             self._garp_at = None
