@@ -671,6 +671,12 @@ class _Checker:
                 # keepalived rejects 0 and keeps its default, which is 0 (the seed guide's value),
                 # so 0 is accepted here as "no delay".
                 value = self._decimal(item, path, 0, 4294.967295)
+                if value == 0:
+                    self.p.warn(
+                        item.location,
+                        path,
+                        "keepalived 2.2.7 calls 0 invalid and keeps its default, also 0: no delay",
+                    )
                 if value is not None:
                     values[key.removeprefix("vrrp_")] = value
             elif key == "vrrp_version":
