@@ -307,11 +307,12 @@ async def test_configsync_peer_state_from_publishing_master_schedules_fetch(
     body = master_body(tmp_path, tags=3)
     peer = FakePeer(body)
     sync, rec, _ = make_sync(tmp_path, peer)
-    sync.on_peer_state(master_state(body["sha"], 7, publishing=False), peer_publishing=False)
+    own = sync.version
+    sync.on_peer_state(master_state(body["sha"], own, publishing=False), peer_publishing=False)
     worker = asyncio.create_task(sync.run())
     try:
         await asyncio.sleep(0.05)
-        assert peer.calls == 0  # a backup peer's config is never taken
+        assert peer.calls == 0  # a backup peer's config of the same version is not taken
         sync.on_peer_state(master_state(body["sha"], 7), peer_publishing=True)
         for _ in range(100):
             if sync.sha == body["sha"]:
@@ -532,3 +533,26 @@ def test_controller_config_differs_handover_refused_and_no_term() -> None:
     assert same.accept_handover("node-a", 4, {}, False, now=10.0) == (True, "accepted")
     same.vrrp_changed("MASTER")
     assert same.plan(now=100.0).acquire is True
+
+
+async def test_configsync_older_config_of_new_master_not_taken_newer_of_backup_is(
+    tmp_path: Path,
+) -> None:
+    """A master that hands over right after an edit keeps it: the newest version wins."""
+    body = master_body(tmp_path, tags=3)
+    peer = FakePeer(body)
+    sync, rec, _ = make_sync(tmp_path, peer)
+    worker = asyncio.create_task(sync.run())
+    try:
+        sync.on_peer_state(master_state(body["sha"], 0), peer_publishing=True)
+        await asyncio.sleep(0.05)
+        assert peer.calls == 0
+        sync.on_peer_state(master_state(body["sha"], 9, publishing=False), peer_publishing=False)
+        for _ in range(100):
+            if sync.sha == body["sha"]:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        worker.cancel()
+        await asyncio.wait([worker])
+    assert sync.sha == body["sha"] and peer.calls == 1 and len(rec.applied) == 1

@@ -374,14 +374,21 @@ class ConfigSync:
     # ---- peer side ----
 
     def on_peer_state(self, state: PeerState, peer_publishing: bool) -> None:
-        """Every peer-link state; schedules a fetch when the publishing master's config differs."""
+        """Every peer-link state; schedules a fetch when the peer holds a newer config."""
         self._peer_version = max(self._peer_version, state.config_version)
-        if not peer_publishing or not state.config_sha:
+        if not state.config_sha:
             return
-        self._master_sha = state.config_sha
-        self._peer_publishing_at = time.monotonic()
+        if peer_publishing:
+            self._master_sha = state.config_sha
+            self._peer_publishing_at = time.monotonic()
         if state.config_sha == self.sha:
             self._want = None
+            return
+        # The newest version wins, whoever publishes now: a master that hands over right after
+        # an edit must not get its older config back from the node it handed over to. Equal
+        # versions with different content (both edited while apart): the publisher's wins.
+        newer = state.config_version > self.version
+        if not (newer or (peer_publishing and state.config_version == self.version)):
             return
         if time.monotonic() < self._retry_at.get(state.config_sha, float("-inf")):
             return

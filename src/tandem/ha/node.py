@@ -143,7 +143,6 @@ class HaNode:
         self._handover_lock = asyncio.Lock()
         self._barrier_passed = False
         self._barrier_task: asyncio.Task[None] | None = None
-        self._last_sent: dict[str, int] = {}
         self._hold_since: float | None = None
         self._health_key: tuple[bool, int] | None = None
         self._checks: dict[str, bool] = {}
@@ -155,7 +154,7 @@ class HaNode:
             self.settings,
             outbox,
             may_publish=lambda: may_publish() and self._term_is_highest(),
-            payload_for=self._payload_for,
+            payload_for=lambda row: restamp(row.payload, self.ctl.term),
             hold=self._hold,
             on_acked=self._on_acked,
         )
@@ -171,24 +170,17 @@ class HaNode:
             for poller in self.hub.pollers:
                 poller.paused = not self._polling  # type: ignore[attr-defined]
 
-    def _payload_for(self, row: OutboxRow) -> bytes:
-        """Restamp the term at send time, and remember the last slot sent per stream."""
-        self._last_sent[stream_key(row.node, row.group)] = row.slot
-        return restamp(row.payload, self.ctl.term)
-
     def _hold(self, row: OutboxRow) -> bool:
         """Keep back a sample a healthy hot standby has better data for, until it takes over.
 
-        A row with no values at all (every tag failed: our path to the device is down), or one
-        that skips slots, is held while the peer could continue exactly from our last good
-        slot; our health drops, the handover goes out at that slot, and the peer publishes its
-        own samples from there. Held at most HOLD_MAX_S: if no handover happens (the device
-        came back, the peer went away) the samples go out as they are.
+        A row with no values at all means our path to the device is failing. While the peer
+        could continue exactly from our last delivered slot, such rows wait; if they are still
+        the only thing we have after `health.fail_after`, our health drops, the handover goes
+        out at the last delivered slot, and the peer publishes its own samples from there. A
+        blip shorter than that costs a short delay, not a role change; after HOLD_MAX_S (the
+        peer never took over) the rows go out as they are.
         """
-        key = stream_key(row.node, row.group)
-        last = self._last_sent.get(key)
-        suspect = row.value_count == 0 or (last is not None and row.slot > last + 1)
-        if not suspect:
+        if row.value_count > 0:
             self._hold_since = None
             return False
         peer = self.ctl.peer
@@ -198,14 +190,22 @@ class HaNode:
         now = _now()
         if self._hold_since is None:
             self._hold_since = now
-            log.warning("holding %s slot %s: %s has it, handing over", key, row.slot, peer.node)
-            self.ctl.healthy = False
-            self.apply()
+            log.warning(
+                "holding %s/%s slot %s: no values; %s has them",
+                row.node,
+                row.group,
+                row.slot,
+                peer.node,
+            )
         return now - self._hold_since < HOLD_MAX_S
 
     @property
     def holding_back(self) -> bool:
-        return self._hold_since is not None and _now() - self._hold_since < HOLD_MAX_S
+        """Held for longer than a blip: counts as a failed device path."""
+        if self._hold_since is None:
+            return False
+        held = _now() - self._hold_since
+        return self.ha.health.fail_after <= held < HOLD_MAX_S
 
     def _term_is_highest(self) -> bool:
         # Checked before every message: a higher term anywhere stops us at once.
@@ -400,7 +400,6 @@ class HaNode:
         previous = c.highest_term_node if c.highest_term_node != self.cfg.node else None
         term = self.terms.acquire(c.highest_term)
         self._barrier_passed = False  # a later re-acquisition drains the broker again
-        self._last_sent = dict(c.watermarks)  # the next slot to send follows the delivered one
         self._hold_since = None
         c.term_acquired(term)
         self.hub.gate.term = term

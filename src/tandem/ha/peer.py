@@ -139,10 +139,21 @@ class PeerClient:
         self.last_error: str | None = None
         self.states_received = 0
         self.rejected = 0  # states that did not parse: a version mismatch or a wrong peer
+        self._http: httpx.AsyncClient | None = None
+        self._client()  # built now, at start-up, not in the middle of a handover
+
+    def _client(self) -> httpx.AsyncClient:
+        """One client for the node's life: building one (its TLS context) takes tens of ms
+        of CPU, which would stall the event loop, and the VRRP adverts with it."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(2.0, read=5.0), headers=self._headers
+            )
+        return self._http
 
     async def run(self) -> None:
-        timeout = httpx.Timeout(2.0, read=5.0)
-        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
+        client = self._client()
+        try:
             while True:
                 try:
                     await self._follow(client)
@@ -153,6 +164,9 @@ class PeerClient:
                 finally:
                     self.connected = False
                 await asyncio.sleep(self._retry)
+        finally:
+            await client.aclose()
+            self._http = None
 
     async def _follow(self, client: httpx.AsyncClient) -> None:
         async with client.stream("GET", f"{self.base_url}{PEER_PREFIX}/stream") as response:
@@ -174,15 +188,15 @@ class PeerClient:
                 self._on_state(state)
 
     async def post(self, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
-            response = await client.post(f"{self.base_url}{PEER_PREFIX}{path}", json=body)
-            response.raise_for_status()
-            result: dict[str, Any] = response.json()
-            return result
+        response = await self._client().post(
+            f"{self.base_url}{PEER_PREFIX}{path}", json=body, timeout=timeout
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
 
     async def get(self, path: str, timeout: float = 2.0) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=timeout, headers=self._headers) as client:
-            return await client.get(f"{self.base_url}{PEER_PREFIX}{path}")
+        return await self._client().get(f"{self.base_url}{PEER_PREFIX}{path}", timeout=timeout)
 
     async def handover(self, request: HandoverRequest) -> HandoverAnswer:
         try:
