@@ -103,7 +103,8 @@ def load_located(text: str, file: str) -> LocatedDocument:
 
     Raises YamlSyntaxError for malformed YAML, an empty document or duplicate keys.
     """
-    loader = yaml.SafeLoader(text)
+    # libyaml when present: ~15x faster on large tag lists and less memory left behind.
+    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(text)
     try:
         try:
             root = loader.get_single_node()
