@@ -30,7 +30,7 @@ BACKOFF_MAX_S = 5.0
 STABLE_CONNECTION_S = 5.0
 RATE_WINDOW_S = 5.0
 # Rows read per outbox query; large enough to keep the pipe full, small enough to stay fast.
-PEEK_BATCH = 200
+PEEK_BATCH = 64  # rows read ahead; each can hold thousands of values, so keep it near the window
 # A closed gate (may_publish False) is a plain callable, so it is re-checked on this period
 # as well as on notify().
 GATE_RECHECK_S = 0.05
