@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -61,12 +60,6 @@ def instance_config(ha: HaConfig, local: IPv4Address) -> InstanceConfig:
         skip_check_adv_addr=True,
         unicast_peers=tuple(v.unicast_peers),
     )
-
-
-def config_digest(path: Path | None) -> str:
-    if path is None or not path.exists():
-        return ""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class HaNode:
@@ -622,4 +615,4 @@ async def run_ha_node(cfg: TandemConfig, config_path: Path | None = None) -> int
         return await node.run(stop)
 
 
-__all__ = ["HaNode", "config_digest", "instance_config", "run_ha_node"]
+__all__ = ["HaNode", "instance_config", "run_ha_node"]
