@@ -130,7 +130,6 @@ class HaNode:
         self.driver: VrrpDriver | None = None
         self._latest_slot: dict[str, int] = {}
         self._label = "INIT"
-        self._last_reason = "startup"
         self._vrrp_reason = "startup"
         self.last_failover: dict[str, Any] | None = None
         self._handover_lock = asyncio.Lock()
