@@ -188,6 +188,8 @@ def _status_rows(body: dict[str, Any]) -> dict[str, str]:
             if isinstance(last.get("ts_ms"), int):
                 when = time.strftime("%H:%M:%S", time.localtime(last["ts_ms"] / 1000))
             failover = " ".join(str(x) for x in (when, last.get("reason", "")) if x) or "-"
+            if last.get("gap_ms") is not None:
+                failover += f" (gap {last['gap_ms']} ms)"
         ours, theirs = ha.get("config_version"), ha.get("peer_config_version")
         config = f"{ours or '?'} (peer {theirs or '?'})"
         if ours and theirs and ours != theirs:

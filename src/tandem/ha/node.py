@@ -136,6 +136,8 @@ class HaNode:
         self._barrier_passed = False
         self._barrier_task: asyncio.Task[None] | None = None
         self._hold_since: float | None = None
+        self._last_delivery_at: float | None = None
+        self._gap_from: float | None = None
         self._health_key: tuple[bool, int] | None = None
         self._checks: dict[str, bool] = {}
 
@@ -228,8 +230,14 @@ class HaNode:
     def _on_acked(self, rows: list[OutboxRow]) -> None:
         for row in rows:
             self.ctl.acked(stream_key(row.node, row.group), row.slot)
+        if self._gap_from is not None and self.last_failover is not None:
+            # The gap subscribers saw: last delivery by anyone before we took over, to our
+            # first delivery after it.
+            self.last_failover["gap_ms"] = round((_now() - self._gap_from) * 1000, 1)
+            self._gap_from = None
 
     def _on_delivered(self, d: Delivered) -> None:
+        self._last_delivery_at = _now()
         before = self.ctl.highest_term
         self.ctl.observed(stream_key(d.device, d.group), d.slot, d.term, d.source_node, _now())
         if self.ctl.highest_term != before:
@@ -393,6 +401,7 @@ class HaNode:
         term = self.terms.acquire(c.highest_term)
         self._barrier_passed = False  # a later re-acquisition drains the broker again
         self._hold_since = None
+        self._gap_from = self._last_delivery_at
         c.term_acquired(term)
         self.hub.gate.term = term
         self.last_failover = {

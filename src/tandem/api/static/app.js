@@ -133,8 +133,9 @@
     if (ha.last_failover) {
       const f = ha.last_failover;
       const when = f.ts_ms ? fmtClock(f.ts_ms) + " " : "";
+      const gap = f.gap_ms !== undefined && f.gap_ms !== null ? ` · gap ${f.gap_ms} ms` : "";
       rows.push(el("dt", { textContent: "Last failover" }),
-        el("dd", { textContent: when + (f.reason || f.message || JSON.stringify(f)) }));
+        el("dd", { textContent: when + (f.reason || f.message || JSON.stringify(f)) + gap }));
     }
     if (vrrp && vrrp.priority !== undefined) {
       rows.push(el("dt", { textContent: "VRRP priority" }), el("dd", { textContent: String(vrrp.priority) }));
