@@ -204,6 +204,15 @@ def run_tandem(standby: str, keys: list[str], t: Timing, workdir: Path) -> list[
             c.start()
             for key in keys:
                 scenario = SCENARIOS[key]
+                if key == "hub" and standby == "cold":
+                    # A cold standby never connects to the devices, so nothing says it would
+                    # do better: the master keeps the role (docs/failover.md).
+                    out.append(
+                        Outcome.not_applicable(
+                            setup, scenario, "n/a: a cold standby has no device path to prefer"
+                        )
+                    )
+                    continue
                 try:
                     c.reset()
                     time.sleep(t.steady)

@@ -294,7 +294,12 @@ def simulate_plc(
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
-    sim_main(host, port, load_registers)
+    try:
+        sim_main(host, port, load_registers)
+    except OSError as exc:
+        raise _fail(
+            f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
+        ) from None
 
 
 @config_app.command("validate")

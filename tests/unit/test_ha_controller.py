@@ -263,9 +263,12 @@ def test_controller_unhealthy_master_hands_over_even_to_lower_priority_hot_peer(
     assert c.plan(0.1).handover is not None
 
 
-def test_controller_unhealthy_master_keeps_role_when_peer_is_not_hot() -> None:
+def test_controller_unhealthy_master_keeps_role_when_peer_is_cold() -> None:
+    """A cold standby never connects to the devices: nothing says it would do better."""
     c = controller()
     master(c)
     c.healthy = False
-    c.peer_update(peer_view(standby="warm", priority=90, received_at=0.0))
+    c.peer_update(peer_view(standby="cold", priority=90, received_at=0.0))
     assert c.plan(0.1).handover is None
+    c.peer_update(peer_view(standby="warm", priority=90, received_at=0.0))
+    assert c.plan(0.1).handover is not None

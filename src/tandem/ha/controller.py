@@ -210,9 +210,10 @@ class HaController:
         ready, _ = self.peer_ready(now)
         if peer is None or not ready:
             return None
-        if not self.healthy and peer.healthy and peer.standby == "hot":
-            # The side that can still do the work wins, whatever the configured priorities:
-            # a hot peer holds the same slots, so the move costs nothing.
+        if not self.healthy and peer.healthy and peer.standby in ("hot", "warm"):
+            # The side that can still do the work wins, whatever the configured priorities.
+            # Only a hot or warm peer has shown it reaches the devices (a cold one never
+            # connects), and a hot one holds the same slots, so the move costs nothing.
             return f"peer {peer.node} is healthier (priority {peer.priority} vs {self.priority})"
         if (
             self.recovery == "automatic"

@@ -163,7 +163,7 @@ class BrokerObserver:
                 self._client = None
                 self._synced_at = None
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, 0.5)
 
     async def barrier(self, timeout: float = 1.0) -> bool:
         """True once everything the broker sent us before now has been handled.

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 TOPIC_FIELDS = frozenset({"node", "group", "source_node"})
 
 BACKOFF_MIN_S = 0.1
-BACKOFF_MAX_S = 5.0
+BACKOFF_MAX_S = 0.5  # a broker back after a restart is used within half a second
 # A connection that lived this long was healthy: the next failure starts the backoff afresh.
 # Shorter ones keep doubling, so a broker that accepts and then drops us is not hammered.
 STABLE_CONNECTION_S = 5.0
