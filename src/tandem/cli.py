@@ -296,7 +296,7 @@ def simulate_plc(
     setup_logging("text", verbose)
     try:
         sim_main(host, port, load_registers)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
         raise _fail(
             f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
         ) from None

@@ -34,7 +34,7 @@ def test_cli_switchover_moves_role_and_is_refused_when_it_cannot(tmp_path: Path)
     cluster = loopback_cluster(tmp_path)
     try:
         cluster.start()
-        cluster.wait_steady(cluster.a.name)
+        cluster.wait_steady(cluster.a)
         # Asked on the master: it hands over to the standby.
         done = tandem("switchover", "--url", cluster.a.url)
         assert done.returncode == 0, done.stderr
