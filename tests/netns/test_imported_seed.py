@@ -35,8 +35,15 @@ def adapt(seed: str, interface: str, peer: str) -> str:
     return text.replace("10.0.0.223", peer).replace("10.0.0.127", peer)
 
 
-def import_seed(workdir: Path, seed: str, node: str, interface: str, address: str,
-                peer: str, broker: ServiceBroker) -> Path:
+def import_seed(
+    workdir: Path,
+    seed: str,
+    node: str,
+    interface: str,
+    address: str,
+    peer: str,
+    broker: ServiceBroker,
+) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     for name, body in SCRIPTS.items():
         (workdir / name).write_text(body)
