@@ -27,7 +27,9 @@ from tandem.vrrp.types import InstanceConfig, State
 DATA = Path(__file__).resolve().parent.parent / "data" / "keepalived"
 GOOD = DATA / "good"
 BROKEN = DATA / "broken"
-VECTORS = Path("/work/shared/vectors/keepalived-2.2.7")
+# The project's shared/ folder sits beside the checkout (here and in CI).
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+VECTORS = SHARED / "vectors" / "keepalived-2.2.7"
 LOCAL = IPv4Address("10.0.0.127")
 
 
@@ -112,7 +114,7 @@ def test_analyse_file_seed_configs_only_warn_about_zero_garp_intervals(name: str
 
 
 def test_seed_files_are_verbatim_copies_of_the_guide() -> None:
-    guide = Path("/work/shared/seed/neuronex-master-backup-mode.txt")
+    guide = SHARED / "seed" / "neuronex-master-backup-mode.txt"
     if not guide.exists():
         pytest.skip("seed guide not present on this machine")
     text = guide.read_text()
