@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
@@ -11,6 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+import orjson
 
 from tandem.errors import TandemError
 from tandem.hub.model import Sample
@@ -72,8 +73,13 @@ class OutboxRow:
 
 
 def encode_payload(sample: Sample) -> bytes:
-    """The wire form of a sample: compact JSON of Sample.payload()."""
-    return json.dumps(sample.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+    """The wire form of a sample: compact JSON of Sample.payload(), UTF-8.
+
+    orjson writes the same bytes as json.dumps(separators=(",", ":"), ensure_ascii=False)
+    about ten times faster, which is most of a sample's cost at hundreds of thousands of
+    values per second. (Non-finite floats never reach here: the codec turns them into errors.)
+    """
+    return orjson.dumps(sample.payload())
 
 
 class Outbox:
