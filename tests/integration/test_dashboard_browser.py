@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from tandem.api.app import bound_port, create_app, serve
 from tandem.api.view import (
@@ -36,15 +36,6 @@ from tandem.api.view import (
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DEVICE_DOWN_CODE = 1001  # tag error code for "device disconnected"
 
 
@@ -242,16 +233,6 @@ async def dashboard_url(dashboard_expect: DashboardExpect) -> AsyncIterator[str]
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from tests.integration.broker import Broker
 from tests.integration.plc import start_plc
 from tests.integration.test_dashboard_browser import (  # noqa: F401 - fixtures and tests reused
     DashboardExpect,
-    browser,
     page,
     test_dashboard_light_scheme_renders_role_banner,
     test_dashboard_live_hub_shows_values_device_loss_and_timeline,
