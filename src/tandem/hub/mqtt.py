@@ -16,6 +16,7 @@ from typing import Any
 
 import aiomqtt
 
+from tandem.batch import LoopStepBatch
 from tandem.errors import ConfigError, ConfigProblem, TandemError
 from tandem.hub.outbox import Outbox, OutboxRow
 
@@ -208,8 +209,8 @@ class MqttPublisher:
         self._tls_context = build_tls_context(settings)
         self._wake = asyncio.Event()
         self._conn: _Connection | None = None
-        self._acked: list[OutboxRow] = []
-        self._flush_scheduled = False
+        # Every PUBACK handled in one loop step goes into one delete transaction.
+        self._acked: LoopStepBatch[OutboxRow] = LoopStepBatch(self._handle_acks)
         self._inflight = 0
         self._published_total = 0
         self._reconnects = 0
@@ -288,7 +289,7 @@ class MqttPublisher:
                     log.debug("MQTT still unavailable: %s", self._last_error)
             finally:
                 self._conn = None
-                self._flush_acks()
+                self._acked.flush()
             if connected_at is not None and time.monotonic() - connected_at >= STABLE_CONNECTION_S:
                 backoff = BACKOFF_MIN_S
             await asyncio.sleep(backoff)
@@ -419,17 +420,9 @@ class MqttPublisher:
         finally:
             self._inflight -= 1
             conn.slots.release()
-        self._acked.append(row)
-        if not self._flush_scheduled:
-            # Every PUBACK handled in this loop iteration goes into one delete transaction.
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acked.add(row)
 
-    def _flush_acks(self) -> None:
-        self._flush_scheduled = False
-        if not self._acked:
-            return
-        rows, self._acked = self._acked, []
+    def _handle_acks(self, rows: list[OutboxRow]) -> None:
         self.outbox.ack(r.id for r in rows)
         if self._on_acked is not None:
             self._on_acked(rows)

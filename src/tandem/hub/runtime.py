@@ -27,6 +27,7 @@ from tandem.api.view import (
     TimelineEvent,
     TimelineKind,
 )
+from tandem.batch import LoopStepBatch
 from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.hub.modbus import DevicePoller, DeviceStatus
 from tandem.hub.model import Sample
@@ -202,8 +203,8 @@ class Hub:
             raise
         self.started_at = time.monotonic()
         self.outbox_failures = 0
-        self._pending: list[Sample] = []
-        self._flush_scheduled = False
+        # Samples of one loop step are committed together, in one transaction.
+        self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         # The newest stored sample per (device, group), and the one the last "tags" event was
         # diffed against. TagValues (pydantic) are built only when read: per tag and per sample
         # they cost more than polling, storing and publishing together (~1 us x 400k/s).
@@ -300,14 +301,14 @@ class Hub:
                 await self._shutdown(api, watchers)
         finally:
             self._tasks = None
-            self._flush_pending()
+            self._pending.flush()
             self.outbox.close()
             log.info("hub %s stopped", self.config.node)
 
     async def _shutdown(self, api: asyncio.Task[None], watchers: list[asyncio.Task[None]]) -> None:
         log.info("hub %s stopping", self.config.node)
         await self._stop_pollers()
-        self._flush_pending()
+        self._pending.flush()
         deadline = time.monotonic() + PUBLISH_GRACE_S
         while time.monotonic() < deadline and self.publisher.status().inflight > 0:
             await asyncio.sleep(0.02)
@@ -408,17 +409,10 @@ class Hub:
     # --- data path ----------------------------------------------------------------------------
 
     def _on_sample(self, sample: Sample) -> None:
-        """Poller callback: samples of one loop step are committed together, in one transaction."""
-        self._pending.append(sample)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_pending)
+        """Poller callback: queued for the commit at the end of this loop step."""
+        self._pending.add(sample)
 
-    def _flush_pending(self) -> None:
-        self._flush_scheduled = False
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
+    def _store(self, batch: list[Sample]) -> None:
         node, term = self.config.node, self.gate.term
         try:
             stored = self.outbox.append_many(replace(s, source_node=node, term=term) for s in batch)
@@ -573,7 +567,7 @@ class Hub:
             task.cancel()
         if stopping:
             await asyncio.wait(stopping)
-        self._flush_pending()  # samples of stopped pollers go in before the config changes
+        self._pending.flush()  # samples of stopped pollers go in before the config changes
         self._poller_tasks = {
             new_i: self._poller_tasks[old_i]
             for new_i, old_i in keep.items()
