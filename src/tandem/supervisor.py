@@ -24,12 +24,29 @@ async def run_node(config_path: Path) -> int:
     start (e.g. the API port is taken).
     """
     cfg = load_config(config_path)
-    if getattr(cfg, "ha", None) is not None:
-        # Imported here: a single node needs none of the HA machinery.
-        from tandem.ha.node import run_ha_node  # type: ignore[import-not-found]
-
-        return int(await run_ha_node(cfg, config_path))
+    if cfg.ha is not None:
+        return await run_pair_node(cfg, config_path)
     return await run_single_node(cfg)
+
+
+async def run_pair_node(cfg: TandemConfig, config_path: Path) -> int:
+    """One member of a pair, its peer link verifying the peer as `ha.peer_tls` says."""
+    # Imported here: a single node needs none of the HA machinery.
+    from tandem.ha.node import HaNode
+    from tandem.security.tls import PeerTls
+
+    assert cfg.ha is not None
+    if not cfg.ha.peer_url.startswith("https://"):
+        log.warning(
+            "the peer link to %s is plain http: its bearer and the synced config (MQTT "
+            "password included) travel in clear; see docs/security.md for TLS",
+            cfg.ha.peer_url,
+        )
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        node = HaNode(cfg, config_path)
+        node.peer.use_tls(PeerTls.from_config(cfg.ha.peer_tls, cfg.api.tls))
+        return int(await node.run(stop))
 
 
 async def run_single_node(cfg: TandemConfig) -> int:

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,9 +38,13 @@ import httpx
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
 from pydantic import ValidationError
 
+from tandem.api.auth import needs, principal_of
 from tandem.config.hub import TandemConfig, cross_field_problems, load_config, load_config_text
 from tandem.errors import ConfigError, ConfigProblem
-from tandem.ha.peer import PeerState, check_secret
+from tandem.fileio import write_atomic
+from tandem.ha.peer import PeerState
+from tandem.security.redact import redact
+from tandem.security.roles import Access
 
 log = logging.getLogger(__name__)
 
@@ -204,26 +207,6 @@ def check_transfer(body: Any, advertised_sha: str) -> Transfer:
 # ---- files --------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """tmp + fsync + rename (+ fsync of the directory): a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    with contextlib.suppress(FileNotFoundError):
-        # A config file may hold the MQTT password: the new one keeps the old one's mode.
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_version_file(path: Path) -> ConfigStamp | None:
     try:
         data = json.loads(path.read_text())
@@ -291,7 +274,6 @@ class ConfigSync:
         self._timeline = timeline
         self._version_path = cfg.data_dir / VERSION_FILE
         self._synced_path = cfg.data_dir / SYNCED_FILE
-        self._secret = cfg.ha.shared_secret() if cfg.ha is not None else None
         self.require_same_config = cfg.ha.require_same_config if cfg.ha is not None else False
         self.last_error: str | None = None
         self.rejected_transfers = 0
@@ -594,23 +576,20 @@ class ConfigSync:
             return self.body()
 
     def main_routes(self, app: FastAPI) -> None:
-        """PUT and GET /api/v1/config: unlike the rest of the API, they need the peer secret."""
+        """GET /api/v1/config (viewer, secrets redacted) and PUT (admin, a larger body limit).
 
-        def auth(authorization: str | None) -> None:
-            if self._secret is None:
-                raise HTTPException(403, "config changes need ha.secret on this node")
-            check_secret(self._secret, authorization)
+        The API's security middleware checks the caller before the body is read; the peer
+        gets the unredacted sections only on its own link (GET /api/v1/peer/config).
+        """
+        security = getattr(app.state, "security", None)
+        limit = security.limits.max_config_body if security is not None else None
 
-        @app.get(CONFIG_API)
-        async def get_config(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-            auth(authorization)
-            return self.body()
+        @app.get(CONFIG_API, dependencies=[needs(Access.VIEWER)])
+        async def get_config() -> dict[str, Any]:
+            return dict(redact(self.body()))
 
-        @app.put(CONFIG_API)
-        async def put_config(
-            request: Request, authorization: str | None = Header(default=None)
-        ) -> dict[str, Any]:
-            auth(authorization)
+        @app.put(CONFIG_API, dependencies=[needs(Access.ADMIN, max_body=limit)])
+        async def put_config(request: Request) -> dict[str, Any]:
             raw = await request.body()
             try:
                 text = raw.decode("utf-8")
@@ -620,6 +599,8 @@ class ConfigSync:
                 stamp = await self.put_config(text)
             except ConfigError as exc:
                 raise HTTPException(400, {"problems": [str(p) for p in exc.problems]}) from exc
+            principal = principal_of(request.scope)
+            log.info("config v%s put by %s", stamp.version, principal.key if principal else "?")
             return {"version": stamp.version, "sha": stamp.sha}
 
 

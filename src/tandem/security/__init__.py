@@ -1,0 +1,1 @@
+"""Credentials of a node: derived keys, users, machine tokens, certificates."""
