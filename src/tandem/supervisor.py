@@ -24,9 +24,26 @@ async def run_node(config_path: Path) -> int:
     start (e.g. the API port is taken).
     """
     cfg = load_config(config_path)
+    warn_if_secrets_readable(cfg, config_path)
     if cfg.ha is not None:
         return await run_pair_node(cfg, config_path)
     return await run_single_node(cfg)
+
+
+def warn_if_secrets_readable(cfg: TandemConfig, config_path: Path) -> None:
+    """A config holding a password or secret inline should be readable by its owner only."""
+    inline = (cfg.ha is not None and cfg.ha.secret is not None) or cfg.mqtt.password is not None
+    try:
+        mode = config_path.stat().st_mode
+    except OSError:
+        return
+    if inline and mode & 0o077:
+        log.warning(
+            "%s holds a secret and is readable by others (mode %o): chmod 600 it, or use "
+            "ha.secret_file / ha.secret_env",
+            config_path,
+            mode & 0o777,
+        )
 
 
 async def run_pair_node(cfg: TandemConfig, config_path: Path) -> int:
