@@ -13,13 +13,12 @@ import hmac
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
-from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Scope
 
@@ -45,7 +44,7 @@ SESSION_COOKIE = "tandem_session"
 SESSION_COOKIE_TLS = "__Host-tandem_session"
 CSRF_HEADER = "x-csrf-token"
 # The login page and what it loads: the only static files served without a credential.
-PUBLIC_STATIC = frozenset({"/static/login.js", "/static/style.css"})
+PUBLIC_STATIC = frozenset({"/static/login.js", "/static/style.css", "/static/auth.css"})
 REFUSAL_LOG_EVERY_S = 5.0
 
 
@@ -138,8 +137,26 @@ def default_needs(method: str, path: str) -> Needs:
     return Needs(Access.VIEWER if method in SAFE_METHODS else Access.ADMIN)
 
 
-def _declared(route: APIRoute) -> Needs | None:
-    found = [d.dependency for d in route.dependencies if isinstance(d.dependency, Needs)]
+def flat_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, with included routers opened up.
+
+    Newer FastAPI keeps an included router as one nested entry that resolves to its routes
+    (`effective_route_contexts`); older versions copy its routes in. Both look the same here.
+    """
+    for route in routes:
+        nested = getattr(route, "effective_route_contexts", None)
+        if callable(nested):
+            yield from nested()
+        else:
+            yield route
+
+
+def _declared(route: Any) -> Needs | None:
+    found = [
+        d.dependency
+        for d in getattr(route, "dependencies", None) or []
+        if isinstance(getattr(d, "dependency", None), Needs)
+    ]
     if not found:
         return None
     order = list(Access)
@@ -148,18 +165,18 @@ def _declared(route: APIRoute) -> Needs | None:
     return Needs(strictest.access, any(n.stream for n in found), max(limits) if limits else None)
 
 
-def route_needs(routes: list[BaseRoute], scope: Scope) -> Needs:
+def route_needs(routes: Iterable[BaseRoute], scope: Scope) -> Needs:
     """What the route this request goes to needs; the default for an undeclared one."""
     method, path = scope["method"], scope["path"]
-    for route in routes:
+    for route in flat_routes(routes):
         match, _ = route.matches(scope)
         if match is not Match.FULL:
             continue
-        if isinstance(route, APIRoute):
-            return _declared(route) or default_needs(method, path)
-        if isinstance(route, Mount) and path in PUBLIC_STATIC and method in SAFE_METHODS:
-            return Needs(Access.PUBLIC)
-        break
+        if isinstance(route, Mount):
+            if path in PUBLIC_STATIC and method in SAFE_METHODS:
+                return Needs(Access.PUBLIC)
+            break
+        return _declared(route) or default_needs(method, path)
     return default_needs(method, path)
 
 

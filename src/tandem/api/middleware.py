@@ -7,6 +7,8 @@ the route's limit of it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 from collections import Counter
@@ -34,6 +36,7 @@ from tandem.security.roles import Access, Principal, PrincipalKind
 DASHBOARD_PATHS = frozenset({"/", "/index.html"})
 LOGIN_PAGE = "/login"
 DOCS_PREFIX = "/api/v1/docs"
+STREAM_CHECK_S = 1.0  # how soon an open stream ends after its credential does
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -209,18 +212,45 @@ class SecurityMiddleware:
             await self._refuse(scope, send, Refusal.STREAMS_FULL)
             return
         authorization = headers.get("authorization")
+        pending: asyncio.Future[Message] | None = None
 
         async def watched() -> Message:
-            # A stream checks for a vanished client about once a second: a logout, a revoked
-            # token or an expired login then looks like one, and the stream ends.
-            if not self.security.still_valid(principal, authorization):
-                return {"type": "http.disconnect"}
-            return await receive()
+            # The stream's disconnect listener waits here for as long as the client stays; a
+            # logout, a revoked token or an expired login must end it as a disconnect would,
+            # so the wait is cut into STREAM_CHECK_S slices with a credential check between.
+            # The receive itself is never cancelled half-way: it is kept for the next call.
+            nonlocal pending
+            while True:
+                if not self.security.still_valid(principal, authorization):
+                    return {"type": "http.disconnect"}
+                task = pending if pending is not None else asyncio.ensure_future(receive())
+                pending = task
+                done, _ = await asyncio.wait({task}, timeout=STREAM_CHECK_S)
+                if done:
+                    if pending is task:
+                        pending = None
+                    return task.result()
+
+        progress = {"started": False, "ended": False}
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                progress["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                progress["ended"] = True
+            await send(message)
 
         try:
-            await self.app(scope, watched, send)
+            await self.app(scope, watched, tracked)
+            if progress["started"] and not progress["ended"]:
+                # Ended because the credential did: close the body properly, so the client
+                # sees the end of a stream rather than a broken connection.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.streams.give(principal.key)
+            if pending is not None:
+                pending.cancel()
 
     # ---- answers ----
 

@@ -55,7 +55,7 @@ def _check_document(doc: Document) -> None:
     for token_id, entry in tokens.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise ValueError(f"token {token_id!r}: no hash")
-        Role(entry.get("role"))
+        Role(str(entry.get("role")))
 
 
 def _info(token_id: str, entry: dict[str, Any]) -> TokenInfo:

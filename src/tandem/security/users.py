@@ -58,7 +58,7 @@ def _check_document(doc: Document) -> None:
     for name, entry in users.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
             raise ValueError(f"user {name!r}: no password hash")
-        Role(entry.get("role"))
+        Role(str(entry.get("role")))
 
 
 def _user(name: str, entry: dict[str, Any]) -> User:
