@@ -296,7 +296,9 @@ def switchover(
         typer.echo(json.dumps(body, indent=2))
     if response.status_code != 200:
         reason = body.get("detail") or body.get("reason") or response.text
-        raise _fail(f"switchover refused by {url}: {reason}{_refusal_hint(response)}", EXIT_RUNTIME)
+        hint = _refusal_hint(response)
+        code = response.status_code
+        raise _fail(f"switchover refused by {url} (HTTP {code}): {reason}{hint}", EXIT_RUNTIME)
     if not as_json:
         typer.echo(f"switchover done: {body.get('to', '?')} is master now")
 

@@ -121,7 +121,7 @@ def test_imported_seed_pair_keeps_the_guides_roles_and_transitions(tmp_path: Pat
             wait_until(lambda: a.role() == "MASTER", 30, "the master node to take back its role")
             wait_until(lambda: b.role() == "BACKUP", 10, "the backup to step down")
             assert vip_on(a) and not vip_on(b)
-            timeline = b.place.request("GET", f"{b.url}/api/v1/timeline?limit=50").json()
+            timeline = b.request("GET", "/api/v1/timeline?limit=50").json()
             assert any("became BACKUP" in e["message"] for e in timeline), timeline
         except BaseException:
             print(a.tail(80), b.tail(80), sep="\n")
