@@ -89,6 +89,7 @@ async def test_demo_dashboards_kill9_backup_page_shows_takeover_in_timeline(
         f"{a} to take the role back",
     )
     await page_a.reload()
+    await log_in(page_a, *cluster.login)  # logins live in memory: a restarted node forgot them
     await expect(page_a.locator("#role")).to_have_text("MASTER")
     await expect(page_b.locator("#role")).to_have_text("BACKUP")
     switchback = page_b.locator('#timeline li[data-kind="role"]', has_text="became BACKUP")
