@@ -417,7 +417,7 @@ def config_import_keepalived(
     Explains every mapping on stderr; writes the YAML to stdout or --output.
     """
     from tandem.config.keepalived import parse_file
-    from tandem.config.migrate import ImportOptions, hub_part, import_keepalived, read_scripts
+    from tandem.config.migrate import ImportOptions, import_keepalived, read_scripts
 
     if recovery not in (None, "automatic", "manual"):
         raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
@@ -425,22 +425,11 @@ def config_import_keepalived(
         raise _fail(f"{keepalived_conf}: no such file", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
-        hub_config = None
-        if hub is not None:
-            try:
-                hub_text = hub.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
-            hub_config = hub_part(hub_text, str(hub))
-        secret = (
-            read_secret_file(secret_file, "secret")
-            if secret_file is not None
-            else os.environ.get("TANDEM_SECRET") or None
-        )
+        hub_config = _hub_part(hub)
         options = ImportOptions(
             node=node,
             peer_url=peer_url,
-            secret=secret,
+            secret=_import_secret(secret_file),
             instance=instance,
             recovery=recovery,  # type: ignore[arg-type]
             drop_checks=frozenset(drop_check or ()),
@@ -453,8 +442,30 @@ def config_import_keepalived(
     if output is None:
         typer.echo(result.yaml_text, nl=False)
     else:
-        output.write_text(result.yaml_text, encoding="utf-8")
-        typer.echo(f"wrote {output}", err=True)
+        from tandem.fileio import PRIVATE_MODE, write_atomic
+
+        write_atomic(output, result.yaml_text, mode=PRIVATE_MODE)  # it holds the secret
+        typer.echo(f"wrote {output} (mode 0600: it holds the cluster secret)", err=True)
+
+
+def _hub_part(hub: Path | None) -> Any:
+    """The devices/mqtt/outbox/api of a native config to merge into an import."""
+    from tandem.config.migrate import hub_part
+
+    if hub is None:
+        return None
+    try:
+        hub_text = hub.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
+    return hub_part(hub_text, str(hub))
+
+
+def _import_secret(secret_file: Path | None) -> str | None:
+    """--secret-file, else $TANDEM_SECRET, else None (the import makes a new one)."""
+    if secret_file is not None:
+        return read_secret_file(secret_file, "secret")
+    return os.environ.get("TANDEM_SECRET") or None
 
 
 @config_app.command("export-keepalived")

@@ -149,6 +149,14 @@ def create_app(
     app.state.streams = streams
     app.state.security = security
     app.add_middleware(SecurityMiddleware, security=security, router=app.router)
+    _add_read_routes(app, view, streams, heartbeat_s)
+    _add_control_routes(app, view, security)
+    add_login_routes(app, security, STATIC_DIR)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _add_read_routes(app: FastAPI, view: HubView, streams: LiveStreams, heartbeat_s: float) -> None:
     # Every handler is `async def` on purpose: the view is read on the event loop thread that
     # owns the runtime's state; plain `def` handlers would run in a thread pool and race it.
 
@@ -191,6 +199,8 @@ def create_app(
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         )
 
+
+def _add_control_routes(app: FastAPI, view: HubView, security: Security) -> None:
     @app.post(f"{API}/switchover", dependencies=[needs(Access.OPERATOR)])
     async def switchover(request: Request) -> dict[str, Any]:
         principal = principal_of(request.scope)
@@ -212,10 +222,6 @@ def create_app(
     @app.get("/", include_in_schema=False, dependencies=[needs(Access.VIEWER)])
     async def dashboard() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    add_login_routes(app, security, STATIC_DIR)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
 class _InLoopServer(uvicorn.Server):

@@ -64,6 +64,48 @@ def session_info(security: Security, principal: Principal) -> SessionInfo:
     )
 
 
+async def log_in(request: Request, security: Security, checking: asyncio.Semaphore) -> JSONResponse:
+    """POST /api/v1/login: throttle, check the password in a worker thread, open a session."""
+    form = _parse(await request.body(), request.headers.get("content-type", ""))
+    client = request.client.host if request.client else "?"
+    keys = (f"user:{form.username}", f"addr:{client}")
+    wait = max(security.throttle.wait_s(k, security.clock()) for k in keys)
+    if wait > 0:
+        security.refused(Refusal.LOGIN_THROTTLED, "POST", f"{API}/login", client)
+        raise _refusal(Refusal.LOGIN_THROTTLED, {"Retry-After": str(math.ceil(wait))})
+    async with checking:
+        user = await asyncio.to_thread(security.users.verify, form.username, form.password)
+    if user is None:
+        for key in keys:
+            security.throttle.failed(key, security.clock())
+        security.refused(Refusal.LOGIN_FAILED, "POST", f"{API}/login", client)
+        raise _refusal(Refusal.LOGIN_FAILED)
+    for key in keys:
+        security.throttle.succeeded(key)
+    previous = principal_of(request.scope)
+    if previous is not None and previous.session_id is not None:
+        security.sessions.end(previous.session_id)  # a fresh session id on every login
+    cookie, session = security.sessions.create(user.name, user.role, security.clock())
+    log.info("user %s (%s) logged in from %s", user.name, user.role.value, client)
+    body = SessionInfo(
+        user=user.name,
+        role=user.role.value,
+        kind=PrincipalKind.SESSION.value,
+        csrf_token=session.csrf,
+        idle_timeout_s=security.sessions.idle_s,
+    )
+    response = JSONResponse(body.model_dump())
+    response.set_cookie(
+        security.cookie_name,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=security.tls,
+        path="/",
+    )
+    return response
+
+
 def add_login_routes(app: FastAPI, security: Security, static_dir: Path) -> None:
     # One password check at a time: argon2id takes 64 MiB and tens of ms of CPU each, and the
     # node's VRRP timing shares those cores.
@@ -75,44 +117,7 @@ def add_login_routes(app: FastAPI, security: Security, static_dir: Path) -> None
 
     @app.post(f"{API}/login", response_model=SessionInfo, dependencies=[needs(Access.PUBLIC)])
     async def login(request: Request) -> JSONResponse:
-        form = _parse(await request.body(), request.headers.get("content-type", ""))
-        client = request.client.host if request.client else "?"
-        keys = (f"user:{form.username}", f"addr:{client}")
-        wait = max(security.throttle.wait_s(k, security.clock()) for k in keys)
-        if wait > 0:
-            security.refused(Refusal.LOGIN_THROTTLED, "POST", f"{API}/login", client)
-            raise _refusal(Refusal.LOGIN_THROTTLED, {"Retry-After": str(math.ceil(wait))})
-        async with checking:
-            user = await asyncio.to_thread(security.users.verify, form.username, form.password)
-        if user is None:
-            for key in keys:
-                security.throttle.failed(key, security.clock())
-            security.refused(Refusal.LOGIN_FAILED, "POST", f"{API}/login", client)
-            raise _refusal(Refusal.LOGIN_FAILED)
-        for key in keys:
-            security.throttle.succeeded(key)
-        previous = principal_of(request.scope)
-        if previous is not None and previous.session_id is not None:
-            security.sessions.end(previous.session_id)  # a fresh session id on every login
-        cookie, session = security.sessions.create(user.name, user.role, security.clock())
-        log.info("user %s (%s) logged in from %s", user.name, user.role.value, client)
-        body = SessionInfo(
-            user=user.name,
-            role=user.role.value,
-            kind=PrincipalKind.SESSION.value,
-            csrf_token=session.csrf,
-            idle_timeout_s=security.sessions.idle_s,
-        )
-        response = JSONResponse(body.model_dump())
-        response.set_cookie(
-            security.cookie_name,
-            cookie,
-            httponly=True,
-            samesite="strict",
-            secure=security.tls,
-            path="/",
-        )
-        return response
+        return await log_in(request, security, checking)
 
     @app.post(f"{API}/logout", dependencies=[needs(Access.VIEWER)])
     async def logout(request: Request) -> JSONResponse:

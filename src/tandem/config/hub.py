@@ -138,7 +138,9 @@ class ApiConfig(_Model):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8085, ge=0, le=65535)
-    tls: ApiTlsConfig | None = None
+    tls: ApiTlsConfig | None = Field(
+        default=None, description="serve API, dashboard and peer link over HTTPS"
+    )
     allowed_hosts: list[str] | None = Field(
         default=None,
         description="Host header values accepted (names or addresses, no port; '*' for any); "
