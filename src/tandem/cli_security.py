@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from tandem.errors import ConfigError, TandemError
+from tandem.security.roles import Role
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -43,9 +44,7 @@ def _data_dir(config_file: Path) -> Path:
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-def _role(text: str) -> object:
-    from tandem.security.roles import Role
-
+def _role(text: str) -> Role:
     try:
         return Role(text)
     except ValueError:
@@ -88,7 +87,7 @@ def user_add(
     store = UserStore(_data_dir(config_file))
     chosen = _role(role)
     try:
-        user = store.add(name, chosen, _password(password_file))  # type: ignore[arg-type]
+        user = store.add(name, chosen, _password(password_file))
     except TandemError as exc:
         raise _fail(f"tandem user add: {exc}", EXIT_RUNTIME) from None
     typer.echo(f"added user {user.name} ({user.role.value}) to {store.path}")
@@ -153,7 +152,7 @@ def token_create(
     store = TokenStore(_data_dir(config_file))
     chosen = _role(role)
     try:
-        info, token = store.create(chosen, name, expires)  # type: ignore[arg-type]
+        info, token = store.create(chosen, name, expires)
     except TandemError as exc:
         raise _fail(f"tandem token create: {exc}", EXIT_RUNTIME) from None
     until = (

@@ -582,3 +582,28 @@ async def test_api_secrets_absent_from_responses_and_logs(
             assert secret not in answer
     stored = (n.data_dir / "tokens.json").read_text() + (n.data_dir / "users.json").read_text()
     assert not any(t in stored for t in n.tokens.values()) and PASSWORD not in stored
+
+
+async def test_api_websocket_refused_before_handshake(node: Node) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/api/v1/events",
+        "raw_path": b"/api/v1/events",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8085),
+        "subprotocols": [],
+    }
+    await node.app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]

@@ -104,7 +104,11 @@ class SecurityMiddleware:
         self.streams = StreamSlots()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":
+            # No route speaks WebSocket; refused before any handshake, as nothing is open.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         send = self._with_headers(scope, send)
