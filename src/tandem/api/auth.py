@@ -9,7 +9,6 @@ open by accident. The dependency checks again inside FastAPI, in case the middle
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from starlette.types import Scope
 
 from tandem.api.hosts import AllowedHosts, default_extra_hosts
 from tandem.api.sessions import LoginThrottle, SessionStore, session_key
-from tandem.security.keys import peer_bearer
+from tandem.security.keys import bearer_matches, peer_bearer
 from tandem.security.roles import Access, Principal, PrincipalKind
 from tandem.security.tls import ServerTls
 from tandem.security.tokens import TokenStore
@@ -264,8 +263,7 @@ class Security:
     def _peer(self, authorization: str | None) -> Principal | Refusal:
         if authorization is None:
             return Refusal.NO_CREDENTIAL
-        given = authorization.removeprefix("Bearer ").encode()
-        if self.peer_bearer is None or not hmac.compare_digest(given, self.peer_bearer.encode()):
+        if self.peer_bearer is None or not bearer_matches(authorization, self.peer_bearer):
             return Refusal.BAD_CREDENTIAL
         return Principal(PrincipalKind.PEER, "peer", None)
 

@@ -10,7 +10,6 @@ always knows the master's term and watermarks; a handover is one authenticated P
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tandem.api.auth import needs
 from tandem.ha.controller import Key, PeerView
-from tandem.security.keys import peer_bearer
+from tandem.security.keys import bearer_matches, peer_bearer
 from tandem.security.roles import Access
 from tandem.security.tls import PeerTls
 
@@ -70,13 +69,6 @@ class HandoverAnswer(BaseModel):
     reason: str
 
 
-def check_secret(expected: str, authorization: str | None) -> None:
-    """Constant-time check of the peer-link bearer derived from `expected`; 401 otherwise."""
-    given = (authorization or "").removeprefix("Bearer ").encode()
-    if not authorization or not hmac.compare_digest(given, peer_bearer(expected).encode()):
-        raise HTTPException(status_code=401, detail="peer link: missing or wrong secret")
-
-
 def peer_router(
     secret: str,
     state: Callable[[], PeerState],
@@ -86,12 +78,11 @@ def peer_router(
 ) -> APIRouter:
     """Routes under /api/v1/peer; `extra` lets config sync add its own, with the same auth."""
     router = APIRouter(prefix=PEER_PREFIX, dependencies=[needs(Access.PEER)])
-    bearer = peer_bearer(secret).encode()
+    bearer = peer_bearer(secret)
 
     def auth(authorization: str | None) -> None:
         # Checked here too, not only by the API's middleware: these routes move the role.
-        given = (authorization or "").removeprefix("Bearer ").encode()
-        if not authorization or not hmac.compare_digest(given, bearer):
+        if not bearer_matches(authorization, bearer):
             raise HTTPException(status_code=401, detail="peer link: missing or wrong secret")
 
     @router.get("/state")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -32,3 +33,13 @@ def peer_bearer(secret: str) -> str:
 def broker_hmac_key(secret: str) -> bytes:
     """The key the HA layer signs its broker messages with."""
     return derive_key(secret, BROKER_HMAC_LABEL)
+
+
+def bearer_matches(authorization: str | None, expected: str) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    if not authorization or not expected:
+        return False
+    scheme, _, value = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), expected.encode()
+    )
