@@ -65,8 +65,8 @@ def import_seed(
     tandem = [sys.executable, "-m", "tandem"]
     done = subprocess.run(
         [*tandem, "config", "import-keepalived", str(conf), "--hub", str(hub),
-         "--secret", SECRET, "-o", str(out)],
-        capture_output=True, text=True, timeout=60,
+         "--secret-file", "-", "-o", str(out)],
+        capture_output=True, text=True, timeout=60, input=SECRET + "\n",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "replaced" in done.stderr  # the curl check and the start/stop scripts
