@@ -26,9 +26,9 @@ async def run_node(config_path: Path) -> int:
     cfg = load_config(config_path)
     if getattr(cfg, "ha", None) is not None:
         # Imported here: a single node needs none of the HA machinery.
-        from tandem.ha.node import run_ha_node  # type: ignore[import-not-found]
+        from tandem.ha.warden import run_ha_node
 
-        return int(await run_ha_node(cfg, config_path))
+        return await run_ha_node(cfg, config_path)
     return await run_single_node(cfg)
 
 

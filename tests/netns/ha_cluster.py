@@ -32,7 +32,7 @@ from typing import Any, Literal
 import httpx
 
 from tandem.ha.audit import Arrival, DeliveryAudit
-from tandem.ha.observer import Delivered
+from tandem.ha.audit import Delivered
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +294,12 @@ class AuditProcess:
                         Arrival(
                             doc["at"],
                             Delivered(
-                                doc["device"],
-                                doc["group"],
-                                doc["slot"],
-                                doc["term"],
-                                doc["source_node"],
+                                device=doc["device"],
+                                group=doc["group"],
+                                slot=doc["slot"],
+                                seq=doc.get("seq", 0),
+                                term=doc["term"],
+                                source_node=doc["source_node"],
                             ),
                         )
                     )
@@ -324,7 +325,7 @@ def _values(payload: bytes) -> bool:
 async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
     import aiomqtt
 
-    from tandem.ha.observer import parse_delivered
+    from tandem.ha.audit import parse_delivered
 
     with out.open("a", buffering=1) as sink:
         while True:
@@ -346,6 +347,7 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
                             "device": d.device,
                             "group": d.group,
                             "slot": d.slot,
+                            "seq": d.seq,
                             "term": d.term,
                             "source_node": d.source_node,
                             # Identical bytes again is a QoS 1 redelivery on some hop, not
@@ -645,8 +647,14 @@ class TandemNode:
         return body
 
     def role(self) -> str | None:
+        """The role from status; "MASTER" only once it publishes (not while taking over)."""
         s = self.status()
-        return None if s is None else str(s.get("role"))
+        if s is None:
+            return None
+        role = str(s.get("role"))
+        if role == "MASTER" and not s.get("publishing"):
+            return f"MASTER ({s.get('phase')})"
+        return role
 
     def switchover(self) -> httpx.Response:
         return self.place.request("POST", f"{self.url}/api/v1/switchover", timeout=15.0)

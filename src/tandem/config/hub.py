@@ -208,6 +208,12 @@ class HealthSection(_Model):
     fail_after: float = Field(
         default=0.3, ge=0, description="seconds a broker/devices check must fail before it counts"
     )
+    deadline: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds without a health report from the hub process before it counts as "
+        "hung (the node goes FAULT and the peer takes over)",
+    )
 
 
 class HooksSection(_Model):
