@@ -274,14 +274,28 @@ async def test_metrics_endpoint_exposition_parses() -> None:
 
 
 def test_metrics_unknown_role_gets_its_own_series() -> None:
-    text = render_metrics(make_status(role="INIT")).decode()
+    text = render_metrics(make_status(role="ODD")).decode()
     roles = {
         s.labels["role"]: s.value
         for f in text_string_to_metric_families(text)
         if f.name == "tandem_role"
         for s in f.samples
     }
-    assert roles == {"MASTER": 0, "BACKUP": 0, "FAULT": 0, "SINGLE": 0, "INIT": 1}
+    known = {"MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED"}
+    assert roles == {**dict.fromkeys(known, 0), "ODD": 1}
+
+
+def test_metrics_role_series_do_not_grow_with_terms_or_phases() -> None:
+    names = set()
+    for term, phase in ((1, "barrier"), (2, "quiet"), (3, "active"), (9, "acquiring")):
+        text = render_metrics(make_status(role="MASTER", term=term, phase=phase)).decode()
+        names |= {
+            s.labels["role"]
+            for f in text_string_to_metric_families(text)
+            if f.name == "tandem_role"
+            for s in f.samples
+        }
+    assert names == {"MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED"}
 
 
 def test_metrics_watermark_lag_only_when_known() -> None:

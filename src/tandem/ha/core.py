@@ -102,6 +102,7 @@ class HaCore:
     config_ok: bool = True
     holding_since: float | None = None
     last_foreign_activity: float = float("-inf")
+    observer_since: float = float("inf")  # since when the broker observer could see others
     last_delivery_at: float | None = None
     expect_handover_until: float = float("-inf")
     recovered_for: float | None = None
@@ -114,6 +115,7 @@ class HaCore:
     stopping: bool = False
     stopped: bool = False
     was_active: bool = False
+    fenced: bool = False  # this leadership lost its term to a higher one
     spurious_takeovers: int = 0
     priority: int = 0
     coordinator: dict[str, object] = field(default_factory=dict)
@@ -210,13 +212,16 @@ class HaCore:
             raw["device_path"] = False
         self.health.update(raw, fact.reasons, now)
         self.holding_since = held
+        if fact.observer_ready and not self.observer_ready:
+            # Quiet counts only from here: before, we could not have seen anyone.
+            self.observer_since = now
         self.observer_ready, self.config_ok = fact.observer_ready, fact.config_ok
         if back:
             self._announce_role("hub reporting", HaReason.HUB_BACK, out)
 
     def _on_hub_lost(self, fact: HubLost, now: float, out: list[Action]) -> None:
         self._hub_down("the hub process ended", HaReason.HUB_LOST, out)
-        self.hub_up = False
+        self.hub_up = self.observer_ready = False
         self.marks.trims_lost()
         self.marks.polling_stopped()
         self._gate = None
@@ -442,6 +447,7 @@ class HaCore:
             if self.run is not None:
                 self._finish_run(Refusal(Refused.STALE_TERM, "a higher term appeared"), out)
             detail = f"fenced by {self.highest_term_node} (term {self.highest_term})"
+            self.fenced = True
             self._enter(Phase.BARRIER, HaReason.HIGHER_TERM_SEEN, detail, out)
 
     def _check_lease(self, now: float, out: list[Action]) -> None:
@@ -462,11 +468,13 @@ class HaCore:
         if self.phase in (Phase.BARRIER, Phase.REVALIDATING):
             self._barrier_step(now, out)
         elif self.phase is Phase.QUIET and self.config_ok and self.observer_ready:
-            quiet = now - self.last_foreign_activity >= self.cfg.quiet_window
+            heard = max(self.last_foreign_activity, self.observer_since)
+            quiet = now - heard >= self.cfg.quiet_window
             expected = now < self.expect_handover_until
             if quiet or expected:
                 reason = HaReason.BROKER_QUIET if quiet else HaReason.HANDOVER_EXPECTED
-                self._enter(Phase.ACQUIRING, reason, f"term above {self.highest_term}", out)
+                detail = f"acquiring term {self.highest_term + 1}: persisting it"
+                self._enter(Phase.ACQUIRING, reason, detail, out)
                 out.append(RequestToken(self.highest_term))
 
     def _barrier_step(self, now: float, out: list[Action]) -> None:
@@ -570,6 +578,8 @@ class HaCore:
     def _enter(self, phase: Phase, reason: HaReason, detail: str, out: list[Action]) -> None:
         if phase is not Phase.BARRIER and phase is not Phase.REVALIDATING:
             self.barrier = None
+        if phase in (Phase.ACTIVE, Phase.STANDBY):
+            self.fenced = False
         self.phase = phase
         self._announce_role(detail, reason, out)
 
@@ -591,7 +601,7 @@ class HaCore:
         return HaRole.BACKUP
 
     def _quiet_detail(self) -> str:
-        if self.highest_term_node not in ("", self.cfg.node) and self.highest_term > self.term:
+        if self.fenced:
             return (
                 f"fenced by {self.highest_term_node} (term {self.highest_term}): "
                 "waiting for the broker to go quiet"

@@ -93,7 +93,7 @@ class BrokerObserver:
         self.messages = 0
         self.drops = DropCounts()
         self.connected = False
-        self._drop_log = RateLimitedLog()
+        self._drop_log = RateLimitedLog(logger=log)
 
     @property
     def ready(self) -> bool:

@@ -83,6 +83,7 @@ class RateLimitedLog:
 
     period: float = 10.0
     clock: Clock = time.monotonic
+    logger: logging.Logger = log
     _last: dict[str, float] = field(default_factory=dict)
     _held: dict[str, int] = field(default_factory=dict)
 
@@ -95,7 +96,7 @@ class RateLimitedLog:
         held = self._held.pop(key, 0)
         self._last[key] = now
         suffix = f" (+{held} similar suppressed)" if held else ""
-        log.warning(msg + suffix, *args)
+        self.logger.warning(msg + suffix, *args)
 
 
 @dataclass(slots=True)
