@@ -31,8 +31,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tandem.ha.audit import Arrival, DeliveryAudit
-from tandem.ha.audit import Delivered
+from tandem.ha.audit import Arrival, Delivered, DeliveryAudit
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from tandem.ha.types import (
     RoleChanged,
     SecurityEvent,
     SetGate,
-    SwitchoverAsked,
     TermSeen,
     Tick,
     TokenGranted,
