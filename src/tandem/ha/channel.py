@@ -94,7 +94,7 @@ def _build(cls: type, data: Any) -> Any:
         raise ChannelError(f"{cls.__name__}: expected an object")
     hints = _hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name in data:
             kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
     try:

@@ -24,24 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tandem.ha import policy
+from tandem.ha import handover, policy
 from tandem.ha.health import HealthState
 from tandem.ha.records import CoreConfig, CoreSnapshot, Failover, HandoverRun, snapshot_of
 from tandem.ha.types import (
     Acked,
     Action,
     Announce,
-    AnswerOffer,
-    AnswerSwitchover,
     BarrierDone,
     CoordinatorInfo,
     Delivered,
-    Drain,
     Drained,
     Fact,
     HandoverAnswered,
-    HandoverCause,
-    HandoverOffer,
     HandoverOffered,
     HaReason,
     HaRole,
@@ -56,12 +51,10 @@ from tandem.ha.types import (
     Polled,
     Refusal,
     Refused,
-    Release,
     RequestBarrier,
     RequestToken,
     RoleChanged,
     SecurityEvent,
-    SendOffer,
     SetGate,
     SetPriority,
     ShutdownAsked,
@@ -163,7 +156,7 @@ class HaCore:
             if self.run is not None:
                 reason = HaReason.HANDED_OVER if self.run.step == "release" else reason
                 lost = Refusal(Refused.LEADERSHIP_LOST, "leadership ended during the handover")
-                self._finish_run(None if self.run.step == "release" else lost, out)
+                handover.finish_run(self, None if self.run.step == "release" else lost, out)
             self._enter(Phase.STANDBY, reason, fact.detail, out)
         else:
             self._announce_role(fact.detail or self.detail, HaReason.COORDINATOR_STATE, out)
@@ -283,61 +276,6 @@ class HaCore:
         if view.publishing:
             self.marks.merge(view.watermarks)
 
-    def _on_offer(self, fact: HandoverOffered, now: float, out: list[Action]) -> None:
-        offer = fact.offer
-        refusal = self._refuse_offer(offer)
-        if refusal is None:
-            self.marks.merge(offer.watermarks)
-            self._learn_term(offer.term, offer.from_node, out)
-            self.expect_handover_until = now + self.cfg.expect_handover_s
-            if offer.manual and self.peer is not None:
-                # An operator chose this node: do not hand straight back to the preferred one.
-                self.recovered_for = self.peer.started_at
-        out.append(AnswerOffer(fact.request, refusal))
-
-    def _on_switchover(self, fact: SwitchoverAsked, now: float, out: list[Action]) -> None:
-        refusal = self._may_hand_over(now)
-        if refusal is not None:
-            out.append(AnswerSwitchover(fact.request, refusal))
-            return
-        self._start_run(HandoverCause.SWITCHOVER, True, fact.request, now, out)
-
-    def _on_drained(self, fact: Drained, now: float, out: list[Action]) -> None:
-        run = self.run
-        if run is None or run.step != "drain" or run.ident != fact.drain:
-            return
-        run.step, run.ident = "offer", self._next_id()
-        run.deadline = now + self.cfg.offer_timeout
-        offer = HandoverOffer(
-            from_node=self.cfg.node,
-            term=self.term,
-            watermarks=dict(self.marks.delivered),
-            manual=run.manual,
-            reason=run.cause.value,
-        )
-        out.append(SendOffer(run.ident, offer))
-
-    def _on_answered(self, fact: HandoverAnswered, now: float, out: list[Action]) -> None:
-        run = self.run
-        if run is None or run.step != "offer" or run.ident != fact.offer:
-            return
-        if fact.refusal is not None:
-            self._finish_run(fact.refusal, out)
-            self._enter(Phase.ACTIVE, HaReason.HANDOVER_FAILED, str(fact.refusal), out)
-            return
-        run.step, run.deadline = "release", now + self.cfg.offer_timeout
-        peer = self.peer.node if self.peer is not None else "peer"
-        out.append(Release(f"handover to {peer}: {run.cause.value}"))
-
-    def _on_shutdown(self, fact: ShutdownAsked, now: float, out: list[Action]) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        if self.run is None and self._may_hand_over(now) is None:
-            self._start_run(HandoverCause.SHUTDOWN, False, None, now, out)
-        elif self.run is None:
-            self._stop(out)
-
     # ---- helpers for facts ----
 
     def _learn_term(self, term: int, node: str, out: list[Action]) -> None:
@@ -358,53 +296,8 @@ class HaCore:
         if term > self.highest_term:
             self.highest_term, self.highest_term_node = term, node
 
-    def _refuse_offer(self, offer: HandoverOffer) -> Refusal | None:
-        assert self.health is not None
-        if self.stopping:
-            return Refusal(Refused.STOPPING, f"{self.cfg.node} is stopping")
-        return policy.offer_refusal(
-            offer,
-            node=self.cfg.node,
-            role=self.role,
-            healthy=self.health.healthy,
-            config_ok=self.config_ok,
-            peer=self.peer,
-            highest_term=self.highest_term,
-            buffer_from=self.marks.buffer_from,
-            hot=self.cfg.standby == "hot",
-        )
-
-    def _may_hand_over(self, now: float) -> Refusal | None:
-        if self.run is not None:
-            return Refusal(Refused.HANDOVER_RUNNING, "a handover is already running")
-        if self.phase is not Phase.ACTIVE:
-            return Refusal(
-                Refused.NOT_ACTIVE_MASTER, f"{self.cfg.node} is {self.role} ({self.phase})"
-            )
-        return self._peer_refusal(now)
-
     def _peer_refusal(self, now: float) -> Refusal | None:
         return policy.peer_ready(self.peer, now, self.cfg.peer_timeout, self.marks.delivered)
-
-    def _start_run(
-        self, cause: HandoverCause, manual: bool, reply: int | None, now: float, out: list[Action]
-    ) -> None:
-        ident = self._next_id()
-        self.run = HandoverRun(cause, manual, reply, "drain", ident, now + self.cfg.drain_timeout)
-        peer = self.peer.node if self.peer is not None else "peer"
-        self._enter(Phase.HANDING_OVER, HaReason.HANDOVER_STARTED, f"to {peer}: {cause}", out)
-        self._gate_step(now, out, renew=False)  # publishing off before the drain starts
-        out.append(Drain(ident))
-
-    def _finish_run(self, refusal: Refusal | None, out: list[Action]) -> None:
-        run, self.run = self.run, None
-        if run is None:
-            return
-        if run.reply is not None:
-            to = self.peer.node if self.peer is not None and refusal is None else ""
-            out.append(AnswerSwitchover(run.reply, refusal, to, dict(self.marks.delivered)))
-        if self.stopping:
-            self._stop(out)
 
     def _stop(self, out: list[Action]) -> None:
         if not self.stopped:
@@ -427,7 +320,7 @@ class HaCore:
         self._check_fencing(now, out)
         self._check_lease(now, out)
         self._leader_step(now, out)
-        self._run_step(now, out)
+        handover.run_step(self, now, out)
         self._trim_step(now, out)
         self._gate_step(now, out, renew=renew)
         self._priority_step(out)
@@ -445,7 +338,9 @@ class HaCore:
             return
         if self.phase in (Phase.ACTIVE, Phase.REVALIDATING, Phase.HANDING_OVER):
             if self.run is not None:
-                self._finish_run(Refusal(Refused.STALE_TERM, "a higher term appeared"), out)
+                handover.finish_run(
+                    self, Refusal(Refused.STALE_TERM, "a higher term appeared"), out
+                )
             detail = f"fenced by {self.highest_term_node} (term {self.highest_term})"
             self.fenced = True
             self._enter(Phase.BARRIER, HaReason.HIGHER_TERM_SEEN, detail, out)
@@ -486,27 +381,6 @@ class HaCore:
         ident = self._next_id()
         self.barrier = (ident, now)
         out.append(RequestBarrier(ident))
-
-    def _run_step(self, now: float, out: list[Action]) -> None:
-        run = self.run
-        if run is not None and now > run.deadline:
-            self._finish_run(Refusal(Refused.TIMED_OUT, f"no answer in step {run.step}"), out)
-            if self.leading and self.phase is Phase.HANDING_OVER:
-                self._enter(Phase.ACTIVE, HaReason.HANDOVER_FAILED, f"{run.step} timed out", out)
-        if self.run is not None or self.phase is not Phase.ACTIVE or self.stopping:
-            return
-        if self._peer_refusal(now) is not None:
-            return
-        assert self.health is not None and self.peer is not None
-        cause = policy.switchback_cause(
-            healthy=self.health.healthy,
-            base_priority=self.cfg.base_priority,
-            automatic=self.cfg.recovery == "automatic",
-            peer=self.peer,
-            recovered_for=self.recovered_for,
-        )
-        if cause is not None:
-            self._start_run(cause, False, None, now, out)
 
     def _trim_step(self, now: float, out: list[Action]) -> None:
         if not self.hub_up:
@@ -649,9 +523,9 @@ _HANDLERS: dict[type, _Handler] = {
     TrimsApplied: HaCore._on_trimmed,
     BarrierDone: HaCore._on_barrier,
     PeerSeen: HaCore._on_peer,
-    HandoverOffered: HaCore._on_offer,
-    SwitchoverAsked: HaCore._on_switchover,
-    Drained: HaCore._on_drained,
-    HandoverAnswered: HaCore._on_answered,
-    ShutdownAsked: HaCore._on_shutdown,
+    HandoverOffered: handover.on_offer,
+    SwitchoverAsked: handover.on_switchover,
+    Drained: handover.on_drained,
+    HandoverAnswered: handover.on_answered,
+    ShutdownAsked: handover.on_shutdown,
 }

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter, Header
+
 from tandem.api.view import HaInfo
 from tandem.config.hub import TandemConfig
 from tandem.errors import TandemError
@@ -125,6 +127,7 @@ class HubSide:
             self._apply_config,
             self.peer,
             lambda message, detail: self.hub.add_timeline("config", message, detail),
+            peer_fresh_s=self.ha.peer_fresh_s,
         )
         self.configsync.main_routes(self.hub.app)
         self.hub.app.include_router(
@@ -352,10 +355,7 @@ class HubSide:
             await asyncio.sleep(0.2)
 
     async def _drain(self, ident: int) -> None:
-        deadline = time.monotonic() + DRAIN_S
-        while self.hub.publisher.status().inflight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)  # acks are flushed (as facts) on the next loop step
+        await self.hub.drain_inflight(DRAIN_S)  # the acks go out as facts before Drained
         self.facts.add(Drained(ident))
 
     async def _send_offer(self, message: SendOffer) -> None:
@@ -412,9 +412,7 @@ class HubSide:
         log.warning("refused handover from %s: %s", req.from_node, refusal)
         return HandoverAnswer(accepted=False, reason=refusal.detail, refused=refusal.reason.value)
 
-    def _extra_routes(self, router: Any, auth: Callable[[str | None], None]) -> None:
-        from fastapi import Header
-
+    def _extra_routes(self, router: APIRouter, auth: Callable[[str | None], None]) -> None:
         self.configsync.routes(router, auth)
 
         @router.post("/switchover")

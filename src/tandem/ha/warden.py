@@ -29,9 +29,10 @@ from pathlib import Path
 from tandem.config.hub import HaConfig, TandemConfig
 from tandem.ha.channel import Channel
 from tandem.ha.coordinator import Coordinator, VrrpPair
-from tandem.ha.core import CoreConfig, HaCore
+from tandem.ha.core import HaCore
 from tandem.ha.health import HealthPolicy
 from tandem.ha.messages import CODEC, FACTS, HUB_ACTIONS, HubStart, HubStop
+from tandem.ha.records import CoreConfig
 from tandem.ha.term import TermStore
 from tandem.ha.types import (
     Action,
@@ -51,7 +52,7 @@ from tandem.hooks import NotifyConfig
 from tandem.logs import current_settings
 from tandem.net.instance import open_instance
 from tandem.net.raw import interface_address
-from tandem.supervisor import stop_on_signals
+from tandem.signals import stop_on_signals
 from tandem.vrrp.types import InstanceConfig, State
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def core_config(cfg: TandemConfig, term: int, started_at: float) -> CoreConfig:
             fail_after=ha.health.fail_after,
         ),
         quiet_window=3 * advert,
-        peer_timeout=max(3 * advert, 0.5),
+        peer_timeout=ha.peer_fresh_s,
         lease=max(3 * tick, 2 * advert),
         hub_deadline=ha.health.deadline,
         started_at=started_at,

@@ -335,9 +335,7 @@ class Hub:
         log.info("hub %s stopping", self.config.node)
         await self._stop_pollers()
         self._pending.flush()
-        deadline = time.monotonic() + PUBLISH_GRACE_S
-        while time.monotonic() < deadline and self.publisher.status().inflight > 0:
-            await asyncio.sleep(0.02)
+        await self.drain_inflight()
         for task in (self._publisher_task, api, *watchers):
             if task is None:
                 continue
@@ -389,6 +387,14 @@ class Hub:
         log.info("publishing %s", "on" if on else "off")
         if on:
             self.publisher.notify()
+
+    async def drain_inflight(self, timeout: float = PUBLISH_GRACE_S) -> None:
+        """Until every message handed to the broker got its PUBACK (or `timeout`), and the
+        acks of the last loop step were committed: those rows are not sent again."""
+        deadline = time.monotonic() + timeout
+        while self.publisher.status().inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
 
     def set_role(
         self, role: str, term: int, reason: str, *, phase: str | None = None, detail: str = ""
@@ -656,9 +662,7 @@ class Hub:
         old_task = self._publisher_task
         if old_task is not None and not old_task.done():
             # Acks still on the way would otherwise make the new publisher send those rows again.
-            deadline = time.monotonic() + PUBLISH_GRACE_S
-            while time.monotonic() < deadline and self.publisher.status().inflight > 0:
-                await asyncio.sleep(0.02)
+            await self.drain_inflight()
             old_task.cancel()
             await asyncio.wait([old_task])
         self.publisher = publisher
