@@ -474,3 +474,20 @@ def test_metrics_include_vrrp_counters_when_status_has_vrrp() -> None:
     key = ("tandem_vrrp_transitions_total", (("reason", "master_down_timer_expired"),))
     assert samples[key] == 2
     assert samples[("tandem_health_check", (("check", "devices"),))] == 0
+
+
+def test_metrics_ha_phase_drops_and_spurious_takeovers() -> None:
+    vrrp = {"broker_drops": {"unsigned": 3, "future_slot": 1}, "spurious_takeovers": 2}
+    status = make_status(phase="quiet", publishing=False, vrrp=vrrp, ha=HaInfo(peer="edge-b"))
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(status).decode())}
+    phases = {s.labels["phase"]: s.value for s in families["tandem_ha_phase"].samples}
+    assert phases["quiet"] == 1 and sum(phases.values()) == 1
+    drops = {
+        s.labels["reason"]: s.value
+        for s in families["tandem_broker_messages_dropped"].samples
+        if s.name.endswith("_total")
+    }
+    assert drops == {"unsigned": 3, "future_slot": 1}
+    spurious = families["tandem_vrrp_spurious_takeovers"].samples
+    assert [s.value for s in spurious if s.name.endswith("_total")] == [2]
+    assert families["tandem_publishing"].samples[0].value == 0
