@@ -221,9 +221,12 @@ class ServiceBroker:
 class PlcSimulator:
     """`tandem simulate-plc` on `address`, on a port the kernel chose inside the place."""
 
-    def __init__(self, place: Place, address: str, workdir: Path) -> None:
+    def __init__(
+        self, place: Place, address: str, workdir: Path, load_registers: int = 1000
+    ) -> None:
         self.place = place
         self.host = address
+        self.load_registers = load_registers
         self.port = place.free_port(address)
         self.log = workdir / "plc.log"
         self.process: subprocess.Popen[Any] | None = None
@@ -231,7 +234,16 @@ class PlcSimulator:
     def start(self, timeout: float = 15.0) -> None:
         with self.log.open("ab") as out:
             self.process = self.place.popen(
-                [str(TANDEM), "simulate-plc", "--host", self.host, "--port", str(self.port)],
+                [
+                    str(TANDEM),
+                    "simulate-plc",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--load-registers",
+                    str(self.load_registers),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -517,8 +529,13 @@ def node_config(
     plc: tuple[str, int],
     standby: Standby = "hot",
     recovery: Literal["automatic", "manual"] = "automatic",
+    load_tags: int = 0,
 ) -> dict[str, Any]:
-    """A full `tandem run` config for one node of the pair (JSON is valid YAML)."""
+    """A full `tandem run` config for one node of the pair (JSON is valid YAML).
+
+    `load_tags` adds a group "load" of that many registers (the simulator's load block), for
+    tests and benchmarks of a pair under a realistic tag count.
+    """
     vrrp: dict[str, Any] = {
         "transport": plan.transport,
         "version": 3,
@@ -559,6 +576,7 @@ def node_config(
                         "interval": GROUP_INTERVAL,
                         "tags": [{"name": "coil0", "area": "coil", "address": 0, "type": "bool"}],
                     },
+                    *load_group(load_tags),
                 ],
             }
         ],
@@ -572,6 +590,18 @@ def node_config(
             "vrrp": vrrp,
         },
     }
+
+
+def load_group(tags: int) -> list[dict[str, Any]]:
+    if tags <= 0:
+        return []
+    return [
+        {
+            "name": "load",
+            "interval": GROUP_INTERVAL,
+            "tags": [{"name": f"r{i}", "address": 100 + i} for i in range(tags)],
+        }
+    ]
 
 
 class TandemNode:
@@ -788,11 +818,12 @@ def build_cluster(
     api_ports: tuple[int, int] | None = None,
     udp_port: int = 5112,
     vip: str | None = None,
+    load_tags: int = 0,
 ) -> HaCluster:
     """Write both configs and make (not start) every process of the pair."""
     workdir.mkdir(parents=True, exist_ok=True)
     broker = ServiceBroker(services, broker_address, workdir / "broker")
-    plc = PlcSimulator(services, plc_address, workdir)
+    plc = PlcSimulator(services, plc_address, workdir, max(1000, load_tags))
     ports = api_ports or (
         node_places[0].free_port(node_addresses[0]),
         node_places[1].free_port(node_addresses[1]),
@@ -819,6 +850,7 @@ def build_cluster(
             plc=(plc.host, plc.port),
             standby=standby,
             recovery=recovery,
+            load_tags=load_tags,
         )
         (workdir / name).mkdir(exist_ok=True)
         path = workdir / name / "node.yaml"
@@ -876,7 +908,7 @@ def free_udp_port_on_both(a: str = LOOPBACK_A, b: str = LOOPBACK_B) -> int:
     raise RuntimeError("no UDP port free on both loopback addresses")
 
 
-def loopback_cluster(workdir: Path, standby: Standby = "hot") -> HaCluster:
+def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
     return build_cluster(
@@ -889,6 +921,7 @@ def loopback_cluster(workdir: Path, standby: Standby = "hot") -> HaCluster:
         transport="udp",
         standby=standby,
         udp_port=free_udp_port_on_both(),
+        load_tags=load_tags,
     )
 
 
