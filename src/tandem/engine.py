@@ -78,6 +78,7 @@ def engine_stats(drivers: list[VrrpDriver]) -> dict[str, object]:
                 {"old": t.old.value, "new": t.new.value, "reason": t.reason.value}
                 for t in d.stats.transitions
             ],
+            "transition_counts": dict(d.stats.transition_counts),
         }
         for d in drivers
     }

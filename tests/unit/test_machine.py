@@ -28,6 +28,7 @@ from tandem.vrrp.types import (
     RemoveVips,
     Resign,
     SendAdvert,
+    SourceCheck,
     Start,
     State,
     Stop,
@@ -56,6 +57,7 @@ def seed_master(**overrides: object) -> InstanceConfig:
         auth_pass=b"abcdefgh",
         skip_check_adv_addr=True,
         unicast_peers=(B_ADDR,),
+        source_check=SourceCheck.OFF,  # keepalived's default: the sender is not checked
     )
     return replace(config, **overrides)  # type: ignore[arg-type]
 
@@ -74,6 +76,7 @@ def seed_backup(**overrides: object) -> InstanceConfig:
         auth_pass=b"abcdefgh",
         skip_check_adv_addr=True,
         unicast_peers=(A_ADDR,),
+        source_check=SourceCheck.OFF,
     )
     return replace(config, **overrides)  # type: ignore[arg-type]
 
@@ -259,7 +262,7 @@ def test_machine_state_master_alone_becomes_master_after_down_interval() -> None
     assert actions == [
         SendAdvert(100, 1.0),
         AddVips((VIP,)),
-        GratuitousArp((VIP,)),
+        GratuitousArp((VIP,), 5),
         Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN, 100, "no master seen"),
     ]
     assert machine.master_address == A_ADDR
@@ -429,7 +432,7 @@ def test_machine_master_priority_zero_advert_answered_at_once() -> None:
 def test_machine_master_lower_advert_readvertises_with_garp() -> None:
     machine = master_machine()
     actions = machine.handle(advert_in(seed_backup(), 90, B_ADDR), 4.0)
-    assert actions == [SendAdvert(100, 1.0), GratuitousArp((VIP,))]
+    assert actions == [SendAdvert(100, 1.0), GratuitousArp((VIP,), 5)]
     assert machine.state is State.MASTER
 
 
@@ -454,7 +457,7 @@ def test_machine_master_equal_priority_from_lower_address_wins_tie() -> None:
     machine = master_machine()  # 10.0.0.127
     lower = IPv4Address("10.0.0.5")
     actions = machine.handle(advert_in(seed_backup(), 100, lower), 4.0)
-    assert actions == [SendAdvert(100, 1.0), GratuitousArp((VIP,))]
+    assert actions == [SendAdvert(100, 1.0), GratuitousArp((VIP,), 5)]
 
 
 def test_machine_master_equal_priority_from_higher_address_loses_tie() -> None:
