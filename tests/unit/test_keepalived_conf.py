@@ -12,6 +12,7 @@ import pytest
 from tandem.config.keepalived import (
     KeepalivedConfig,
     Location,
+    ScriptUser,
     TrackedInterface,
     TrackedScript,
     VirtualAddress,
@@ -22,7 +23,7 @@ from tandem.config.keepalived import (
     to_instance_config,
 )
 from tandem.errors import ConfigError, ConfigProblem
-from tandem.vrrp.types import InstanceConfig, State
+from tandem.vrrp.types import InstanceConfig, SourceCheck, State
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "keepalived"
 GOOD = DATA / "good"
@@ -157,7 +158,9 @@ def test_parse_file_full_layout_reads_every_keyword() -> None:
 
     g = cfg.globals
     assert g.router_id == "edge-a"
-    assert (g.garp_interval, g.gna_interval, g.garp_master_delay) == (0.5, 2.0, 3)
+    assert (g.garp_interval, g.gna_interval, g.garp_master_delay) == (0, 2.0, 3)
+    assert (g.garp_master_repeat, g.check_unicast_src) == (2, True)
+    assert g.notify_fifo_owner == ScriptUser("tandem", None, Location(str(GOOD / "full.conf"), 8))
     assert g.notify_fifo == Path("/run/tandem/notify.fifo")
     assert (g.script_user, g.script_group, g.enable_script_security) == ("tandem", "tandem", True)
     hub = cfg.scripts["chk_hub"]
@@ -167,7 +170,7 @@ def test_parse_file_full_layout_reads_every_keyword() -> None:
     plc = cfg.scripts["chk_plc"]
     assert plc.command == "/usr/bin/test -e /run/plc.ok"
     assert (plc.interval, plc.timeout, plc.weight, plc.rise, plc.fall) == (1, 1, 0, 1, 1)
-    assert plc.location == Location(str(GOOD / "full.conf"), 24)
+    assert plc.location == Location(str(GOOD / "full.conf"), 26)
 
     inst = cfg.instance("VI_HUB")
     assert (inst.priority, inst.advert_int, inst.nopreempt, inst.preempt_delay) == (
@@ -183,20 +186,31 @@ def test_parse_file_full_layout_reads_every_keyword() -> None:
         IPv4Interface("10.0.0.12/32"),
     )
     assert inst.virtual_addresses[1] == VirtualAddress(
-        IPv4Interface("10.0.0.11/24"), dev="eth0", label="eth0:vip"
+        IPv4Interface("10.0.0.11/24"),
+        dev="eth0",
+        label="eth0:vip",
+        broadcast=IPv4Address("10.0.0.255"),
+        scope=253,
+    )
+    assert inst.virtual_addresses[2] == VirtualAddress(
+        IPv4Interface("10.0.0.12/32"), dev="eth3", broadcast=IPv4Address("10.0.0.1"), track=False
     )
     assert inst.unicast_src_ip == IPv4Address("10.0.0.2")
     assert inst.unicast_peers == (IPv4Address("10.0.0.3"), IPv4Address("10.0.0.4"))
     assert inst.track_scripts == (TrackedScript("chk_hub", None), TrackedScript("chk_plc", 10))
     assert inst.track_interfaces == (TrackedInterface("eth1", -5), TrackedInterface("eth2", None))
     assert inst.notify_master == "/etc/tandem/notify.sh master"
-    assert inst.notify_backup == "/etc/tandem/notify.sh backup"
+    assert inst.notify_backup == "/etc/tandem/notify.sh"
+    assert inst.notify_users == {
+        "notify_backup": ScriptUser("tandem", "tandem", Location(str(GOOD / "full.conf"), 64)),
+    }
     assert (inst.notify_fault, inst.notify_stop, inst.notify) == (
         "/etc/tandem/fault.sh",
         "/etc/tandem/stop.sh",
         "/etc/tandem/notify_any.sh",
     )
     assert (inst.garp_master_delay, inst.dont_track_primary) == (2, True)
+    assert (inst.garp_master_repeat, inst.check_unicast_src) == (3, True)
 
     fast = cfg.instance("VI_FAST")
     assert (fast.version, fast.advert_int, fast.priority, fast.state) == (3, 0.25, 255, "MASTER")
@@ -544,6 +558,9 @@ def test_to_instance_config_seed_master_maps_every_field() -> None:
         auth_pass=b"abcdefgh",
         skip_check_adv_addr=True,
         unicast_peers=(IPv4Address("10.0.0.223"),),
+        source_check=SourceCheck.OFF,  # no check_unicast_src: keepalived believes any sender
+        garp_master_delay=5.0,
+        garp_master_repeat=5,
     )
 
 
