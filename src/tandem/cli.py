@@ -69,7 +69,7 @@ def keepalived(
     from tandem.config.keepalived import check_file, parse_file
 
     if test:
-        problems = check_file(config_file)
+        problems = check_file(config_file, scripts=True)
         for p in problems:
             typer.echo(str(p), err=True)
         if problems:

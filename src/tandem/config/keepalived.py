@@ -256,9 +256,19 @@ def parse_file(path: Path) -> KeepalivedConfig:
     return result.config
 
 
-def check_file(path: Path) -> list[ConfigProblem]:
-    """The errors of a config file, sorted by file and line; empty means `parse_file` succeeds."""
-    return list(analyse_file(path).errors)
+def check_file(path: Path, scripts: bool = False) -> list[ConfigProblem]:
+    """The errors of a config file, sorted by file and line; empty means `parse_file` succeeds.
+
+    With `scripts`, also what keepalived finds when it starts (`keepalived -t`): users that do
+    not exist, scripts that are missing, not executable or unsafe under
+    enable_script_security. Those depend on this machine, not only on the file.
+    """
+    result = analyse_file(path)
+    if result.errors or result.config is None or not scripts:
+        return list(result.errors)
+    from tandem.health.scriptplan import plan_scripts  # the system's users and files
+
+    return sorted(plan_scripts(result.config).errors, key=_problem_order)
 
 
 def analyse_file(path: Path) -> CheckResult:
