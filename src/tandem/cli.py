@@ -83,7 +83,7 @@ def keepalived(
     from tandem.config.keepalived import check_file, parse_file
 
     if test:
-        problems = check_file(config_file)
+        problems = check_file(config_file, scripts=True)
         for p in problems:
             typer.echo(str(p), err=True)
         if problems:
@@ -442,7 +442,8 @@ def config_import_keepalived(
     if output is None:
         typer.echo(result.yaml_text, nl=False)
     else:
-        from tandem.fileio import PRIVATE_MODE, write_atomic
+        from tandem.files import write_atomic
+        from tandem.security.store import PRIVATE_MODE
 
         write_atomic(output, result.yaml_text, mode=PRIVATE_MODE)  # it holds the secret
         typer.echo(f"wrote {output} (mode 0600: it holds the cluster secret)", err=True)
@@ -483,8 +484,8 @@ def config_export_keepalived(
     """Write keepalived.conf and scripts that start/stop the hub (cold standby, as in the guide)."""
     from pathlib import PurePosixPath
 
+    from tandem.config.export import export_keepalived, write_files
     from tandem.config.hub import load_config
-    from tandem.config.migrate import export_keepalived, write_files
 
     try:
         config = load_config(config_file)
@@ -503,7 +504,7 @@ def config_export_keepalived(
 @config_app.command("reference")
 def config_reference() -> None:
     """Print the Markdown reference of every config key (docs/configuration.md)."""
-    from tandem.config.migrate import render_reference
+    from tandem.config.reference import render_reference
 
     typer.echo(render_reference(), nl=False)
 

@@ -24,7 +24,7 @@ import httpx
 import yaml
 
 from tandem.errors import TandemError
-from tandem.fileio import write_atomic
+from tandem.files import write_atomic
 from tandem.ha.audit import AuditSubscriber, DeliveryAudit
 from tandem.security.roles import Role
 from tandem.security.tokens import create_token

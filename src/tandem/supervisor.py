@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 from tandem.config.hub import TandemConfig, load_config
 from tandem.hub.runtime import Hub
+from tandem.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def run_node(config_path: Path) -> int:
@@ -26,7 +22,11 @@ async def run_node(config_path: Path) -> int:
     cfg = load_config(config_path)
     warn_if_secrets_readable(cfg, config_path)
     if cfg.ha is not None:
-        return await run_pair_node(cfg, config_path)
+        warn_if_peer_link_in_clear(cfg)
+        # Imported here: a single node needs none of the HA machinery.
+        from tandem.ha.warden import run_ha_node
+
+        return await run_ha_node(cfg, config_path)
     return await run_single_node(cfg)
 
 
@@ -46,24 +46,13 @@ def warn_if_secrets_readable(cfg: TandemConfig, config_path: Path) -> None:
         )
 
 
-async def run_pair_node(cfg: TandemConfig, config_path: Path) -> int:
-    """One member of a pair, its peer link verifying the peer as `ha.peer_tls` says."""
-    # Imported here: a single node needs none of the HA machinery.
-    from tandem.ha.node import HaNode
-    from tandem.security.tls import PeerTls
-
-    assert cfg.ha is not None
-    if not cfg.ha.peer_url.startswith("https://"):
+def warn_if_peer_link_in_clear(cfg: TandemConfig) -> None:
+    if cfg.ha is not None and not cfg.ha.peer_url.startswith("https://"):
         log.warning(
             "the peer link to %s is plain http: its bearer and the synced config (MQTT "
             "password included) travel in clear; see docs/security.md for TLS",
             cfg.ha.peer_url,
         )
-    stop = asyncio.Event()
-    with stop_on_signals(stop):
-        node = HaNode(cfg, config_path)
-        node.peer.use_tls(PeerTls.from_config(cfg.ha.peer_tls, cfg.api.tls))
-        return int(await node.run(stop))
 
 
 async def run_single_node(cfg: TandemConfig) -> int:
@@ -88,23 +77,3 @@ async def run_single_node(cfg: TandemConfig) -> int:
             stopped.cancel()
             log.info("node %s stopping on signal", cfg.node)
     return 0
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` during the block; the default handling comes back after."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s", sig.name)
-        stop.set()
-
-    installed: list[signal.Signals] = []
-    try:
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -60,7 +60,8 @@ def node_config(tmp_path: Path, **api: Any) -> TandemConfig:
 def peer_state() -> PeerState:
     return PeerState(
         node="node-a",
-        vrrp="MASTER",
+        role="MASTER",
+        coordinator_state="MASTER",
         publishing=True,
         term=1,
         priority=100,

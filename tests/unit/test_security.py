@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 
 from tandem.api.sessions import LoginThrottle, SessionStore
-from tandem.fileio import write_atomic
 from tandem.security.certs import fingerprint, init_pair, normalize_fingerprint
 from tandem.security.keys import broker_hmac_key, derive_key, peer_bearer
 from tandem.security.redact import REDACTED, redact
@@ -248,15 +247,14 @@ def test_normalize_fingerprint_accepts_openssl_and_prefixed_forms() -> None:
 # ---- files --------------------------------------------------------------------------------------
 
 
-def test_write_atomic_new_file_private_existing_mode_kept(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    old_umask = os.umask(0o022)
+def test_credential_files_private_even_with_an_open_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0)
     try:
-        write_atomic(path, "one")
+        UserStore(tmp_path).add("alice", Role.VIEWER, PASSWORD)
+        TokenStore(tmp_path).create(Role.VIEWER)
+        init_pair(tmp_path / "tls", [("node-a", "10.0.0.1")], "line1")
     finally:
         os.umask(old_umask)
-    assert mode_of(path) == 0o600 and path.read_text() == "one"
-    path.chmod(0o640)
-    write_atomic(path, b"two")
-    assert mode_of(path) == 0o640 and path.read_text() == "two"
-    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    for path in ("users.json", "tokens.json", "tls/ca.key", "tls/node-a.key"):
+        assert mode_of(tmp_path / path) == 0o600, path
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 REFRESH_S = 10.0  # addresses can change (DHCP, a VIP): re-read them at most this often

@@ -108,7 +108,7 @@ class LoginThrottle:
             return 0.0
         if entry.count < self.free:
             return 0.0
-        delay = min(self.base_s * 2 ** (entry.count - self.free), self.max_s)
+        delay = min(self.base_s * 2.0 ** (entry.count - self.free), self.max_s)
         return max(0.0, entry.last + delay - now)
 
     def failed(self, key: str, now: float) -> None:

@@ -1,1 +1,1 @@
-"""Credentials of a node: derived keys, users, machine tokens, certificates."""
+"""Credentials and keys: derived keys, users, tokens, certificates, TLS."""

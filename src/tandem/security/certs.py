@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tandem.errors import TandemError
-from tandem.fileio import PRIVATE_MODE, write_atomic
+from tandem.files import write_atomic
+from tandem.security.store import PRIVATE_MODE
 
 CA_DAYS = 3650
 NODE_DAYS = 825

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hmac
 
 from cryptography.hazmat.primitives import hashes
@@ -26,12 +25,15 @@ def derive_key(secret: str, label: str, length: int = KEY_BYTES) -> bytes:
 
 
 def peer_bearer(secret: str) -> str:
-    """The bearer both nodes present on the peer link; the raw secret never goes on the wire."""
-    return base64.urlsafe_b64encode(derive_key(secret, PEER_LINK_LABEL)).decode().rstrip("=")
+    """The bearer both nodes present on the peer link; the raw secret never goes on the wire.
+
+    Derived, so neither the secret nor the broker key can be computed from it.
+    """
+    return derive_key(secret, PEER_LINK_LABEL).hex()
 
 
 def broker_hmac_key(secret: str) -> bytes:
-    """The key the HA layer signs its broker messages with."""
+    """The key that signs cluster control messages and the HA fields of data payloads."""
     return derive_key(secret, BROKER_HMAC_LABEL)
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tandem.errors import TandemError
-from tandem.fileio import PRIVATE_MODE, write_atomic
+from tandem.files import write_atomic
 
 log = logging.getLogger(__name__)
+
+PRIVATE_MODE = 0o600  # credential files: readable by the node's own user only
 
 Document = dict[str, Any]
 StatKey = tuple[int, int, int, int]
