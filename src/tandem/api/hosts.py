@@ -62,8 +62,9 @@ class AllowedHosts:
             self._discovered: set[str] | None = None
             return
         self._fixed = {"localhost", "127.0.0.1", "::1", *(_canonical(h) for h in extra)}
-        for name in (socket.gethostname(), socket.getfqdn()):
-            self._fixed.add(_canonical(name))
+        # Not getfqdn(): it asks DNS, which can hang a start for seconds on an isolated
+        # plant network. DNS names in front of the node go in api.allowed_hosts.
+        self._fixed.add(_canonical(socket.gethostname()))
         self._discovered = set()
         self._refresh()
 

@@ -144,7 +144,7 @@ class ApiConfig(_Model):
     allowed_hosts: list[str] | None = Field(
         default=None,
         description="Host header values accepted (names or addresses, no port; '*' for any); "
-        "default: this node's addresses and names, its VIPs and localhost",
+        "default: this node's addresses and host name, its VIPs and localhost",
     )
     metrics_public: bool = Field(
         default=False, description="serve /metrics without a credential (a local Prometheus)"

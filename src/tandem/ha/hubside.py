@@ -125,7 +125,7 @@ class HubSide:
             self.ha.peer_url,
             secret,
             self._on_peer_state,
-            tls=PeerTls.from_config(self.ha.peer_tls, cfg.api.tls),
+            tls=PeerTls.for_peer(self.ha.peer_url, self.ha.peer_tls, cfg.api.tls),
         )
         self.configsync = ConfigSync(
             cfg,

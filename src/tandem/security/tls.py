@@ -82,6 +82,16 @@ class PeerTls:
         self._lock = asyncio.Lock()
 
     @classmethod
+    def for_peer(
+        cls, peer_url: str, peer: PeerTlsConfig | None, own: ApiTlsConfig | None
+    ) -> PeerTls | None:
+        """The TLS side of a link to `peer_url`; None for plain http (nothing to verify, and
+        loading the system's CAs costs a noticeable moment at start)."""
+        if not peer_url.startswith("https://"):
+            return None
+        return cls.from_config(peer, own)
+
+    @classmethod
     def from_config(cls, peer: PeerTlsConfig | None, own: ApiTlsConfig | None) -> PeerTls:
         """CA mode checks chain and hostname; pin mode checks only the exact certificate.
 

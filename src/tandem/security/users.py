@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -21,9 +22,14 @@ MAX_PASSWORD = 1024  # argon2 takes anything; a bound keeps a login request smal
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, 64 MiB, p=4).
 _HASHER = PasswordHasher()
-# Verified against when the user does not exist, so an unknown name costs the same time as a
-# wrong password and the two cannot be told apart.
-_DUMMY_HASH = _HASHER.hash("no such user: the same work as a real check")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so an unknown name costs the same time
+    as a wrong password. Made on first use, not at import: a hash costs a second of CPU on a
+    busy machine, and every node start would pay it."""
+    return _HASHER.hash("no such user: the same work as a real check")
 
 
 class UserError(StoreError):
@@ -113,8 +119,9 @@ class UserStore:
 
         Blocking and CPU-heavy by design (argon2id): call it from a worker thread.
         """
+        dummy = _dummy_hash()  # made before the lookup: the first check of any name costs it
         entry = self._users(strict=False).get(name)
-        hashed = entry["hash"] if entry is not None else _DUMMY_HASH
+        hashed = entry["hash"] if entry is not None else dummy
         try:
             _HASHER.verify(hashed, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
