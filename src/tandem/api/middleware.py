@@ -36,7 +36,8 @@ from tandem.security.roles import Access, Principal, PrincipalKind
 DASHBOARD_PATHS = frozenset({"/", "/index.html"})
 LOGIN_PAGE = "/login"
 DOCS_PREFIX = "/api/v1/docs"
-STREAM_CHECK_S = 1.0  # how soon an open stream ends after its credential does
+STREAM_CHECK_S = 1.0
+NEEDS_CACHE_SIZE = 512  # how soon an open stream ends after its credential does
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -102,6 +103,22 @@ class SecurityMiddleware:
         self.security = security
         self.router = router
         self.streams = StreamSlots()
+        # What a (method, path) needs, remembered: matching it against every route costs more
+        # than the rest of the decision. Dropped whenever routes are added, bounded in size
+        # (arbitrary paths from outside must not grow it).
+        self._needs: dict[tuple[str, str], Needs] = {}
+        self._routes_seen = -1
+
+    def _route_needs(self, scope: Scope) -> Needs:
+        routes = self.router.routes
+        if len(routes) != self._routes_seen or len(self._needs) >= NEEDS_CACHE_SIZE:
+            self._needs.clear()
+            self._routes_seen = len(routes)
+        key = (scope["method"], scope["path"])
+        found = self._needs.get(key)
+        if found is None:
+            found = self._needs[key] = route_needs(routes, scope)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -117,7 +134,7 @@ class SecurityMiddleware:
         if not sec.hosts.allows(headers.get("host")):
             await self._refuse(scope, send, Refusal.BAD_HOST)
             return
-        need = route_needs(self.router.routes, scope)
+        need = self._route_needs(scope)
         principal = self._authenticate(need, headers)
         if isinstance(principal, Refusal):
             await self._refuse(scope, send, principal)
