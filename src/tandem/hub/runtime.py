@@ -32,7 +32,7 @@ from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.hub.modbus import DevicePoller, DeviceStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
-from tandem.hub.outbox import Outbox, OutboxError
+from tandem.hub.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,23 @@ def device_info(status: DeviceStatus) -> DeviceInfo:
     )
 
 
+def outbox_info(outbox: Outbox) -> OutboxInfo:
+    """The API's view of the outbox, storage faults and start-up recovery included."""
+    recovered = outbox.recovered
+    return OutboxInfo(
+        depth=outbox.depth(),
+        overflow_dropped=outbox.overflow_dropped,
+        writable=outbox.writable,
+        write_errors=outbox.faults.errors,
+        fault=outbox.fault_reason(),
+        retry_queue=outbox.retry_queue,
+        retry_dropped=outbox.retry_dropped,
+        recovered=0 if recovered is None else 1,
+        recovered_to=None if recovered is None else str(recovered.moved_to),
+        recovered_reason=None if recovered is None else recovered.reason,
+    )
+
+
 _MISSING = object()
 
 
@@ -180,10 +197,15 @@ class Hub:
         self.vrrp_info: Callable[[], dict[str, Any] | None] | None = None
         self.switchover_handler: Callable[[], Awaitable[dict[str, Any]]] | None = None
         self.on_sample: list[Callable[[Sample], None]] = []
+        # A write that fails arms one retry timer; the outbox holds what it could not write.
+        self._outbox_retry: asyncio.TimerHandle | None = None
         self.outbox = Outbox(
             config.data_dir / "outbox.sqlite3",
             max_rows=config.outbox.max_rows,
             overflow=config.outbox.overflow,
+            synchronous="FULL" if config.outbox.synchronous == "full" else "NORMAL",
+            retry_limit=config.outbox.retry_queue,
+            on_fault=self._schedule_outbox_retry,
         )
         try:
             make_poller = poller_factory or _default_poller
@@ -202,7 +224,6 @@ class Hub:
             self.outbox.close()
             raise
         self.started_at = time.monotonic()
-        self.outbox_failures = 0
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         # The newest stored sample per (device, group), and the one the last "tags" event was
@@ -413,12 +434,14 @@ class Hub:
         self._pending.add(sample)
 
     def _store(self, batch: list[Sample]) -> None:
-        node, term = self.config.node, self.gate.term
-        try:
-            stored = self.outbox.append_many(replace(s, source_node=node, term=term) for s in batch)
-        except OutboxError:
-            self.outbox_failures += len(batch)
-            log.exception("outbox append failed; %s sample(s) lost", len(batch))
+        """Commit one loop step's samples; the term is not stored, the sender stamps its own.
+
+        The outbox never raises here: what it cannot write now it keeps, and commits (with
+        earlier leftovers first) on a later call; hooks see samples once they are committed.
+        """
+        node = self.config.node
+        stored = self.outbox.append_many(replace(s, source_node=node) for s in batch)
+        if not stored:
             return
         self.publisher.notify()
         for sample in stored:
@@ -428,6 +451,21 @@ class Hub:
                     hook(sample)
                 except Exception:
                     log.exception("on_sample hook %r failed", hook)
+
+    def _schedule_outbox_retry(self) -> None:
+        """Write what the outbox holds once its retry delay has passed, even with no new samples."""
+        if self._outbox_retry is not None or not self.outbox.retry_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet: the first store or health check arms it
+            return
+
+        def retry() -> None:
+            self._outbox_retry = None
+            self._store([])
+
+        self._outbox_retry = loop.call_later(self.outbox.retry_in(), retry)
 
     def _note_values(self, sample: Sample) -> None:
         key = (sample.node, sample.group)
@@ -631,11 +669,17 @@ class Hub:
         loops = not self._crashed and publisher_alive
         devices = not self.gate.polling or all(p.status().connected for p in self.pollers)
         broker = self.publisher.status().connected
-        return {"loops": loops, "devices": devices, "broker": broker}
+        # Fails from a failed write until one succeeds: this node cannot keep what it polls.
+        outbox = self.outbox.writable
+        if not outbox:
+            self._schedule_outbox_retry()
+        return {"loops": loops, "devices": devices, "broker": broker, "outbox": outbox}
 
     def health(self) -> Health:
         checks = self.health_checks()
-        return Health(ok=all(checks.values()), checks=checks)
+        reason = self.outbox.fault_reason()
+        reasons = {"outbox": reason} if reason is not None else {}
+        return Health(ok=all(checks.values()), checks=checks, reasons=reasons)
 
     def status(self) -> Status:
         pub = self.publisher.status()
@@ -646,9 +690,7 @@ class Hub:
             standby_mode=self.standby_mode,
             uptime_s=time.monotonic() - self.started_at,
             devices=[device_info(p.status()) for p in self.pollers],
-            outbox=OutboxInfo(
-                depth=self.outbox.depth(), overflow_dropped=self.outbox.overflow_dropped
-            ),
+            outbox=outbox_info(self.outbox),
             publisher=PublisherInfo(
                 connected=pub.connected,
                 published_total=pub.published_total,
@@ -696,5 +738,6 @@ __all__ = [
     "PublisherFactory",
     "RoleGate",
     "device_info",
+    "outbox_info",
     "tag_values",
 ]
