@@ -179,12 +179,13 @@ MAX_REDELIVERIES = 20
 
 def drop_redeliveries(bodies: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The bodies with exact repeats of an earlier message removed, and how many there were."""
-    seen: set[tuple[str, int]] = set()
-    first: dict[tuple[str, int], dict[str, Any]] = {}
+    # (node, group, seq): seq counts per device and group, and group names repeat per device
+    seen: set[tuple[str, str, int]] = set()
+    first: dict[tuple[str, str, int], dict[str, Any]] = {}
     kept: list[dict[str, Any]] = []
     repeats = 0
     for body in bodies:
-        key = (body["group"], body["seq"])
+        key = (body["node"], body["group"], body["seq"])
         if key in seen:
             assert body == first[key], f"seq {key} arrived twice with different content"
             repeats += 1

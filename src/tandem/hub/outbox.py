@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -266,7 +267,7 @@ class Outbox:
             for s in stamped
         ]
         changed = [(n, g, q) for (n, g), q in next_seq.items() if self._last_seq.get((n, g)) != q]
-        excess = max(0, self._depth + len(rows) - self.max_rows)
+        excess = max(0, self.depth() + len(rows) - self.max_rows)
         if self.overflow == "drop_newest" and excess:
             # The refused samples still used their seq: the gap tells consumers data was lost.
             # Rows already stored stay even if a reopen lowered max_rows below the depth.
@@ -327,7 +328,10 @@ class Outbox:
                 raw = self._db.execute(
                     f"{_SELECT} WHERE id > ? ORDER BY id LIMIT ?", (after_id, scan)
                 ).fetchall()
-                found += [r for r in map(_row, raw) if not self._deleted_in_memory(r)]
+                rows = list(map(_row, raw))
+                if self._unacked or self._untrimmed:
+                    rows = [r for r in rows if not self._deleted_in_memory(r)]
+                found += rows
                 if len(raw) < scan:
                     break
                 after_id = raw[-1][0]
@@ -404,9 +408,39 @@ class Outbox:
         changed: list[tuple[str, str, int]],
         excess: int,
     ) -> _Deleted | None:
-        """One transaction: inserts, seqs, waiting deletes, overflow; None if it failed."""
+        """One transaction: inserts, seqs, waiting deletes, overflow; None if it failed.
+
+        On a full disk the WAL is checkpointed and truncated and the transaction tried once
+        more: below SQLite's 1000-page autocheckpoint the WAL only grows, so on a small or
+        nearly full data partition it would otherwise fill the disk with pages already in
+        the database.
+        """
         db = self._db
         assert db is not None
+        try:
+            deleted = self._transaction(db, rows, changed, excess)
+        except sqlite3.Error as exc:
+            if not (_is_full(exc) and _truncate_wal(db)):
+                self._write_failed(str(exc))
+                return None
+            try:
+                deleted = self._transaction(db, rows, changed, excess)
+            except sqlite3.Error as again:
+                self._write_failed(str(again))
+                return None
+        self._unacked.clear()
+        self._untrimmed.clear()
+        if self.faults.succeeded():
+            log.warning("outbox %s writable again; waiting samples committed", self.path)
+        return deleted
+
+    def _transaction(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[str, str, int, int, str, int, bytes]],
+        changed: list[tuple[str, str, int]],
+        excess: int,
+    ) -> _Deleted:
         deleted = _Deleted()
         try:
             db.execute("BEGIN")
@@ -422,15 +456,11 @@ class Outbox:
             if self.overflow == "drop_oldest" and excess:
                 deleted.dropped = _drop_oldest(db, excess)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             if db.in_transaction:
-                db.execute("ROLLBACK")
-            self._write_failed(str(exc))
-            return None
-        self._unacked.clear()
-        self._untrimmed.clear()
-        if self.faults.succeeded():
-            log.warning("outbox %s writable again; waiting samples committed", self.path)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
         return deleted
 
     def _deleted_in_memory(self, row: OutboxRow) -> bool:
@@ -512,6 +542,19 @@ def _delete_through(db: sqlite3.Connection, node: str | None, group: str, slot: 
             "DELETE FROM outbox WHERE node = ? AND grp = ? AND slot <= ?", (node, group, slot)
         )
     return cur.rowcount
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+
+
+def _truncate_wal(db: sqlite3.Connection) -> bool:
+    """Checkpoint the WAL into the database and truncate it; True if that freed it all."""
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(busy == 0)
 
 
 def _row(raw: tuple[int, str, str, int, int, str, int, bytes]) -> OutboxRow:
