@@ -479,7 +479,11 @@ async def test_hub_health_ok_and_metrics_carry_real_values(
         status = node.status()
         assert node.terminate() == 0
 
-    assert health == {"ok": True, "checks": {"loops": True, "devices": True, "broker": True}}
+    assert health == {
+        "ok": True,
+        "checks": {"loops": True, "devices": True, "broker": True, "outbox": True},
+        "reasons": {},
+    }
 
     def metric(name: str) -> float:
         match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
@@ -492,5 +496,8 @@ async def test_hub_health_ok_and_metrics_carry_real_values(
     assert metric("tandem_published_total") >= 20
     assert metric('tandem_group_polls_total{device="plc1",group="fast"}') >= 20
     assert metric("tandem_publisher_connected") == 1
+    assert metric("tandem_outbox_writable") == 1
+    assert metric("tandem_outbox_write_errors_total") == 0
+    assert metric("tandem_outbox_recovered_total") == 0
     assert metric("tandem_uptime_seconds") > 0
     assert status["role"] == "SINGLE" and status["term"] == 0

@@ -397,6 +397,9 @@ async def test_hub_outbox_disk_full_fails_health_with_reason_then_recovers_by_it
     assert [(s.slot, s.seq) for s in seen] == [(1, 1), (2, 2)]
     assert hub.health().reasons == {} and hub.health_checks()["outbox"] is True
     assert hub.status().outbox.depth == 2
+    told = [e.message for e in reversed(hub.timeline(10)) if "outbox" in e.message]
+    assert len(told) == 2
+    assert told[0].startswith("outbox writes failing") and told[1] == "outbox writable again"
 
 
 async def test_hub_corrupt_outbox_at_start_shown_in_status_and_metrics(tmp_path: Path) -> None:
@@ -411,5 +414,9 @@ async def test_hub_corrupt_outbox_at_start_shown_in_status_and_metrics(tmp_path:
         assert Path(info.recovered_to).read_bytes().startswith(b"\x00garbage")
         assert "tandem_outbox_recovered_total 1.0" in render_metrics(hub.status()).decode()
         assert hub.health_checks()["outbox"] is True
+        pollers(hub)[0].sample("fast", 1, {"t1": 1}, {})
+        await settle()
+        (event,) = [e for e in hub.timeline(10) if "corrupt" in e.message]
+        assert info.recovered_to in event.message
     finally:
         hub.outbox.close()

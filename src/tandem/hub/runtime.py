@@ -199,6 +199,8 @@ class Hub:
         self.on_sample: list[Callable[[Sample], None]] = []
         # A write that fails arms one retry timer; the outbox holds what it could not write.
         self._outbox_retry: asyncio.TimerHandle | None = None
+        # What the timeline last said about the outbox: writable, and a recovery at start.
+        self._outbox_told = (True, False)
         self.outbox = Outbox(
             config.data_dir / "outbox.sqlite3",
             max_rows=config.outbox.max_rows,
@@ -441,6 +443,7 @@ class Hub:
         """
         node = self.config.node
         stored = self.outbox.append_many(replace(s, source_node=node) for s in batch)
+        self._tell_outbox_state()
         if not stored:
             return
         self.publisher.notify()
@@ -451,6 +454,21 @@ class Hub:
                     hook(sample)
                 except Exception:
                     log.exception("on_sample hook %r failed", hook)
+
+    def _tell_outbox_state(self) -> None:
+        """One timeline event when outbox writes start or stop failing, and for a recovery."""
+        writable, recovered = self.outbox.writable, self.outbox.recovered
+        told_writable, told_recovered = self._outbox_told
+        if recovered is not None and not told_recovered:
+            self.add_timeline(
+                "info",
+                f"outbox was corrupt ({recovered.reason}): moved to {recovered.moved_to}",
+                {"moved_to": str(recovered.moved_to)},
+            )
+        if writable != told_writable:
+            reason = self.outbox.fault_reason()
+            self.add_timeline("info", reason or "outbox writable again", {"outbox": writable})
+        self._outbox_told = (writable, told_recovered or recovered is not None)
 
     def _schedule_outbox_retry(self) -> None:
         """Write what the outbox holds once its retry delay has passed, even with no new samples."""
