@@ -20,7 +20,6 @@ from tandem.api.view import (
     HaInfo,
     Health,
     LiveEvent,
-    OutboxInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -33,6 +32,7 @@ from tandem.hub.modbus import DevicePoller, DeviceStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox
+from tandem.hub.outbox_watch import OutboxWatch, outbox_info
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +113,6 @@ def device_info(status: DeviceStatus) -> DeviceInfo:
     )
 
 
-def outbox_info(outbox: Outbox) -> OutboxInfo:
-    """The API's view of the outbox, storage faults and start-up recovery included."""
-    recovered = outbox.recovered
-    return OutboxInfo(
-        depth=outbox.depth(),
-        overflow_dropped=outbox.overflow_dropped,
-        writable=outbox.writable,
-        write_errors=outbox.faults.errors,
-        fault=outbox.fault_reason(),
-        retry_queue=outbox.retry_queue,
-        retry_dropped=outbox.retry_dropped,
-        recovered=0 if recovered is None else 1,
-        recovered_to=None if recovered is None else str(recovered.moved_to),
-        recovered_reason=None if recovered is None else recovered.reason,
-    )
-
-
 _MISSING = object()
 
 
@@ -197,18 +180,11 @@ class Hub:
         self.vrrp_info: Callable[[], dict[str, Any] | None] | None = None
         self.switchover_handler: Callable[[], Awaitable[dict[str, Any]]] | None = None
         self.on_sample: list[Callable[[Sample], None]] = []
-        # A write that fails arms one retry timer; the outbox holds what it could not write.
-        self._outbox_retry: asyncio.TimerHandle | None = None
-        # What the timeline last said about the outbox: writable, and a recovery at start.
-        self._outbox_told = (True, False)
-        self.outbox = Outbox(
-            config.data_dir / "outbox.sqlite3",
-            max_rows=config.outbox.max_rows,
-            overflow=config.outbox.overflow,
-            synchronous="FULL" if config.outbox.synchronous == "full" else "NORMAL",
-            retry_limit=config.outbox.retry_queue,
-            on_fault=self._schedule_outbox_retry,
+        # The outbox keeps what it cannot write; the watch retries it and tells the timeline.
+        self._outbox_watch = OutboxWatch(
+            retry=lambda: self._store([]), tell=lambda m, d: self.add_timeline("info", m, d)
         )
+        self.outbox = self._outbox_watch.open(config.data_dir / "outbox.sqlite3", config.outbox)
         try:
             make_poller = poller_factory or _default_poller
             self.pollers: list[Poller] = [
@@ -443,7 +419,7 @@ class Hub:
         """
         node = self.config.node
         stored = self.outbox.append_many(replace(s, source_node=node) for s in batch)
-        self._tell_outbox_state()
+        self._outbox_watch.tell()
         if not stored:
             return
         self.publisher.notify()
@@ -454,36 +430,6 @@ class Hub:
                     hook(sample)
                 except Exception:
                     log.exception("on_sample hook %r failed", hook)
-
-    def _tell_outbox_state(self) -> None:
-        """One timeline event when outbox writes start or stop failing, and for a recovery."""
-        writable, recovered = self.outbox.writable, self.outbox.recovered
-        told_writable, told_recovered = self._outbox_told
-        if recovered is not None and not told_recovered:
-            self.add_timeline(
-                "info",
-                f"outbox was corrupt ({recovered.reason}): moved to {recovered.moved_to}",
-                {"moved_to": str(recovered.moved_to)},
-            )
-        if writable != told_writable:
-            reason = self.outbox.fault_reason()
-            self.add_timeline("info", reason or "outbox writable again", {"outbox": writable})
-        self._outbox_told = (writable, told_recovered or recovered is not None)
-
-    def _schedule_outbox_retry(self) -> None:
-        """Write what the outbox holds once its retry delay has passed, even with no new samples."""
-        if self._outbox_retry is not None or not self.outbox.retry_pending:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not running yet: the first store or health check arms it
-            return
-
-        def retry() -> None:
-            self._outbox_retry = None
-            self._store([])
-
-        self._outbox_retry = loop.call_later(self.outbox.retry_in(), retry)
 
     def _note_values(self, sample: Sample) -> None:
         key = (sample.node, sample.group)
@@ -690,7 +636,7 @@ class Hub:
         # Fails from a failed write until one succeeds: this node cannot keep what it polls.
         outbox = self.outbox.writable
         if not outbox:
-            self._schedule_outbox_retry()
+            self._outbox_watch.arm()
         return {"loops": loops, "devices": devices, "broker": broker, "outbox": outbox}
 
     def health(self) -> Health:
@@ -756,6 +702,5 @@ __all__ = [
     "PublisherFactory",
     "RoleGate",
     "device_info",
-    "outbox_info",
     "tag_values",
 ]
