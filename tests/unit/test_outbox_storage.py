@@ -420,3 +420,16 @@ async def test_hub_corrupt_outbox_at_start_shown_in_status_and_metrics(tmp_path:
         assert info.recovered_to in event.message
     finally:
         hub.outbox.close()
+
+
+def test_outbox_close_makes_one_last_attempt_at_what_waits(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "o.db"
+    ob = Outbox(path, clock=clock)
+    fill_up(ob)
+    ob.append_many([big(1)])
+    assert ob.retry_in() > 0
+    free_space(ob)  # space back, but the retry delay has not passed yet
+    ob.close()
+    with Outbox(path) as again:
+        assert [r.slot for r in again.peek(10)] == [1]

@@ -98,6 +98,10 @@ class WriteFaults:
         self._retry_at = now + self._delay
         return first
 
+    def retry_now(self) -> None:
+        """Allow the next attempt at once (a last one before closing)."""
+        self._retry_at = float("-inf")
+
     def succeeded(self) -> bool:
         """Record a success; True if writes were failing until now."""
         recovered = self.failing_since is not None
@@ -209,7 +213,11 @@ class Outbox:
         log.info("outbox %s opened: %s rows, %s streams", self.path, depth, len(self._last_seq))
 
     def close(self) -> None:
+        """Close the file, after one last try (whatever the retry delay) at what still waits."""
         if not self._closed:
+            if self.retry_pending:
+                self.faults.retry_now()
+                self.append_many(())
             self._closed = True
             if self._queue or self._unacked or self._untrimmed:
                 log.error(
