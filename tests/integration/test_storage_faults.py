@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,13 @@ async def test_storage_disk_full_node_runs_on_health_fails_then_every_sample_arr
             await asyncio.sleep(2.0)  # polling goes on into memory
             during = await node.astatus()
             metrics = (await get(node, "/metrics")).text
+            table = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "tandem", "status", "--url", node.url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert node.process.poll() is None
         recovered = await wait_health(node, True, "the outbox check to recover")
         await wait_until(
@@ -201,6 +209,7 @@ async def test_storage_disk_full_node_runs_on_health_fails_then_every_sample_arr
     assert not during["outbox"]["writable"] and during["outbox"]["retry_queue"] >= 10
     assert final["outbox"]["write_errors"] >= 1 and final["outbox"]["retry_dropped"] == 0
     assert "tandem_outbox_writable 0.0" in metrics
+    assert "NOT WRITABLE: outbox writes failing since" in table.stdout, table.stdout
     assert_every_committed_sample_arrived(
         bodies_by_group(subscriber.messages)["fast"], tmpfs, one_run=True
     )
