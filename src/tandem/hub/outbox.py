@@ -230,6 +230,7 @@ class Outbox:
                 )
             if self._db is not None:
                 self._db.close()
+                self._db = None
 
     def __enter__(self) -> Outbox:
         return self
@@ -265,17 +266,25 @@ class Outbox:
         fresh = list(samples)
         if not fresh and not self.retry_pending:
             return []
-        if not self._ready_to_write():
+        # Checked inline first: this runs for every loop step's samples and every ack batch.
+        healthy = self._db is not None and self.faults.failing_since is None
+        if not healthy and not self._ready_to_write():
             self._hold(fresh)
             return []
         batch = [*self._queue, *fresh] if self._queue else fresh
+        if not batch:  # only deletes (acks, trims) to write: the common ack path, kept short
+            deleted = self._commit([], [], 0)
+            if deleted is not None:
+                self._depth -= deleted.total
+                self.last_trimmed = deleted.trimmed
+            return []
         stamped, next_seq = self._stamp(batch)
         rows = [
             (s.node, s.group, s.slot, s.seq, s.source_node, len(s.values), encode_body(s))
             for s in stamped
         ]
         changed = [(n, g, q) for (n, g), q in next_seq.items() if self._last_seq.get((n, g)) != q]
-        excess = max(0, self.depth() + len(rows) - self.max_rows)
+        excess = max(0, self._depth - len(self._unacked) + len(rows) - self.max_rows)
         if self.overflow == "drop_newest" and excess:
             # The refused samples still used their seq: the gap tells consumers data was lost.
             # Rows already stored stay even if a reopen lowered max_rows below the depth.
@@ -438,7 +447,7 @@ class Outbox:
                 return None
         self._unacked.clear()
         self._untrimmed.clear()
-        if self.faults.succeeded():
+        if self.faults.failing_since is not None and self.faults.succeeded():
             log.warning("outbox %s writable again; waiting samples committed", self.path)
         return deleted
 
@@ -452,8 +461,9 @@ class Outbox:
         deleted = _Deleted()
         try:
             db.execute("BEGIN")
-            db.executemany(_INSERT, rows)
-            db.executemany(_UPSERT_SEQ, changed)
+            if rows:
+                db.executemany(_INSERT, rows)
+                db.executemany(_UPSERT_SEQ, changed)
             # Deletes after the inserts: a trim that waited also covers samples that waited.
             if self._unacked:
                 before = db.total_changes
