@@ -5,7 +5,8 @@ node can work at all are reproduced with the kernel's own mechanisms: an unprivi
 with CAP_NET_RAW and CAP_NET_ADMIN only (bounding, inheritable, ambient), no_new_privs,
 umask 0077, RLIMIT_RTPRIO 1, and memory that may never be writable and executable
 (PR_SET_MDWE, what MemoryDenyWriteExecute= enforces). Then `tandem run` must poll, publish
-and answer health as usual.
+and answer health as usual, and a hook must start without the two capabilities (the unit keeps
+capset allowed for exactly that).
 """
 
 from __future__ import annotations
@@ -78,6 +79,27 @@ def can_raise_rtprio() -> bool:
     return probe.returncode == 0
 
 
+# A hook started the way Tandem starts every hook and check, reporting its own capabilities.
+SPAWN_HOOK = (
+    _PRELUDE
+    + """
+import asyncio, tempfile
+from tandem.health.spawn import spawn, spawner_capabilities, wait_exit
+
+async def main():
+    with tempfile.TemporaryFile() as out:
+        child = await spawn(["grep", "^Cap", "/proc/self/status"], out)
+        await wait_exit(child)
+        out.seek(0)
+        print(out.read().decode(), end="")
+    print("remaining", sorted(c.name for c in spawner_capabilities().remaining))
+    print("own", open("/proc/self/status").read().split("CapEff:")[1].split()[0])
+
+asyncio.run(main())
+"""
+)
+
+
 def sandboxed(code: str, *args: str, rtprio: bool = True) -> list[str]:
     """argv running Python code as the service user, with the unit's privileges and limits."""
     prelude = code.format(mdwe=PR_SET_MDWE, refuse=PR_MDWE_REFUSE_EXEC_GAIN)
@@ -127,6 +149,25 @@ def test_deploy_sandbox_mdwe_and_rtprio_allow_round_robin_one_only(sandbox_dir: 
         pytest.skip(f"kernel without PR_SET_MDWE: {result.stdout.strip()}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["wx-refused", "rr1", "True", "rr2-refused"]
+
+
+def test_deploy_sandbox_hooks_start_without_the_two_capabilities(sandbox_dir: Path) -> None:
+    result = subprocess.run(
+        sandboxed(SPAWN_HOOK, rtprio=False),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=sandbox_dir,
+    )
+    if result.returncode == 77:
+        pytest.skip("kernel without PR_SET_MDWE")
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    for field in ("CapEff:", "CapPrm:", "CapInh:", "CapAmb:"):
+        assert int(fields[field], 16) == 0, (field, result.stdout)
+    assert fields["remaining"] == "[]"
+    # the node itself keeps them: only the spawning thread let go
+    assert int(fields["own"], 16) == 1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
 
 
 async def test_deploy_sandbox_node_runs_polls_and_publishes_with_only_two_capabilities(

@@ -84,3 +84,23 @@ def test_deploy_unit_real_time_by_rlimit_and_writable_paths_limited() -> None:
     assert settings["UMask"] == ["0077"]
     families = set(settings["RestrictAddressFamilies"][0].split())
     assert families == {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK", "AF_PACKET"}
+
+
+def test_deploy_unit_system_calls_the_node_needs_stay_allowed() -> None:
+    """capset: hooks are forked from a thread that drops the capabilities first (it fails
+    without it); sched_setscheduler: the VRRP process takes SCHED_RR under LimitRTPRIO."""
+    settings = unit_settings(UNIT)
+    filters = settings["SystemCallFilter"]
+    assert filters[0] == "@system-service"
+    assert any(f.startswith("~") and "@privileged" in f[1:].split() for f in filters)
+    readded = {name for f in filters if not f.startswith(("~", "@")) for name in f.split()}
+    assert readded == {"capset", "sched_setscheduler"}
+    assert settings["SystemCallErrorNumber"] == ["EPERM"]
+
+
+def test_deploy_unit_ip_traffic_limited_to_plant_addresses() -> None:
+    settings = unit_settings(UNIT)
+    assert settings["IPAddressDeny"] == ["any"]
+    allowed = {entry for line in settings["IPAddressAllow"] for entry in line.split()}
+    assert {"localhost", "multicast", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= allowed
+    assert "any" not in allowed and "0.0.0.0/0" not in allowed
