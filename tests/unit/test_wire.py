@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tandem.hub.model import Sample
-from tandem.hub.wire import body_of_legacy_payload, data_tail, encode_body, encode_payload
+from tandem.hub.wire import body_of_message, data_tail, encode_body, encode_payload
 
 TRICKY_NAMES = ["edge-a", 'quo"te', "back\\slash", "tab\tand\nnewline", "\x00\x1f", "ünï😀", ""]
 
@@ -62,6 +62,8 @@ def test_wire_data_tail_bad_sig_rejected(sig: str) -> None:
 def test_wire_legacy_payload_body_found_even_with_identity_named_tags() -> None:
     sample = make(values={"slot": 1, "term": 2, "source_node": "x"}, source_node='e"v')
     payload = orjson.dumps(sample.payload())
-    assert body_of_legacy_payload(payload) == encode_body(sample)
-    assert body_of_legacy_payload(payload[:-1]) is None
-    assert body_of_legacy_payload(b'{"a":1,"slot":1,"seq":1,"term":1,"source_node":"x"}') is None
+    assert body_of_message(payload) == encode_body(sample)
+    assert body_of_message(payload[:-1]) is None
+    assert body_of_message(b'{"a":1,"slot":1,"seq":1,"term":1,"source_node":"x"}') is None
+    signed = encode_payload(sample, "ab" * 32)
+    assert body_of_message(signed) == encode_body(sample)

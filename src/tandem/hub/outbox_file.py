@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem.errors import TandemError
-from tandem.hub.wire import body_of_legacy_payload
+from tandem.hub.wire import body_of_message
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def _migrate_from_v1(db: sqlite3.Connection, path: Path, tables: set[str]) -> No
         last_id = rows[-1][0]
         updates, bad = [], []
         for row_id, payload in rows:
-            body = body_of_legacy_payload(bytes(payload))
+            body = body_of_message(bytes(payload))
             if body is None:
                 bad.append((row_id,))
             else:

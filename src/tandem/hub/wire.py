@@ -74,19 +74,21 @@ def encode_payload(sample: Sample, sig: str | None = None) -> bytes:
     )
 
 
-# The tail of a message stored by the unversioned outbox (full payload, term included).
-# Anchored at the end, so a tag called "slot" inside the values is never mistaken for it.
-_LEGACY_TAIL = re.compile(
-    rb',"slot":-?\d+,"seq":-?\d+,"term":-?\d+,"source_node":"(?:[^"\\]|\\.)*"\}\Z'
+# The identity tail of a whole message, anchored at the end, so a tag called "slot" inside the
+# values is never mistaken for it.
+_TAIL = re.compile(
+    rb',"slot":-?\d+,"seq":-?\d+,"term":-?\d+,"source_node":"(?:[^"\\]|\\.)*"'
+    rb'(?:,"sig":"[0-9a-f]{64}")?\}\Z'
 )
 
 
-def body_of_legacy_payload(payload: bytes) -> bytes | None:
-    """The body of a full message written by an older Tandem, or None if it is not one."""
-    match = _LEGACY_TAIL.search(payload, max(0, len(payload) - 1024))
+def body_of_message(payload: bytes) -> bytes | None:
+    """The body of a whole message (as sent, or as an older outbox stored it), None if it is
+    not one of ours: what migrating an unversioned outbox keeps of each row."""
+    match = _TAIL.search(payload, max(0, len(payload) - 1024))
     if match is None or not payload.startswith(b'{"timestamp":'):
         return None
     return payload[: match.start()]
 
 
-__all__ = ["body_of_legacy_payload", "data_tail", "encode_body", "encode_payload"]
+__all__ = ["body_of_message", "data_tail", "encode_body", "encode_payload"]
