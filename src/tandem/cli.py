@@ -20,6 +20,7 @@ import typer
 
 from tandem.cli_security import (
     CaFileOption,
+    SecretFileOption,
     TokenFileOption,
     TokenOption,
     certs_app,
@@ -396,14 +397,7 @@ def config_import_keepalived(
     peer_url: Annotated[
         str | None, typer.Option("--peer-url", help="the peer's API (default: first unicast_peer)")
     ] = None,
-    secret_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--secret-file",
-            help="file with the cluster secret both nodes share ('-': stdin; or $TANDEM_SECRET); "
-            "default: a new random one",
-        ),
-    ] = None,
+    secret_file: SecretFileOption = None,
     instance: Annotated[
         str | None, typer.Option("--instance", help="vrrp_instance to convert, if several")
     ] = None,

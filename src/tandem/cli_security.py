@@ -257,3 +257,11 @@ CaFileOption = Annotated[
     Path | None,
     typer.Option("--ca-file", envvar="TANDEM_CA_FILE", help="CA to verify an https node with"),
 ]
+SecretFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secret-file",
+        help="file with the cluster secret both nodes share ('-': stdin; or $TANDEM_SECRET); "
+        "default: a new random one",
+    ),
+]
