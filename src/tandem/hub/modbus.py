@@ -22,7 +22,7 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
-from tandem.config.hub import DeviceConfig, GroupConfig
+from tandem.config.hub import DeviceConfig, GroupConfig, TcpEndpoint
 from tandem.hub.codec import (
     ERR_DISCONNECTED,
     ERR_IO,
@@ -207,9 +207,11 @@ class DevicePoller:
     def _make_client(self) -> AsyncModbusTcpClient:
         """A client for this device; pymodbus binds it to the running loop, so made in run()."""
         device = self.device
+        endpoint = device.endpoints()[0]
+        assert isinstance(endpoint, TcpEndpoint)
         client = AsyncModbusTcpClient(
-            device.host,
-            port=device.port,
+            endpoint.host,
+            port=endpoint.port,
             timeout=device.timeout,
             retries=0,  # a retry would push the next poll off its grid; the next poll is the retry
             reconnect_delay=0,  # reconnects are ours, with the configured backoff
@@ -267,7 +269,7 @@ class DevicePoller:
                 self._set_connected(True, None)
                 backoff = self.device.reconnect_min
                 continue
-            self._set_connected(False, f"cannot connect to {self.device.host}:{self.device.port}")
+            self._set_connected(False, f"cannot connect to {self.device.endpoints()[0].label}")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.device.reconnect_max)
 
@@ -275,10 +277,7 @@ class DevicePoller:
         if connected != self._connected:
             if connected:
                 log.info(
-                    "device %s connected to %s:%s",
-                    self.device.name,
-                    self.device.host,
-                    self.device.port,
+                    "device %s connected to %s", self.device.name, self.device.endpoints()[0].label
                 )
             else:
                 log.warning("device %s disconnected: %s", self.device.name, error)
