@@ -588,7 +588,7 @@ def _link_problems(devices: list[Any]) -> list[tuple[FieldPath, str]]:
         except ValidationError:
             continue
         for pi, endpoint in enumerate(device.endpoints()):
-            key = _link_key(endpoint)
+            key = link_key(endpoint)
             where = _endpoint_path(device, di, pi)
             first = first_on.setdefault(key, (di, device, endpoint))
             other_i, other, other_endpoint = first
@@ -627,7 +627,7 @@ def _link_problems(devices: list[Any]) -> list[tuple[FieldPath, str]]:
     return found
 
 
-def _link_key(endpoint: Endpoint) -> tuple[str, ...]:
+def link_key(endpoint: Endpoint) -> tuple[str, ...]:
     """The identity of the line an endpoint is on: a serial port, or a TCP host and port."""
     if isinstance(endpoint, SerialConfig):
         return ("serial", endpoint.port)

@@ -21,6 +21,7 @@ from tandem.api.view import (
     Health,
     LiveEvent,
     OutboxInfo,
+    PathInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -29,7 +30,7 @@ from tandem.api.view import (
 )
 from tandem.batch import LoopStepBatch
 from tandem.config.hub import DeviceConfig, TandemConfig
-from tandem.hub.modbus import DevicePoller, DeviceStatus
+from tandem.hub.modbus import DeviceEvent, DeviceEventKind, DevicePoller, DeviceStatus, LinkPool
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox, OutboxError
@@ -85,18 +86,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _default_poller(
-    device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
-) -> Poller:
-    return DevicePoller(device, source_node=source_node, emit=emit)
-
-
 def device_info(status: DeviceStatus) -> DeviceInfo:
     """The API's view of one poller's status."""
     return DeviceInfo(
         name=status.name,
         connected=status.connected,
         last_error=status.last_error,
+        active_path=status.active_path,
+        paths=[
+            PathInfo(endpoint=p.endpoint, connected=p.connected, active=p.active, healthy=p.healthy)
+            for p in status.paths
+        ],
+        path_switches=status.path_switches,
         groups=[
             GroupInfo(
                 name=g.name,
@@ -185,8 +186,10 @@ class Hub:
             max_rows=config.outbox.max_rows,
             overflow=config.outbox.overflow,
         )
+        # Devices on the same serial port or host:port share one link from this pool.
+        self.links = LinkPool()
         try:
-            make_poller = poller_factory or _default_poller
+            make_poller = poller_factory or self._default_poller
             self.pollers: list[Poller] = [
                 make_poller(device, config.node, self._on_sample) for device in config.devices
             ]
@@ -223,6 +226,30 @@ class Hub:
         self._ready = asyncio.Event()
         self._seen_devices: dict[str, bool] = {}
         self._seen_broker = False
+
+    def _default_poller(
+        self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
+    ) -> Poller:
+        return DevicePoller(
+            device,
+            source_node=source_node,
+            emit=emit,
+            links=self.links,
+            on_event=self._on_device_event,
+        )
+
+    def _on_device_event(self, event: DeviceEvent) -> None:
+        """A poller's connect, disconnect or path switch, on the timeline as it happens.
+
+        Sampling poller status (check_transitions) lagged the live status by up to a sampling
+        period, so a reader could see a device connected while the timeline still ended in
+        its disconnect; events make the two agree at every instant.
+        """
+        if event.kind is DeviceEventKind.CONNECTED:
+            self._seen_devices[event.device] = True
+        elif event.kind is DeviceEventKind.DISCONNECTED:
+            self._seen_devices[event.device] = False
+        self.add_timeline("device", event.message, {"device": event.device, **event.detail})
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -538,7 +565,7 @@ class Hub:
         Pass the factories the hub was built with (HaNode passes its publisher_factory).
         """
         old = self.config
-        make_poller = poller_factory or _default_poller
+        make_poller = poller_factory or self._default_poller
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
         old_index = {device.name: i for i, device in enumerate(old.devices)}
         keep: dict[int, int] = {}  # new index -> old index of an unchanged device

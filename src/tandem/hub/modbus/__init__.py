@@ -1,0 +1,34 @@
+"""Modbus southbound: TCP, RTU and RTU over TCP, shared lines, redundant device paths."""
+
+from __future__ import annotations
+
+from tandem.hub.modbus.link import Link, LinkPool
+from tandem.hub.modbus.paths import PathSelector, PathSwitch, SwitchReason
+from tandem.hub.modbus.poller import (
+    CATCH_UP_S,
+    DeviceEvent,
+    DeviceEventKind,
+    DeviceListener,
+    DevicePoller,
+    DeviceStatus,
+    GroupStatus,
+    PathStatus,
+    next_slot_after,
+)
+
+__all__ = [
+    "CATCH_UP_S",
+    "DeviceEvent",
+    "DeviceEventKind",
+    "DeviceListener",
+    "DevicePoller",
+    "DeviceStatus",
+    "GroupStatus",
+    "Link",
+    "LinkPool",
+    "PathSelector",
+    "PathStatus",
+    "PathSwitch",
+    "SwitchReason",
+    "next_slot_after",
+]

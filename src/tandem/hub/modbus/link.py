@@ -1,0 +1,307 @@
+"""One line to the field: a TCP socket or a serial port, shared by every device on it.
+
+A link carries one request at a time, in the order devices ask (an asyncio.Lock is FIFO), so
+several unit ids on one RS-485 bus or behind one gateway never talk over each other. On a
+serial line it also keeps the line quiet for t3.5 before each request: pymodbus 3.16 frames
+RTU by length and CRC and sends as soon as asked, with no inter-frame silence of its own.
+The link reconnects by itself with exponential backoff and tells its listeners when it goes
+up or down; it never raises peer input at its callers: every outcome is a Reply or an error
+code from tandem.hub.codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from tandem.config.hub import Endpoint, SerialConfig, TcpEndpoint, link_key
+from tandem.hub.codec import ERR_DISCONNECTED, ERR_IO, ERR_TIMEOUT
+from tandem.hub.modbus.frames import (
+    Framing,
+    Parsed,
+    ReadRequest,
+    Reply,
+    encode_request,
+    parse_mbap,
+    parse_rtu,
+    silent_interval,
+)
+
+log = logging.getLogger(__name__)
+
+# pymodbus closes a TCP client after retries + 3 unanswered requests; the same rule here
+# finds a half-open connection (a peer that vanished without a FIN) without a keepalive.
+TIMEOUTS_BEFORE_RECONNECT = 3
+LinkListener = Callable[[bool, str | None], None]
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """The byte stream of one open connection; resolves the one pending request."""
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.BaseTransport | None = None
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        self._buffer = bytearray()
+        self._pending: tuple[ReadRequest, int, asyncio.Future[Reply | int]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(ERR_IO)
+        if not self.closed.done():
+            self.closed.set_result(f"connection lost: {exc}" if exc else "connection closed")
+
+    def data_received(self, data: bytes) -> None:
+        self._link.quiet_at = self._loop.time()
+        if self._pending is None:
+            self._link.stray_bytes += len(data)  # an answer to nobody: a late or stray frame
+            return
+        self._buffer += data
+        request, tid, _ = self._pending
+        buffer = bytes(self._buffer)
+        if self._link.framing == "mbap":
+            parsed: Parsed = parse_mbap(buffer, request, tid)
+        else:
+            parsed = parse_rtu(buffer, request)
+        del self._buffer[: parsed.used]
+        self._link.stray_frames += parsed.strays
+        if parsed.broken:
+            self.abort("the byte stream is not Modbus TCP")
+        elif parsed.reply is not None:
+            self._finish(parsed.reply)
+
+    def expect(self, request: ReadRequest, tid: int) -> asyncio.Future[Reply | int]:
+        """Forget whatever arrived before and wait for the answer to this request."""
+        self._buffer.clear()
+        future: asyncio.Future[Reply | int] = self._loop.create_future()
+        self._pending = (request, tid, future)
+        return future
+
+    def _finish(self, outcome: Reply | int) -> None:
+        if self._pending is not None:
+            future = self._pending[2]
+            self._pending = None
+            if not future.done():
+                future.set_result(outcome)
+
+    def forget(self) -> None:
+        self._pending = None
+
+    def send(self, frame: bytes) -> None:
+        assert isinstance(self.transport, asyncio.WriteTransport)
+        self.transport.write(frame)
+
+    def abort(self, reason: str) -> None:
+        log.warning("link %s: %s; reconnecting", self._link.label, reason)
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Link:
+    """A shared connection: one request at a time, reconnects itself, reports up and down."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        framing: Framing,
+        *,
+        reconnect_min: float,
+        reconnect_max: float,
+        connect_timeout: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.framing = framing
+        self.label = endpoint.label
+        self._reconnect = (reconnect_min, reconnect_max)
+        self._connect_timeout = connect_timeout
+        self._silence = (
+            silent_interval(endpoint.baudrate, endpoint.char_bits)
+            if isinstance(endpoint, SerialConfig)
+            else 0.0
+        )
+        self.quiet_at = 0.0  # loop time the line last went quiet (last byte in, or a timeout)
+        self.stray_frames = 0
+        self.stray_bytes = 0
+        self.last_error: str | None = None
+        self._protocol: _LinkProtocol | None = None
+        self._lock = asyncio.Lock()
+        self._tid = 0
+        self._timeouts_in_row = 0
+        self._listeners: list[LinkListener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and not self._protocol.closed.done()
+
+    # --- users --------------------------------------------------------------------------------
+
+    def attach(self, listener: LinkListener) -> None:
+        """A device starts using the link; the first one opens it."""
+        self._listeners.append(listener)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._keep_open(), name=f"link:{self.label}")
+
+    async def detach(self, listener: LinkListener) -> None:
+        """A device stops using the link; the last one closes it."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+        if self._listeners or self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.wait([task])
+
+    # --- connection ---------------------------------------------------------------------------
+
+    async def _open(self) -> _LinkProtocol:
+        loop = asyncio.get_running_loop()
+        endpoint = self.endpoint
+        protocol: asyncio.BaseProtocol
+        async with asyncio.timeout(self._connect_timeout):
+            if isinstance(endpoint, TcpEndpoint):
+                _, protocol = await loop.create_connection(
+                    lambda: _LinkProtocol(self), endpoint.host, endpoint.port
+                )
+            else:
+                protocol = await _open_serial(self, endpoint)
+        assert isinstance(protocol, _LinkProtocol)
+        return protocol
+
+    async def _keep_open(self) -> None:
+        backoff = self._reconnect[0]
+        try:
+            while True:
+                try:
+                    protocol = await self._open()
+                except (OSError, TimeoutError) as exc:
+                    self._set_state(None, f"cannot connect to {self.label}: {exc or 'timeout'}")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._reconnect[1])
+                    continue
+                backoff = self._reconnect[0]
+                self._timeouts_in_row = 0
+                self._set_state(protocol, None)
+                reason = await protocol.closed
+                self._set_state(None, reason)
+        finally:
+            protocol_now = self._protocol
+            self._protocol = None
+            if protocol_now is not None and protocol_now.transport is not None:
+                protocol_now.transport.close()
+
+    def _set_state(self, protocol: _LinkProtocol | None, error: str | None) -> None:
+        was = self.connected
+        if protocol is None and self._protocol is not None and self._protocol.transport:
+            self._protocol.transport.close()
+        self._protocol = protocol
+        if error is not None:
+            self.last_error = error
+        now = self.connected
+        if now != was:
+            if now:
+                log.info("link %s open", self.label)
+            else:
+                log.warning("link %s down: %s", self.label, error)
+        for listener in list(self._listeners):
+            listener(now, error)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def transact(self, request: ReadRequest, timeout: float) -> Reply | int:
+        """Send one read and wait for its answer: a Reply, or an error code for every tag."""
+        async with self._lock:
+            protocol = self._protocol
+            if protocol is None or protocol.closed.done():
+                return ERR_DISCONNECTED
+            loop = asyncio.get_running_loop()
+            if self._silence:
+                wait = self.quiet_at + self._silence - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._tid = self._tid + 1 if self._tid < 0xFFFF else 1
+            future = protocol.expect(request, self._tid)
+            try:
+                protocol.send(encode_request(request, self.framing, self._tid))
+                async with asyncio.timeout(timeout):
+                    outcome = await future
+            except TimeoutError:
+                self.quiet_at = loop.time()
+                self._note_timeout(protocol)
+                return ERR_TIMEOUT
+            finally:
+                protocol.forget()
+            self._timeouts_in_row = 0
+            return outcome
+
+    def _note_timeout(self, protocol: _LinkProtocol) -> None:
+        self._timeouts_in_row += 1
+        # A serial port cannot be half-open; a silent unit on a bus is that unit's problem.
+        if (
+            isinstance(self.endpoint, TcpEndpoint)
+            and self._timeouts_in_row >= TIMEOUTS_BEFORE_RECONNECT
+        ):
+            protocol.abort(f"no answer to {self._timeouts_in_row} requests in a row")
+
+
+async def _open_serial(link: Link, serial: SerialConfig) -> asyncio.BaseProtocol:
+    """Open a serial port through pymodbus's pyserial transport (exclusive, non-blocking)."""
+    from pymodbus.transport.serialtransport import create_serial_connection
+
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await create_serial_connection(
+            loop,
+            lambda: _LinkProtocol(link),
+            serial.port,
+            baudrate=serial.baudrate,
+            bytesize=serial.bytesize,
+            parity=serial.parity,
+            stopbits=serial.stopbits,
+            timeout=0,
+        )
+    except ValueError as exc:  # pyserial rejects some settings with ValueError
+        raise OSError(str(exc)) from exc
+    # connection_made runs on the next loop step (call_soon); wait for it.
+    while protocol.transport is None:  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+    return protocol
+
+
+class LinkPool:
+    """Every link of one hub, by line: devices on the same port or host:port get one Link."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[str, ...], Link] = {}
+
+    def link_for(
+        self,
+        endpoint: Endpoint,
+        framing: Framing,
+        *,
+        reconnect_min: float,
+        reconnect_max: float,
+        connect_timeout: float,
+    ) -> Link:
+        key = link_key(endpoint)
+        link = self._links.get(key)
+        if link is None or (link.endpoint != endpoint and not link._listeners):
+            link = Link(
+                endpoint,
+                framing,
+                reconnect_min=reconnect_min,
+                reconnect_max=reconnect_max,
+                connect_timeout=connect_timeout,
+            )
+            self._links[key] = link
+        return link
+
+    def links(self) -> list[Link]:
+        return list(self._links.values())

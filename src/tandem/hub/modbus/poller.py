@@ -1,0 +1,510 @@
+"""Polls one device: groups on the wall-clock grid through its active path, Samples out.
+
+A device reaches the field through one or more paths (a Link each, shared with the other
+devices on the same line). Each group runs on its own grid (polls at ``k * interval``
+wall-clock seconds, slept on the loop's monotonic clock) so two nodes produce the same slot
+for the same poll. While the device is unreachable every due poll still emits a Sample with
+all tags marked disconnected: a slot is never lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tandem.config.hub import DeviceConfig, GroupConfig
+from tandem.hub.codec import (
+    ERR_DISCONNECTED,
+    ERR_IO,
+    ERR_TIMEOUT,
+    BlockDecoder,
+    modbus_exception_error,
+    plan_reads,
+)
+from tandem.hub.modbus.frames import (
+    FUNCTION_OF_AREA,
+    ReadRequest,
+    Reply,
+    ReplyKind,
+    bits_of,
+    registers_of,
+)
+from tandem.hub.modbus.link import Link, LinkPool
+from tandem.hub.modbus.paths import PathSelector, PathSwitch
+from tandem.hub.model import Sample, Value, slot_of
+
+log = logging.getLogger(__name__)
+
+# Codes meaning the device never answered over this path (as opposed to answering an error).
+NO_ANSWER: frozenset[int] = frozenset({ERR_DISCONNECTED, ERR_TIMEOUT, ERR_IO})
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """What one group's polling looks like right now, for the API and metrics."""
+
+    name: str
+    interval: float
+    last_poll_ms: int | None
+    last_slot: int | None
+    polls: int
+    errors: int  # polls in which at least one tag had an error
+    overruns: int  # grid slots skipped because a poll ran past its next slot
+    last_latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PathStatus:
+    """One path of a device: where it goes, whether its line is up, whether it is in use."""
+
+    endpoint: str
+    connected: bool
+    active: bool
+    healthy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """One device: connection state, the last error seen, its groups and its paths."""
+
+    name: str
+    connected: bool
+    last_error: str | None
+    groups: list[GroupStatus]
+    active_path: str | None = None
+    paths: list[PathStatus] = field(default_factory=list)
+    path_switches: int = 0
+
+
+class DeviceEventKind(enum.Enum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    PATH_SWITCH = "path switch"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """A change worth a timeline line, reported the moment it happens (never sampled)."""
+
+    device: str
+    kind: DeviceEventKind
+    message: str
+    detail: dict[str, Any]
+
+
+DeviceListener = Callable[[DeviceEvent], None]
+
+
+@dataclass(slots=True)
+class _BlockRead:
+    """One planned read: the request on the wire and the decoder of its answer."""
+
+    request: ReadRequest
+    decoder: BlockDecoder
+    bits: bool
+
+
+@dataclass(slots=True)
+class _GroupRun:
+    """Mutable per-group state owned by that group's poll task."""
+
+    config: GroupConfig
+    reads: tuple[_BlockRead, ...]
+    last_poll_ms: int | None = None
+    last_slot: int | None = None
+    polls: int = 0
+    errors: int = 0
+    overruns: int = 0
+    last_latency_ms: float | None = None
+    block_errors: dict[int, int] = field(default_factory=dict)
+
+    def status(self) -> GroupStatus:
+        return GroupStatus(
+            name=self.config.name,
+            interval=self.config.interval,
+            last_poll_ms=self.last_poll_ms,
+            last_slot=self.last_slot,
+            polls=self.polls,
+            errors=self.errors,
+            overruns=self.overruns,
+            last_latency_ms=self.last_latency_ms,
+        )
+
+
+CATCH_UP_S = 1.0  # the longest stall whose slots are still polled late rather than skipped
+
+
+def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
+    """The slot to poll after ``slot`` finished at wall time ``now``, and how many were skipped.
+
+    A late poll keeps its slot: after a stall of up to CATCH_UP_S the missed slots are polled
+    at once, one after the other (their timestamps say when they were really read), so a
+    standby and a master that were slowed at different moments still hold the same slots.
+    A longer stall skips to the current slot and counts the skipped ones as overruns, so a
+    device that is slower than its interval is never driven into an endless burst.
+    """
+    current = slot_of(now, interval)
+    if current <= slot:
+        return slot + 1, 0
+    if (current - slot) * interval <= CATCH_UP_S:
+        # A short stall (a busy CPU, a slow answer): poll every slot it covered, back to back.
+        return slot + 1, 0
+    return current, current - slot - 1
+
+
+def _plan(device: DeviceConfig, group: GroupConfig) -> tuple[_BlockRead, ...]:
+    return tuple(
+        _BlockRead(
+            ReadRequest(device.unit, FUNCTION_OF_AREA[block.area], block.start, block.count),
+            BlockDecoder.for_block(block),
+            block.area in ("coil", "discrete"),
+        )
+        for block in plan_reads(group.tags)
+    )
+
+
+def decode_reply(
+    read: _BlockRead, outcome: Reply | int, values: dict[str, Value], errors: dict[str, int]
+) -> tuple[int, str | None]:
+    """Fold one block's outcome into a sample; returns its error code (0) and a description."""
+    if isinstance(outcome, int):
+        read.decoder.fail(outcome, errors)
+        return outcome, None
+    if outcome.kind is ReplyKind.EXCEPTION:
+        code = modbus_exception_error(outcome.exception_code)
+        read.decoder.fail(code, errors)
+        return code, f"modbus exception {outcome.exception_code}"
+    if outcome.kind is ReplyKind.MALFORMED:
+        read.decoder.fail(ERR_IO, errors)
+        return ERR_IO, "malformed response"
+    request = read.request
+    words = bits_of(outcome.data, request.count) if read.bits else registers_of(outcome.data)
+    read.decoder.decode(words, values, errors)
+    return 0, None
+
+
+@dataclass(slots=True)
+class _Path:
+    link: Link
+    listener: Callable[[bool, str | None], None]
+
+
+class DevicePoller:
+    """Polls every group of one device through its active path.
+
+    ``links`` is the hub's LinkPool, so devices on one line share its connection; a poller
+    made alone gets a pool of its own. ``on_event`` hears connects, disconnects and path
+    switches as they happen.
+    """
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        *,
+        source_node: str,
+        emit: Callable[[Sample], None],
+        clock: Callable[[], float] = time.time,
+        links: LinkPool | None = None,
+        on_event: DeviceListener | None = None,
+    ) -> None:
+        self.device = device
+        self.source_node = source_node
+        self._emit = emit
+        self._clock = clock
+        self._on_event = on_event
+        self._groups = [_GroupRun(g, _plan(device, g)) for g in device.groups]
+        pool = links if links is not None else LinkPool()
+        self._paths = [
+            _Path(
+                pool.link_for(
+                    endpoint,
+                    device.framing,
+                    reconnect_min=device.reconnect_min,
+                    reconnect_max=device.reconnect_max,
+                    connect_timeout=max(device.timeout, 1.0),
+                ),
+                self._listener_for(index),
+            )
+            for index, endpoint in enumerate(device.endpoints())
+        ]
+        self._selector = PathSelector(len(self._paths), device.redundancy, time.monotonic())
+        self._heartbeat = device.redundancy.heartbeat if device.redundancy else None
+        self._probe = self._probe_read()
+        # Warm standby: keep the connection up but do not poll (set by the HA layer).
+        self.paused = False
+        self._connected = False
+        self._last_error: str | None = None
+
+    # --- status -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def status(self) -> DeviceStatus:
+        active = self._selector.active
+        return DeviceStatus(
+            name=self.device.name,
+            connected=self._connected,
+            last_error=self._last_error,
+            groups=[g.status() for g in self._groups],
+            active_path=self._paths[active].link.label,
+            paths=[
+                PathStatus(
+                    endpoint=p.link.label,
+                    connected=p.link.connected,
+                    active=i == active,
+                    healthy=self._selector.healthy(i),
+                )
+                for i, p in enumerate(self._paths)
+            ],
+            path_switches=self._selector.switches,
+        )
+
+    def _active_link(self) -> Link:
+        return self._paths[self._selector.active].link
+
+    def _listener_for(self, index: int) -> Callable[[bool, str | None], None]:
+        def on_link(connected: bool, error: str | None) -> None:
+            if not connected:
+                self._apply(self._selector.on_link(index, connected))
+            if index == self._selector.active:
+                self._update_connected(error)
+
+        return on_link
+
+    def _update_connected(self, error: str | None = None) -> None:
+        link = self._active_link()
+        connected = link.connected
+        if error is None and not connected:
+            error = link.last_error
+        if error is not None and not connected:
+            self._last_error = error
+        if connected == self._connected:
+            return
+        self._connected = connected
+        name = self.device.name
+        if connected:
+            log.info("device %s connected via %s", name, link.label)
+            self._tell(DeviceEventKind.CONNECTED, f"{name} connected", {"path": link.label})
+        else:
+            reason = self._last_error or "connection lost"
+            log.warning("device %s disconnected: %s", name, reason)
+            self._tell(
+                DeviceEventKind.DISCONNECTED,
+                f"{name} disconnected: {reason}",
+                {"error": reason, "path": link.label},
+            )
+
+    def _tell(self, kind: DeviceEventKind, message: str, detail: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(DeviceEvent(self.device.name, kind, message, detail))
+
+    def _apply(self, switch: PathSwitch | None) -> None:
+        if switch is None:
+            return
+        old = self._paths[switch.from_index].link.label
+        new = self._paths[switch.to_index].link.label
+        reason = switch.reason.value
+        log.warning("device %s: path %s -> %s: %s", self.device.name, old, new, reason)
+        self._tell(
+            DeviceEventKind.PATH_SWITCH,
+            f"{self.device.name} now via {new}: {reason}",
+            {"from": old, "to": new, "reason": switch.reason.name.lower()},
+        )
+        self._update_connected()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until cancelled; the device lets go of its links on the way out."""
+        for path in self._paths:
+            path.link.attach(path.listener)
+        self._update_connected()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for group in self._groups:
+                    tasks.create_task(
+                        self._poll_forever(group), name=f"{self.device.name}:{group.config.name}"
+                    )
+                if self._selector.switching:
+                    tasks.create_task(self._probe_forever(), name=f"{self.device.name}:probe")
+        finally:
+            for path in self._paths:
+                await path.link.detach(path.listener)
+            self._connected = False
+
+    async def __aenter__(self) -> DevicePoller:
+        """Run in the background for the ``async with`` body (tests, small tools)."""
+        self._task = asyncio.create_task(self.run(), name=f"poller:{self.device.name}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        # wait() never raises the task's CancelledError, so a cancel of *our* caller still does.
+        await asyncio.wait([self._task])
+        if not self._task.cancelled() and self._task.exception() is not None:
+            raise self._task.exception()  # type: ignore[misc]
+
+    # --- polling ------------------------------------------------------------------------------
+
+    async def _poll_forever(self, group: _GroupRun) -> None:
+        interval = group.config.interval
+        slot = slot_of(self._clock(), interval) + 1
+        while True:
+            delay = slot * interval - self._clock()
+            if delay > interval * 2:
+                # The wall clock stepped back; re-align rather than sleep through the gap.
+                slot = slot_of(self._clock(), interval) + 1
+                continue
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.paused:
+                slot = slot_of(self._clock(), interval) + 1
+                continue
+            await self._poll_once(group, slot)
+            slot, skipped = next_slot_after(slot, self._clock(), interval)
+            if skipped:
+                group.overruns += skipped
+                log.debug(
+                    "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
+                )
+
+    async def _poll_once(self, group: _GroupRun, slot: int) -> None:
+        started_wall = self._clock()
+        started = time.perf_counter()
+        values: dict[str, Value] = {}
+        errors: dict[str, int] = {}
+        index = self._selector.active
+        answered = await self._read_group(group, self._paths[index].link, values, errors)
+        group.last_latency_ms = (time.perf_counter() - started) * 1000
+        group.last_poll_ms = int(started_wall * 1000)
+        group.last_slot = slot
+        group.polls += 1
+        if errors:
+            group.errors += 1
+        self._emit(
+            Sample(
+                node=self.device.name,
+                group=group.config.name,
+                slot=slot,
+                timestamp_ms=group.last_poll_ms,
+                values=values,
+                errors=errors,
+                seq=0,
+                source_node=self.source_node,
+            )
+        )
+        if self._selector.switching:
+            self._apply(
+                self._selector.on_poll(
+                    index,
+                    failed=not answered,
+                    bad=bool(errors),
+                    beat=self._beat_of(values),
+                    now=time.monotonic(),
+                )
+            )
+
+    async def _read_group(
+        self, group: _GroupRun, link: Link, values: dict[str, Value], errors: dict[str, int]
+    ) -> bool:
+        """Read every block of the group over ``link``; True if the device answered any."""
+        answered = False
+        timeout = self.device.timeout
+        for index, read in enumerate(group.reads):
+            outcome = await link.transact(read.request, timeout) if link.connected else None
+            if outcome is None:
+                outcome = ERR_DISCONNECTED
+            code, detail = decode_reply(read, outcome, values, errors)
+            answered = answered or code not in NO_ANSWER
+            if code:
+                self._last_error = self._describe(read, code, detail, link)
+            self._note_block_error(group, index, read, code)
+        return answered
+
+    def _describe(self, read: _BlockRead, code: int, detail: str | None, link: Link) -> str:
+        block = read.decoder.block
+        where = f"{block.area} {block.start}+{block.count}"
+        if detail is None:
+            detail = {
+                ERR_DISCONNECTED: link.last_error or "not connected",
+                ERR_TIMEOUT: f"no answer within {self.device.timeout:g} s",
+                ERR_IO: "connection broke during the request",
+            }.get(code, str(code))
+        return f"{where}: {detail}"
+
+    def _beat_of(self, values: dict[str, Value]) -> Value | None:
+        return values.get(self._heartbeat.tag) if self._heartbeat is not None else None
+
+    # --- redundant paths ----------------------------------------------------------------------
+
+    def _probe_read(self) -> tuple[_GroupRun, _BlockRead] | None:
+        """The block a probe reads: the heartbeat's if there is one, else the first one."""
+        for group in self._groups:
+            for read in group.reads:
+                names = read.decoder.names
+                if self._heartbeat is None or self._heartbeat.tag in names:
+                    return group, read
+        return None
+
+    async def _probe_forever(self) -> None:
+        assert self.device.redundancy is not None
+        interval = self.device.redundancy.probe_interval
+        while True:
+            await asyncio.sleep(interval)
+            for index in self._selector.probe_targets():
+                await self._probe_path(index)
+
+    async def _probe_path(self, index: int) -> None:
+        if self._probe is None:
+            return
+        link = self._paths[index].link
+        _, read = self._probe
+        values: dict[str, Value] = {}
+        errors: dict[str, int] = {}
+        outcome = await link.transact(read.request, self.device.timeout) if link.connected else None
+        code, _ = decode_reply(
+            read, ERR_DISCONNECTED if outcome is None else outcome, values, errors
+        )
+        self._apply(
+            self._selector.on_probe(
+                index,
+                ok=code not in NO_ANSWER,
+                bad=bool(errors),
+                beat=self._beat_of(values),
+                now=time.monotonic(),
+            )
+        )
+
+    def _note_block_error(self, group: _GroupRun, index: int, read: _BlockRead, code: int) -> None:
+        """Log a block's error when it changes, not on every poll of a failing device."""
+        previous = group.block_errors.get(index, 0)
+        if code == previous:
+            return
+        group.block_errors[index] = code
+        block = read.decoder.block
+        if code:
+            log.warning(
+                "device %s group %s: %s %s+%s failed with %s",
+                self.device.name,
+                group.config.name,
+                block.area,
+                block.start,
+                block.count,
+                code,
+            )
+        else:
+            log.info(
+                "device %s group %s: %s %s+%s reads again",
+                self.device.name,
+                group.config.name,
+                block.area,
+                block.start,
+                block.count,
+            )
