@@ -68,7 +68,7 @@ class Parsed:
 
     used: int
     reply: Reply | None = None
-    strays: int = 0
+    stray_units: tuple[int, ...] = ()  # units of whole frames that answered something else
     broken: bool = False  # the byte stream lost its framing (MBAP): the link must reconnect
 
 
@@ -101,25 +101,25 @@ def parse_mbap(buffer: bytes, request: ReadRequest, transaction_id: int) -> Pars
     Frames for another transaction (the late answer to a request that timed out) are skipped
     and counted; a header that cannot be Modbus means the stream is broken.
     """
-    used = strays = 0
+    used = 0
+    strays: list[int] = []
     while len(buffer) - used >= _MBAP.size:
         tid, protocol, length, unit = _MBAP.unpack_from(buffer, used)
         if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH:
-            return Parsed(len(buffer), strays=strays, broken=True)
+            return Parsed(len(buffer), stray_units=tuple(strays), broken=True)
         end = used + 6 + length
         if end > len(buffer):
             break
         pdu = bytes(buffer[used + _MBAP.size : end])
         used = end
-        if tid != transaction_id or unit != request.unit:
-            strays += 1
-            continue
-        reply = _pdu_reply(pdu, request)
+        reply = None
+        if tid == transaction_id and unit == request.unit:
+            reply = _pdu_reply(pdu, request)
         if reply is None:
-            strays += 1
+            strays.append(unit)
             continue
-        return Parsed(used, reply, strays)
-    return Parsed(used, None, strays)
+        return Parsed(used, reply, tuple(strays))
+    return Parsed(used, None, tuple(strays))
 
 
 def _rtu_frame_size(buffer: bytes, at: int) -> int | None:
@@ -138,10 +138,12 @@ def parse_rtu(buffer: bytes, request: ReadRequest) -> Parsed:
     """Find the reply to ``request`` in an RTU byte stream.
 
     RTU has no length field: a frame is recognised by its shape and CRC. Whole frames from
-    another unit (a late answer on a shared bus) are skipped and counted; bytes that start no
-    valid frame are dropped one at a time, as a receiver hunting for the next frame does.
+    another unit (a late answer on a shared bus) are skipped and their units reported; bytes
+    that start no valid frame are dropped one at a time, as a receiver hunting for the next
+    frame does. A request for unit 0 (broadcast, never answered) finds only strays.
     """
-    used = strays = 0
+    used = 0
+    strays: list[int] = []
     while len(buffer) - used >= 4:
         size = _rtu_frame_size(buffer, used)
         if size is None:
@@ -158,10 +160,10 @@ def parse_rtu(buffer: bytes, request: ReadRequest) -> Parsed:
         reply = _pdu_reply(frame[1:-2], request) if frame[0] == request.unit else None
         if reply is None or reply.kind is ReplyKind.MALFORMED:
             # On RTU a frame of the wrong shape is another exchange's answer, not ours.
-            strays += 1
+            strays.append(frame[0])
             continue
-        return Parsed(used, reply, strays)
-    return Parsed(used, None, strays)
+        return Parsed(used, reply, tuple(strays))
+    return Parsed(used, None, tuple(strays))
 
 
 def silent_interval(baudrate: int, char_bits: int) -> float:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # pymodbus closes a TCP client after retries + 3 unanswered requests; the same rule here
 # finds a half-open connection (a peer that vanished without a FIN) without a keepalive.
 TIMEOUTS_BEFORE_RECONNECT = 3
+# Unit 0 is broadcast and never answers (Serial Line v1.02, 2.1): every frame is someone else's.
+_NOBODY = ReadRequest(0, 3, 0, 1)
 LinkListener = Callable[[bool, str | None], None]
 
 
@@ -57,19 +59,25 @@ class _LinkProtocol(asyncio.Protocol):
             self.closed.set_result(f"connection lost: {exc}" if exc else "connection closed")
 
     def data_received(self, data: bytes) -> None:
-        self._link.quiet_at = self._loop.time()
-        if self._pending is None:
-            self._link.stray_bytes += len(data)  # an answer to nobody: a late or stray frame
-            return
+        link = self._link
+        link.quiet_at = self._loop.time()
         self._buffer += data
-        request, tid, _ = self._pending
+        if self._pending is None:
+            if link.framing == "mbap":
+                self._buffer.clear()  # an answer to nobody; the next request starts clean
+                link.stray_bytes += len(data)
+                return
+            # On RTU, find whose late answer this is: that unit stops owing one.
+            request, tid = _NOBODY, 0
+        else:
+            request, tid, _ = self._pending
         buffer = bytes(self._buffer)
-        if self._link.framing == "mbap":
+        if link.framing == "mbap":
             parsed: Parsed = parse_mbap(buffer, request, tid)
         else:
             parsed = parse_rtu(buffer, request)
         del self._buffer[: parsed.used]
-        self._link.stray_frames += parsed.strays
+        link.note_strays(parsed.stray_units)
         if parsed.broken:
             self.abort("the byte stream is not Modbus TCP")
         elif parsed.reply is not None:
@@ -134,7 +142,9 @@ class Link:
         self._lock = asyncio.Lock()
         self._tid = 0
         self._timeouts_in_row = 0
+        self._owed: dict[int, float] = {}  # unit -> loop time its late answer is given up on
         self._listeners: list[LinkListener] = []
+        self._logged_error: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -205,11 +215,13 @@ class Link:
         if error is not None:
             self.last_error = error
         now = self.connected
-        if now != was:
+        if now != was or (not now and error != self._logged_error):
             if now:
                 log.info("link %s open", self.label)
             else:
+                # Once per distinct reason: a line that stays down does not flood the log.
                 log.warning("link %s down: %s", self.label, error)
+        self._logged_error = None if now else error
         for listener in list(self._listeners):
             listener(now, error)
 
@@ -226,6 +238,8 @@ class Link:
                 wait = self.quiet_at + self._silence - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+            if self._owes_late_answer(request.unit, loop.time()):
+                return ERR_TIMEOUT
             self._tid = self._tid + 1 if self._tid < 0xFFFF else 1
             future = protocol.expect(request, self._tid)
             try:
@@ -234,14 +248,39 @@ class Link:
                     outcome = await future
             except TimeoutError:
                 self.quiet_at = loop.time()
-                self._note_timeout(protocol)
+                self._note_timeout(protocol, request.unit, timeout)
                 return ERR_TIMEOUT
             finally:
                 protocol.forget()
             self._timeouts_in_row = 0
             return outcome
 
-    def _note_timeout(self, protocol: _LinkProtocol) -> None:
+    def _owes_late_answer(self, unit: int, now: float) -> bool:
+        """Whether ``unit`` timed out so recently that its late answer may still come.
+
+        RTU frames carry no transaction id: a late answer that arrived during the unit's next
+        request would be taken for that request's answer. So a unit that timed out is not
+        asked again for one more timeout, or until its late answer has arrived (and been
+        dropped); the other units on the line are not held up. An answer later than twice
+        the timeout can still be mistaken: give slow devices a longer timeout.
+        """
+        until = self._owed.get(unit)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._owed[unit]
+        return False
+
+    def note_strays(self, units: tuple[int, ...]) -> None:
+        """Frames that answered nobody waiting: late answers; their units owe nothing more."""
+        self.stray_frames += len(units)
+        for unit in units:
+            self._owed.pop(unit, None)
+
+    def _note_timeout(self, protocol: _LinkProtocol, unit: int, timeout: float) -> None:
+        if self.framing == "rtu":
+            self._owed[unit] = asyncio.get_running_loop().time() + timeout
         self._timeouts_in_row += 1
         # A serial port cannot be half-open; a silent unit on a bus is that unit's problem.
         if (
@@ -267,8 +306,10 @@ async def _open_serial(link: Link, serial: SerialConfig) -> asyncio.BaseProtocol
             stopbits=serial.stopbits,
             timeout=0,
         )
-    except ValueError as exc:  # pyserial rejects some settings with ValueError
-        raise OSError(str(exc)) from exc
+    except OSError:
+        raise
+    except Exception as exc:  # pyserial: ValueError for bad settings, termios.error from the tty
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
     # connection_made runs on the next loop step (call_soon); wait for it.
     while protocol.transport is None:  # type: ignore[attr-defined]
         await asyncio.sleep(0)

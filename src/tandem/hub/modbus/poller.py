@@ -415,13 +415,20 @@ class DevicePoller:
         self, group: _GroupRun, link: Link, values: dict[str, Value], errors: dict[str, int]
     ) -> bool:
         """Read every block of the group over ``link``; True if the device answered any."""
-        answered = False
+        answered = silent = False
         timeout = self.device.timeout
         for index, read in enumerate(group.reads):
-            outcome = await link.transact(read.request, timeout) if link.connected else None
-            if outcome is None:
+            outcome: Reply | int
+            if silent:
+                # The device just let one request time out: asking for the rest of the group
+                # would hold the line for a timeout each, for every other device on it too.
+                outcome = ERR_TIMEOUT
+            elif link.connected:
+                outcome = await link.transact(read.request, timeout)
+            else:
                 outcome = ERR_DISCONNECTED
             code, detail = decode_reply(read, outcome, values, errors)
+            silent = code == ERR_TIMEOUT
             answered = answered or code not in NO_ANSWER
             if code:
                 self._last_error = self._describe(read, code, detail, link)
