@@ -88,7 +88,9 @@ async def test_rtu_poller_pty_values_and_exception_codes(
     poller = DevicePoller(rtu_device(pty.hub, 1), source_node="edge-a", emit=samples.append)
     async with poller:
         await wait_for(lambda: len(good(samples)) >= 5, 15, "five RTU polls")
-        first, last = good(samples)[0], good(samples)[-1]
+        status = poller.status()
+    assert status.connected and status.active_path == pty.hub
+    first, last = good(samples)[0], good(samples)[-1]
     assert first.values["unit"] == 1
     assert first.values["i16"] == -1234
     assert first.values["f64"] == pytest.approx(1234.5678)
