@@ -451,13 +451,17 @@ class DevicePoller:
 
     # --- redundant paths ----------------------------------------------------------------------
 
-    def _probe_read(self) -> tuple[_GroupRun, _BlockRead] | None:
-        """The block a probe reads: the heartbeat's if there is one, else the first one."""
+    def _probe_read(self) -> _GroupRun | None:
+        """The group a probe reads: the heartbeat's if there is one, else the first one.
+
+        The whole group, not one block: switch-on-trigger judges quality over every tag, so
+        a probe of a fraction would clear a trigger the next poll sets again.
+        """
         for group in self._groups:
-            for read in group.reads:
-                names = read.decoder.names
-                if self._heartbeat is None or self._heartbeat.tag in names:
-                    return group, read
+            if self._heartbeat is None or any(
+                t.name == self._heartbeat.tag for t in group.config.tags
+            ):
+                return group
         return None
 
     async def _probe_forever(self) -> None:
@@ -472,18 +476,24 @@ class DevicePoller:
         if self._probe is None:
             return
         link = self._paths[index].link
-        _, read = self._probe
         values: dict[str, Value] = {}
         errors: dict[str, int] = {}
-        outcome = await link.transact(read.request, self.device.timeout) if link.connected else None
-        code, _ = decode_reply(
-            read, ERR_DISCONNECTED if outcome is None else outcome, values, errors
-        )
+        answered = False
+        for read in self._probe.reads:
+            outcome = (
+                await link.transact(read.request, self.device.timeout) if link.connected else None
+            )
+            code, _ = decode_reply(
+                read, ERR_DISCONNECTED if outcome is None else outcome, values, errors
+            )
+            if code == ERR_TIMEOUT or outcome is None:
+                break
+            answered = answered or code not in NO_ANSWER
         self._apply(
             self._selector.on_probe(
                 index,
-                ok=code not in NO_ANSWER,
-                bad=bool(errors),
+                ok=answered,
+                bad=bool(errors) or not answered,
                 beat=self._beat_of(values),
                 now=time.monotonic(),
             )
