@@ -1,0 +1,335 @@
+"""Scale: one node polling 10, 100 and 1,000 devices (and 100 x 100 tags at 100 ms).
+
+Each scenario starts PLC simulators that serve many TCP ports from few processes
+(``tandem simulate-plc --ports N``: one device per port, one connection each), a real
+mosquitto, a subscriber and ``tandem run``; over a steady window it measures the hub's RSS
+and CPU, the poll start jitter against the grid (the sample's timestamp minus its slot's
+grid time), the end-to-end delay (poll start to the subscriber's receipt) and lost slots
+(every device's every slot in the window must arrive once).
+
+    .venv/bin/python -m bench.scale                 # the four scenarios
+    .venv/bin/python -m bench.scale --quick         # smoke: 10 devices, 3 s window
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import table, write_json
+from bench.throughput import Worker, _Mosquitto, cpu_seconds, rss_mb, spawn, wait_until
+
+HOST = "127.0.0.1"
+PORTS_PER_SIMULATOR = 500
+READY_TIMEOUT_S = 60.0
+GOALS = {"rss_mb": 150.0, "cpu_pct": 30.0, "jitter_p99_ms": 20.0, "lost": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    devices: int
+    tags: int
+    interval: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.devices} x {self.tags} @ {self.interval:g} s"
+
+
+SCENARIOS = (
+    Scenario(10, 20, 1.0),
+    Scenario(100, 20, 1.0),
+    Scenario(1000, 20, 1.0),
+    Scenario(100, 100, 0.1),
+)
+
+
+@dataclass(slots=True)
+class Result:
+    scenario: str
+    devices: int
+    tags: int
+    interval: float
+    window_s: float
+    rss_max_mb: float | None
+    cpu_hub_pct: float | None
+    cpu_per_kvalue_ms: float | None  # hub CPU milliseconds per 1,000 tag values
+    jitter_p50_ms: float | None
+    jitter_p99_ms: float | None
+    delay_p50_ms: float | None
+    delay_p99_ms: float | None
+    expected: int
+    received: int
+    lost: int
+    duplicates: int
+
+
+# --- subscriber worker -------------------------------------------------------------------------
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def worker_subscribe(port: int, start: float, end: float, interval: float, keys: int) -> None:
+    """Record every sample polled in [start, end); print one JSON summary and exit."""
+    import aiomqtt
+    import orjson
+
+    jitter: list[float] = []
+    delay: list[float] = []
+    slots: dict[tuple[str, str], list[int]] = {}
+    first, last = math.ceil(start / interval), math.floor(end / interval) - 1
+    seen = [0]
+
+    async def main() -> None:
+        async with aiomqtt.Client(HOST, port, identifier=f"scale-{os.getpid()}") as client:
+            await client.subscribe("#", qos=1)
+            print(json.dumps({"ready": True}), flush=True)
+            async with asyncio.timeout(end - time.time() + 5.0):
+                async for message in client.messages:
+                    now = time.time()
+                    seen[0] += 1
+                    doc = orjson.loads(message.payload)  # type: ignore[arg-type]
+                    slot = doc["slot"]
+                    if not first <= slot <= last:
+                        if slot > last and now > end + 2.0:
+                            break
+                        continue
+                    slots.setdefault((doc["node"], doc["group"]), []).append(slot)
+                    jitter.append(doc["timestamp"] - slot * interval * 1000.0)
+                    delay.append(now * 1000.0 - doc["timestamp"])
+
+    with suppress(TimeoutError):
+        asyncio.run(main())
+    expected = keys * (last - first + 1)
+    unique = sum(len(set(v)) for v in slots.values())
+    summary = {
+        "messages": seen[0],
+        "expected": expected,
+        "received": unique,
+        "lost": expected - unique,
+        "duplicates": sum(len(v) for v in slots.values()) - unique,
+        "jitter_p50_ms": _percentile(jitter, 0.5),
+        "jitter_p99_ms": _percentile(jitter, 0.99),
+        "delay_p50_ms": _percentile(delay, 0.5),
+        "delay_p99_ms": _percentile(delay, 0.99),
+    }
+    print(json.dumps({"summary": summary}), flush=True)
+
+
+# --- orchestration -----------------------------------------------------------------------------
+
+
+@contextmanager
+def simulators(count: int, tags: int, logs: Path) -> Iterator[list[int]]:
+    """Simulator processes serving ``count`` ports in all; yields the ports."""
+    workers: list[Worker] = []
+    try:
+        left = count
+        while left:
+            n = min(left, PORTS_PER_SIMULATOR)
+            argv = [sys.executable, "-m", "tandem", "simulate-plc", "--port", "0"]
+            argv += ["--ports", str(n), "--load-registers", str(max(tags, 20))]
+            workers.append(spawn("simulator", argv, stderr=logs))
+            left -= n
+        for worker in workers:
+            wait_until(
+                lambda w=worker: len(w.text) >= min(PORTS_PER_SIMULATOR, count),  # type: ignore[misc]
+                READY_TIMEOUT_S,
+                "simulator ports",
+                worker,
+            )
+        ports = [int(line.rsplit(":", 1)[1]) for w in workers for line in w.text]
+        yield ports[:count]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def hub_config(path: Path, data: Path, ports: Sequence[int], broker: int, s: Scenario) -> None:
+    tags = [{"name": f"r{i}", "address": 100 + i} for i in range(s.tags)]
+    config = {
+        "node": "scale",
+        "data_dir": str(data),
+        "api": {"host": HOST, "port": 0},
+        "mqtt": {"host": HOST, "port": broker, "inflight": 100},
+        "devices": [
+            {
+                "name": f"d{i}",
+                "host": HOST,
+                "port": port,
+                "timeout": 1.0,
+                "groups": [{"name": "g", "interval": s.interval, "tags": tags}],
+            }
+            for i, port in enumerate(ports)
+        ],
+    }
+    path.write_text(json.dumps(config))
+
+
+def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
+    logs = work / "logs.txt"
+    with ExitStack() as stack:
+        broker = stack.enter_context(_Mosquitto(work / "broker"))
+        ports = stack.enter_context(simulators(s.devices, s.tags, logs))
+        config = work / "node.yaml"
+        hub_config(config, work / "data", ports, broker.port, s)
+        hub = spawn("hub", [sys.executable, "-m", "tandem", "run", "-c", str(config)], stderr=logs)
+        stack.callback(hub.stop)
+        wait_until(
+            lambda: "node scale running" in logs.read_text(errors="replace"),
+            READY_TIMEOUT_S,
+            "the hub to run",
+            hub,
+        )
+        time.sleep(warmup)
+        start = time.time() + 1.0
+        end = start + window
+        sub = spawn(
+            "subscriber",
+            [sys.executable, "-m", "bench.scale", "_subscribe", "--port", str(broker.port)]
+            + ["--start", str(start), "--end", str(end), "--interval", str(s.interval)]
+            + ["--keys", str(s.devices)],
+            stderr=logs,
+        )
+        stack.callback(sub.stop)
+        wait_until(lambda: bool(sub.lines), 20, "subscriber ready", sub, hub)
+        while time.time() < start:
+            time.sleep(0.01)
+        cpu0, rss = cpu_seconds(hub.pid), [rss_mb(hub.pid) or 0.0]
+        while time.time() < end:
+            time.sleep(0.5)
+            rss.append(rss_mb(hub.pid) or 0.0)
+        cpu1 = cpu_seconds(hub.pid)
+        wait_until(lambda: "summary" in (sub.latest() or {}), window + 30, "summary", sub)
+        summary = (sub.latest() or {})["summary"]
+    cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / window * 100.0
+    values = s.devices * s.tags * window / s.interval
+    return Result(
+        scenario=s.label,
+        devices=s.devices,
+        tags=s.tags,
+        interval=s.interval,
+        window_s=window,
+        rss_max_mb=round(max(rss), 1),
+        cpu_hub_pct=None if cpu is None else round(cpu, 1),
+        cpu_per_kvalue_ms=None if cpu is None else round(cpu * 10 * window / values * 1000, 3),
+        jitter_p50_ms=_round(summary["jitter_p50_ms"]),
+        jitter_p99_ms=_round(summary["jitter_p99_ms"]),
+        delay_p50_ms=_round(summary["delay_p50_ms"]),
+        delay_p99_ms=_round(summary["delay_p99_ms"]),
+        expected=summary["expected"],
+        received=summary["received"],
+        lost=summary["lost"],
+        duplicates=summary["duplicates"],
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+COLUMNS = (
+    "scenario",
+    "RSS max MB",
+    "CPU hub %",
+    "CPU ms / 1k values",
+    "jitter p50 ms",
+    "jitter p99 ms",
+    "delay p50 ms",
+    "delay p99 ms",
+    "slots",
+    "lost",
+    "dup",
+)
+
+
+def rows(results: Sequence[Result]) -> list[list[Any]]:
+    return [
+        [
+            r.scenario,
+            r.rss_max_mb,
+            r.cpu_hub_pct,
+            r.cpu_per_kvalue_ms,
+            r.jitter_p50_ms,
+            r.jitter_p99_ms,
+            r.delay_p50_ms,
+            r.delay_p99_ms,
+            r.expected,
+            r.lost,
+            r.duplicates,
+        ]
+        for r in results
+    ]
+
+
+def goals(results: Sequence[Result]) -> dict[str, Any]:
+    """The goals at 1,000 devices, met or not, with the measured values."""
+    big = [r for r in results if r.devices >= 1000]
+    if not big:
+        return {}
+    r = big[0]
+    return {
+        "rss_mb": {"goal": GOALS["rss_mb"], "value": r.rss_max_mb},
+        "cpu_pct": {"goal": GOALS["cpu_pct"], "value": r.cpu_hub_pct},
+        "jitter_p99_ms": {"goal": GOALS["jitter_p99_ms"], "value": r.jitter_p99_ms},
+        "lost": {"goal": GOALS["lost"], "value": r.lost},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="worker")
+    subscribe = sub.add_parser("_subscribe", help=argparse.SUPPRESS)
+    for name in ("--start", "--end", "--interval"):
+        subscribe.add_argument(name, type=float, required=True)
+    subscribe.add_argument("--port", type=int, required=True)
+    subscribe.add_argument("--keys", type=int, required=True)
+    parser.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
+    parser.add_argument("--only", help="run only scenarios whose device count is in this list")
+    parser.add_argument("--quick", action="store_true", help="smoke: 10 devices, 3 s window")
+    parser.add_argument("--output", default="scale", help="results/<OUTPUT>.json; '-' for none")
+    args = parser.parse_args(argv)
+    if args.worker == "_subscribe":
+        worker_subscribe(args.port, args.start, args.end, args.interval, args.keys)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    scenarios: Sequence[Scenario] = SCENARIOS
+    if args.quick:
+        scenarios, args.window, args.warmup = (Scenario(10, 20, 1.0),), 3.0, 2.0
+    elif args.only:
+        wanted = {int(n) for n in args.only.split(",")}
+        scenarios = [s for s in SCENARIOS if s.devices in wanted]
+    results = []
+    for scenario in scenarios:
+        with tempfile.TemporaryDirectory(prefix="tandem-scale-") as tmp:
+            logging.info("scenario %s", scenario.label)
+            results.append(measure(scenario, args.window, args.warmup, Path(tmp)))
+    print(table("Scale: one node, Modbus TCP devices -> mosquitto", COLUMNS, rows(results)))
+    if args.output != "-":
+        path = write_json(
+            args.output, {"results": [asdict(r) for r in results], "goals": goals(results)}
+        )
+        print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
