@@ -66,6 +66,7 @@ class Result:
     rss_max_mb: float | None
     cpu_hub_pct: float | None
     cpu_per_kvalue_ms: float | None  # hub CPU milliseconds per 1,000 tag values
+    cpu_sims_pct: float
     jitter_p50_ms: float | None
     jitter_p99_ms: float | None
     delay_p50_ms: float | None
@@ -137,7 +138,7 @@ def worker_subscribe(port: int, start: float, end: float, interval: float, keys:
 
 
 @contextmanager
-def simulators(count: int, tags: int, logs: Path) -> Iterator[list[int]]:
+def simulators(count: int, tags: int, logs: Path) -> Iterator[tuple[list[int], list[Worker]]]:
     """Simulator processes serving ``count`` ports in all; yields the ports."""
     workers: list[Worker] = []
     try:
@@ -156,7 +157,7 @@ def simulators(count: int, tags: int, logs: Path) -> Iterator[list[int]]:
                 worker,
             )
         ports = [int(line.rsplit(":", 1)[1]) for w in workers for line in w.text]
-        yield ports[:count]
+        yield ports[:count], workers
     finally:
         for worker in workers:
             worker.stop()
@@ -187,7 +188,7 @@ def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
     logs = work / "logs.txt"
     with ExitStack() as stack:
         broker = stack.enter_context(_Mosquitto(work / "broker"))
-        ports = stack.enter_context(simulators(s.devices, s.tags, logs))
+        ports, sims = stack.enter_context(simulators(s.devices, s.tags, logs))
         config = work / "node.yaml"
         hub_config(config, work / "data", ports, broker.port, s)
         hub = spawn("hub", [sys.executable, "-m", "tandem", "run", "-c", str(config)], stderr=logs)
@@ -213,10 +214,12 @@ def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
         while time.time() < start:
             time.sleep(0.01)
         cpu0, rss = cpu_seconds(hub.pid), [rss_mb(hub.pid) or 0.0]
+        sims0 = sum(cpu_seconds(w.pid) or 0.0 for w in sims)
         while time.time() < end:
             time.sleep(0.5)
             rss.append(rss_mb(hub.pid) or 0.0)
         cpu1 = cpu_seconds(hub.pid)
+        sims_pct = (sum(cpu_seconds(w.pid) or 0.0 for w in sims) - sims0) / window * 100.0
         wait_until(lambda: "summary" in (sub.latest() or {}), window + 30, "summary", sub)
         summary = (sub.latest() or {})["summary"]
     cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / window * 100.0
@@ -230,6 +233,7 @@ def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
         rss_max_mb=round(max(rss), 1),
         cpu_hub_pct=None if cpu is None else round(cpu, 1),
         cpu_per_kvalue_ms=None if cpu is None else round(cpu * 10 * window / values * 1000, 3),
+        cpu_sims_pct=round(sims_pct, 1),
         jitter_p50_ms=_round(summary["jitter_p50_ms"]),
         jitter_p99_ms=_round(summary["jitter_p99_ms"]),
         delay_p50_ms=_round(summary["delay_p50_ms"]),
@@ -250,6 +254,7 @@ COLUMNS = (
     "RSS max MB",
     "CPU hub %",
     "CPU ms / 1k values",
+    "CPU sims %",
     "jitter p50 ms",
     "jitter p99 ms",
     "delay p50 ms",
@@ -267,6 +272,7 @@ def rows(results: Sequence[Result]) -> list[list[Any]]:
             r.rss_max_mb,
             r.cpu_hub_pct,
             r.cpu_per_kvalue_ms,
+            r.cpu_sims_pct,
             r.jitter_p50_ms,
             r.jitter_p99_ms,
             r.delay_p50_ms,
