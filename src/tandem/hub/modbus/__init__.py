@@ -15,6 +15,7 @@ from tandem.hub.modbus.poller import (
     PathStatus,
     next_slot_after,
 )
+from tandem.hub.modbus.schedule import PollScheduler
 
 __all__ = [
     "CATCH_UP_S",
@@ -28,6 +29,7 @@ __all__ = [
     "LinkPool",
     "PathSelector",
     "PathStatus",
+    "PollScheduler",
     "PathSwitch",
     "SwitchReason",
     "next_slot_after",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from tandem.config.hub import Endpoint, SerialConfig, TcpEndpoint, link_key
@@ -37,6 +38,14 @@ TIMEOUTS_BEFORE_RECONNECT = 3
 # Unit 0 is broadcast and never answers (Serial Line v1.02, 2.1): every frame is someone else's.
 _NOBODY = ReadRequest(0, 3, 0, 1)
 LinkListener = Callable[[bool, str | None], None]
+Outcome = Callable[[Reply | int], None]
+
+
+def _deliver(done: Outcome, outcome: Reply | int) -> None:
+    try:
+        done(outcome)
+    except Exception:
+        log.exception("a request's completion failed")
 
 
 class _LinkProtocol(asyncio.Protocol):
@@ -48,7 +57,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._buffer = bytearray()
-        self._pending: tuple[ReadRequest, int, asyncio.Future[Reply | int]] | None = None
+        self._pending: tuple[ReadRequest, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -70,7 +79,7 @@ class _LinkProtocol(asyncio.Protocol):
             # On RTU, find whose late answer this is: that unit stops owing one.
             request, tid = _NOBODY, 0
         else:
-            request, tid, _ = self._pending
+            request, tid = self._pending
         buffer = bytes(self._buffer)
         if link.framing == "mbap":
             parsed: Parsed = parse_mbap(buffer, request, tid)
@@ -83,19 +92,15 @@ class _LinkProtocol(asyncio.Protocol):
         elif parsed.reply is not None:
             self._finish(parsed.reply)
 
-    def expect(self, request: ReadRequest, tid: int) -> asyncio.Future[Reply | int]:
+    def expect(self, request: ReadRequest, tid: int) -> None:
         """Forget whatever arrived before and wait for the answer to this request."""
         self._buffer.clear()
-        future: asyncio.Future[Reply | int] = self._loop.create_future()
-        self._pending = (request, tid, future)
-        return future
+        self._pending = (request, tid)
 
     def _finish(self, outcome: Reply | int) -> None:
         if self._pending is not None:
-            future = self._pending[2]
             self._pending = None
-            if not future.done():
-                future.set_result(outcome)
+            self._link.resolve(outcome)
 
     def forget(self) -> None:
         self._pending = None
@@ -139,7 +144,9 @@ class Link:
         self.stray_bytes = 0
         self.last_error: str | None = None
         self._protocol: _LinkProtocol | None = None
-        self._lock = asyncio.Lock()
+        self._queue: deque[tuple[ReadRequest, float, Outcome]] = deque()
+        self._current: tuple[ReadRequest, float, Outcome] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._tid = 0
         self._timeouts_in_row = 0
         self._owed: dict[int, float] = {}  # unit -> loop time its late answer is given up on
@@ -206,6 +213,11 @@ class Link:
             self._protocol = None
             if protocol_now is not None and protocol_now.transport is not None:
                 protocol_now.transport.close()
+            # Nobody uses the line any more: what was still asked of it fails now, not later.
+            if self._current is not None:
+                self.resolve(ERR_DISCONNECTED)
+            while self._queue:
+                _deliver(self._queue.popleft()[2], ERR_DISCONNECTED)
 
     def _set_state(self, protocol: _LinkProtocol | None, error: str | None) -> None:
         was = self.connected
@@ -227,33 +239,84 @@ class Link:
 
     # --- requests -----------------------------------------------------------------------------
 
+    def request(self, request: ReadRequest, timeout: float, done: Outcome) -> None:
+        """Queue one read; ``done`` gets its Reply or an error code, exactly once.
+
+        Requests go out one at a time in the order asked. ``done`` may run before this
+        returns (no connection) or later from the loop; an exception it raises is logged and
+        does not break the line for the other devices.
+        """
+        self._queue.append((request, timeout, done))
+        if self._current is None:
+            self._start_next()
+
     async def transact(self, request: ReadRequest, timeout: float) -> Reply | int:
-        """Send one read and wait for its answer: a Reply, or an error code for every tag."""
-        async with self._lock:
+        """request() for callers that await (probes, tools)."""
+        future: asyncio.Future[Reply | int] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Reply | int) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        self.request(request, timeout, done)
+        return await future
+
+    def _start_next(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue and self._current is None:
+            request, timeout, done = self._queue.popleft()
             protocol = self._protocol
             if protocol is None or protocol.closed.done():
-                return ERR_DISCONNECTED
-            loop = asyncio.get_running_loop()
-            if self._silence:
-                wait = self.quiet_at + self._silence - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            if self._owes_late_answer(request.unit, loop.time()):
-                return ERR_TIMEOUT
-            self._tid = self._tid + 1 if self._tid < 0xFFFF else 1
-            future = protocol.expect(request, self._tid)
-            try:
-                protocol.send(encode_request(request, self.framing, self._tid))
-                async with asyncio.timeout(timeout):
-                    outcome = await future
-            except TimeoutError:
-                self.quiet_at = loop.time()
-                self._note_timeout(protocol, request.unit, timeout)
-                return ERR_TIMEOUT
-            finally:
-                protocol.forget()
+                _deliver(done, ERR_DISCONNECTED)
+                continue
+            now = loop.time()
+            if self._owes_late_answer(request.unit, now):
+                _deliver(done, ERR_TIMEOUT)
+                continue
+            self._current = (request, timeout, done)
+            quiet = self.quiet_at + self._silence
+            if self._silence and quiet > now:
+                self._timer = loop.call_at(quiet, self._send)
+            else:
+                self._send()
+
+    def _send(self) -> None:
+        assert self._current is not None
+        request, timeout, done = self._current
+        protocol = self._protocol
+        if protocol is None or protocol.closed.done():
+            self.resolve(ERR_DISCONNECTED)
+            return
+        self._tid = self._tid + 1 if self._tid < 0xFFFF else 1
+        protocol.expect(request, self._tid)
+        protocol.send(encode_request(request, self.framing, self._tid))
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + timeout, self._on_timeout)
+
+    def resolve(self, outcome: Reply | int) -> None:
+        """The current request's outcome (from the protocol, a timeout or a lost line)."""
+        current, self._current = self._current, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if current is None:
+            return
+        if not isinstance(outcome, int) or outcome != ERR_TIMEOUT:
             self._timeouts_in_row = 0
-            return outcome
+        _deliver(current[2], outcome)
+        self._start_next()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        protocol = self._protocol
+        if self._current is None:
+            return
+        request, timeout, _ = self._current
+        self.quiet_at = asyncio.get_running_loop().time()
+        if protocol is not None:
+            protocol.forget()
+            self._note_timeout(protocol, request.unit, timeout)
+        self.resolve(ERR_TIMEOUT)
 
     def _owes_late_answer(self, unit: int, now: float) -> bool:
         """Whether ``unit`` timed out so recently that its late answer may still come.

@@ -36,6 +36,7 @@ from tandem.hub.modbus.frames import (
 )
 from tandem.hub.modbus.link import Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
+from tandem.hub.modbus.schedule import PollScheduler
 from tandem.hub.model import Sample, Value, slot_of
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,15 @@ class _BlockRead:
     bits: bool
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _GroupRun:
-    """Mutable per-group state owned by that group's poll task."""
+    """Mutable per-group state: statistics, and where its polling stands on the grid."""
 
     config: GroupConfig
     reads: tuple[_BlockRead, ...]
+    owner: DevicePoller
+    next_slot: int | None = None  # None: take the next grid point that comes
+    busy: bool = False
     last_poll_ms: int | None = None
     last_slot: int | None = None
     polls: int = 0
@@ -122,6 +126,13 @@ class _GroupRun:
     overruns: int = 0
     last_latency_ms: float | None = None
     block_errors: dict[int, int] = field(default_factory=dict)
+
+    def due(self, slot: int) -> None:
+        try:
+            self.owner._due(self, slot)
+        except Exception as exc:
+            self.busy = False
+            self.owner._crash(exc)
 
     def status(self) -> GroupStatus:
         return GroupStatus(
@@ -188,6 +199,24 @@ def decode_reply(
     return 0, None
 
 
+@dataclass(slots=True, eq=False)
+class _Poll:
+    """One poll of one group in flight: its slot, what it read so far, where it stands."""
+
+    group: _GroupRun
+    slot: int
+    path: int
+    link: Link
+    generation: int
+    started_wall: float
+    started: float
+    values: dict[str, Value] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    block: int = 0
+    answered: bool = False
+    silent: bool = False
+
+
 @dataclass(slots=True)
 class _Path:
     link: Link
@@ -211,14 +240,18 @@ class DevicePoller:
         clock: Callable[[], float] = time.time,
         links: LinkPool | None = None,
         on_event: DeviceListener | None = None,
+        scheduler: PollScheduler | None = None,
     ) -> None:
         self.device = device
         self.source_node = source_node
         self._emit = emit
         self._clock = clock
         self._on_event = on_event
-        self._groups = [_GroupRun(g, _plan(device, g)) for g in device.groups]
+        self._groups = [_GroupRun(g, _plan(device, g), self) for g in device.groups]
         pool = links if links is not None else LinkPool()
+        self._scheduler = scheduler if scheduler is not None else PollScheduler(clock)
+        self._generation = 0  # bumped at every start and stop: late callbacks see a stale one
+        self._failed: asyncio.Future[None] | None = None
         self._paths = [
             _Path(
                 pool.link_for(
@@ -322,22 +355,46 @@ class DevicePoller:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll until cancelled; the device lets go of its links on the way out."""
+        """Poll until cancelled; the device lets go of its links on the way out.
+
+        Polls are driven by the shared grid scheduler and the links' callbacks, not by a task
+        per group; this task only holds the device's place (and runs probes of spare paths).
+        A poll that raises ends it with that exception, so the hub sees the crash.
+        """
+        loop = asyncio.get_running_loop()
+        self._generation += 1
+        self._failed = loop.create_future()
         for path in self._paths:
             path.link.attach(path.listener)
         self._update_connected()
+        for group in self._groups:
+            group.next_slot, group.busy = None, False
+            self._scheduler.add(group.config.interval, group)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for group in self._groups:
-                    tasks.create_task(
-                        self._poll_forever(group), name=f"{self.device.name}:{group.config.name}"
-                    )
-                if self._selector.switching:
+            if self._selector.switching:
+                async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._probe_forever(), name=f"{self.device.name}:probe")
+                    await self._failed
+            else:
+                await self._failed
         finally:
+            self._generation += 1
+            for group in self._groups:
+                self._scheduler.remove(group.config.interval, group)
             for path in self._paths:
                 await path.link.detach(path.listener)
-            self._connected = False
+            if self._connected:
+                self._connected = False
+                name = self.device.name
+                self._tell(
+                    DeviceEventKind.DISCONNECTED,
+                    f"{name} disconnected: polling stopped",
+                    {"error": "polling stopped"},
+                )
+
+    def _crash(self, exc: BaseException) -> None:
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(exc)
 
     async def __aenter__(self) -> DevicePoller:
         """Run in the background for the ``async with`` body (tests, small tools)."""
@@ -353,49 +410,88 @@ class DevicePoller:
 
     # --- polling ------------------------------------------------------------------------------
 
-    async def _poll_forever(self, group: _GroupRun) -> None:
-        interval = group.config.interval
-        slot = slot_of(self._clock(), interval) + 1
-        while True:
-            delay = slot * interval - self._clock()
-            if delay > interval * 2:
-                # The wall clock stepped back; re-align rather than sleep through the gap.
-                slot = slot_of(self._clock(), interval) + 1
-                continue
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.paused:
-                slot = slot_of(self._clock(), interval) + 1
-                continue
-            await self._poll_once(group, slot)
-            slot, skipped = next_slot_after(slot, self._clock(), interval)
-            if skipped:
-                group.overruns += skipped
-                log.debug(
-                    "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
-                )
+    def _due(self, group: _GroupRun, tick: int) -> None:
+        """The grid reached slot ``tick`` of the group's interval."""
+        if self.paused:
+            group.next_slot = None  # re-align on the grid when polling resumes
+            return
+        if group.busy:
+            return  # still polling; it catches up when that poll ends
+        slot = tick if group.next_slot is None else group.next_slot
+        if slot > tick:
+            return
+        if slot < tick:
+            slot, skipped = next_slot_after(slot - 1, self._clock(), group.config.interval)
+            group.overruns += skipped
+        self._start_poll(group, slot)
 
-    async def _poll_once(self, group: _GroupRun, slot: int) -> None:
-        started_wall = self._clock()
-        started = time.perf_counter()
-        values: dict[str, Value] = {}
-        errors: dict[str, int] = {}
+    def _start_poll(self, group: _GroupRun, slot: int) -> None:
+        group.busy = True
         index = self._selector.active
-        answered = await self._read_group(group, self._paths[index].link, values, errors)
-        group.last_latency_ms = (time.perf_counter() - started) * 1000
-        group.last_poll_ms = int(started_wall * 1000)
-        group.last_slot = slot
+        poll = _Poll(
+            group=group,
+            slot=slot,
+            path=index,
+            link=self._paths[index].link,
+            generation=self._generation,
+            started_wall=self._clock(),
+            started=time.perf_counter(),
+        )
+        self._next_block(poll)
+
+    def _next_block(self, poll: _Poll) -> None:
+        """Ask for the next block of the poll, or finish it; a device that does not answer
+        one request is not asked for the rest (each would hold the line for a timeout)."""
+        reads = poll.group.reads
+        while poll.block < len(reads):
+            read = reads[poll.block]
+            if poll.silent:
+                self._fold(poll, ERR_TIMEOUT)
+            elif not poll.link.connected:
+                self._fold(poll, ERR_DISCONNECTED)
+            else:
+                poll.link.request(
+                    read.request, self.device.timeout, lambda outcome: self._on_block(poll, outcome)
+                )
+                return
+        self._finish(poll)
+
+    def _on_block(self, poll: _Poll, outcome: Reply | int) -> None:
+        if poll.generation != self._generation:
+            return  # the poller stopped (or restarted) since this request was sent
+        try:
+            self._fold(poll, outcome)
+            self._next_block(poll)
+        except Exception as exc:
+            poll.group.busy = False
+            self._crash(exc)
+
+    def _fold(self, poll: _Poll, outcome: Reply | int) -> None:
+        read = poll.group.reads[poll.block]
+        code, detail = decode_reply(read, outcome, poll.values, poll.errors)
+        poll.answered = poll.answered or code not in NO_ANSWER
+        poll.silent = code == ERR_TIMEOUT
+        if code:
+            self._last_error = self._describe(read, code, detail, poll.link)
+        self._note_block_error(poll.group, poll.block, read, code)
+        poll.block += 1
+
+    def _finish(self, poll: _Poll) -> None:
+        group = poll.group
+        group.last_latency_ms = (time.perf_counter() - poll.started) * 1000
+        group.last_poll_ms = int(poll.started_wall * 1000)
+        group.last_slot = poll.slot
         group.polls += 1
-        if errors:
+        if poll.errors:
             group.errors += 1
         self._emit(
             Sample(
                 node=self.device.name,
                 group=group.config.name,
-                slot=slot,
+                slot=poll.slot,
                 timestamp_ms=group.last_poll_ms,
-                values=values,
-                errors=errors,
+                values=poll.values,
+                errors=poll.errors,
                 seq=0,
                 source_node=self.source_node,
             )
@@ -403,37 +499,35 @@ class DevicePoller:
         if self._selector.switching:
             self._apply(
                 self._selector.on_poll(
-                    index,
-                    failed=not answered,
-                    bad=bool(errors),
-                    beat=self._beat_of(values),
+                    poll.path,
+                    failed=not poll.answered,
+                    bad=bool(poll.errors),
+                    beat=self._beat_of(poll.values),
                     now=time.monotonic(),
                 )
             )
+        group.busy = False
+        interval = group.config.interval
+        slot, skipped = next_slot_after(poll.slot, self._clock(), interval)
+        if skipped:
+            group.overruns += skipped
+            log.debug(
+                "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
+            )
+        group.next_slot = slot
+        if slot * interval <= self._clock():
+            # Behind the grid (a slow answer, a busy CPU): the missed slot is polled now.
+            generation = self._generation
+            asyncio.get_running_loop().call_soon(self._catch_up, group, generation)
 
-    async def _read_group(
-        self, group: _GroupRun, link: Link, values: dict[str, Value], errors: dict[str, int]
-    ) -> bool:
-        """Read every block of the group over ``link``; True if the device answered any."""
-        answered = silent = False
-        timeout = self.device.timeout
-        for index, read in enumerate(group.reads):
-            outcome: Reply | int
-            if silent:
-                # The device just let one request time out: asking for the rest of the group
-                # would hold the line for a timeout each, for every other device on it too.
-                outcome = ERR_TIMEOUT
-            elif link.connected:
-                outcome = await link.transact(read.request, timeout)
-            else:
-                outcome = ERR_DISCONNECTED
-            code, detail = decode_reply(read, outcome, values, errors)
-            silent = code == ERR_TIMEOUT
-            answered = answered or code not in NO_ANSWER
-            if code:
-                self._last_error = self._describe(read, code, detail, link)
-            self._note_block_error(group, index, read, code)
-        return answered
+    def _catch_up(self, group: _GroupRun, generation: int) -> None:
+        if generation != self._generation or group.busy or self.paused:
+            return
+        try:
+            if group.next_slot is not None:
+                self._start_poll(group, group.next_slot)
+        except Exception as exc:
+            self._crash(exc)
 
     def _describe(self, read: _BlockRead, code: int, detail: str | None, link: Link) -> str:
         block = read.decoder.block
