@@ -72,13 +72,34 @@ class Parsed:
     broken: bool = False  # the byte stream lost its framing (MBAP): the link must reconnect
 
 
+_RTU_FRAMES: dict[ReadRequest, bytes] = {}
+_MBAP_TAILS: dict[ReadRequest, bytes] = {}
+_TID = struct.Struct(">H")
+
+
 def encode_request(request: ReadRequest, framing: Framing, transaction_id: int = 0) -> bytes:
-    """The bytes on the wire for ``request``."""
-    pdu = _READ_PDU.pack(request.function, request.start, request.count)
-    if framing == "mbap":
-        return _MBAP.pack(transaction_id, 0, len(pdu) + 1, request.unit) + pdu
-    frame = bytes((request.unit,)) + pdu
-    return frame + FramerRTU.compute_CRC(frame).to_bytes(2, "big")
+    """The bytes on the wire for ``request``.
+
+    A device asks for the same blocks on every poll, so everything but the transaction id is
+    built once per request and kept (an RTU frame, CRC included, is entirely fixed).
+    """
+    if framing == "rtu":
+        frame = _RTU_FRAMES.get(request)
+        if frame is None:
+            head = bytes((request.unit,)) + _READ_PDU.pack(
+                request.function, request.start, request.count
+            )
+            frame = _RTU_FRAMES.setdefault(
+                request, head + FramerRTU.compute_CRC(head).to_bytes(2, "big")
+            )
+        return frame
+    tail = _MBAP_TAILS.get(request)
+    if tail is None:
+        pdu = _READ_PDU.pack(request.function, request.start, request.count)
+        tail = _MBAP_TAILS.setdefault(
+            request, _MBAP.pack(0, 0, len(pdu) + 1, request.unit)[2:] + pdu
+        )
+    return _TID.pack(transaction_id) + tail
 
 
 def _pdu_reply(pdu: bytes, request: ReadRequest) -> Reply | None:
@@ -173,9 +194,15 @@ def silent_interval(baudrate: int, char_bits: int) -> float:
     return 3.5 * char_bits / baudrate
 
 
+_WORDS: dict[int, struct.Struct] = {}
+
+
 def registers_of(data: bytes) -> tuple[int, ...]:
-    """Big-endian 16-bit registers of a read reply's data, in one unpack."""
-    return struct.unpack(f">{len(data) // 2}H", data)
+    """Big-endian 16-bit registers of a read reply's data, in one (cached) unpack."""
+    words = _WORDS.get(len(data))
+    if words is None:
+        words = _WORDS.setdefault(len(data), struct.Struct(f">{len(data) // 2}H"))
+    return words.unpack(data)
 
 
 def bits_of(data: bytes, count: int) -> list[bool]:

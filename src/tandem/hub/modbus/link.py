@@ -80,13 +80,15 @@ class _LinkProtocol(asyncio.Protocol):
             request, tid = _NOBODY, 0
         else:
             request, tid = self._pending
-        buffer = bytes(self._buffer)
+        # The usual case, one whole reply in one read, parses the bytes as they came.
+        buffer = data if len(self._buffer) == len(data) else bytes(self._buffer)
         if link.framing == "mbap":
             parsed: Parsed = parse_mbap(buffer, request, tid)
         else:
             parsed = parse_rtu(buffer, request)
         del self._buffer[: parsed.used]
-        link.note_strays(parsed.stray_units)
+        if parsed.stray_units:
+            link.note_strays(parsed.stray_units)
         if parsed.broken:
             self.abort("the byte stream is not Modbus TCP")
         elif parsed.reply is not None:
