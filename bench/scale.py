@@ -35,7 +35,7 @@ HOST = "127.0.0.1"
 PORTS_PER_SIMULATOR = 500
 # Publishes awaiting PUBACK: at 1,000 samples/s the window must hold what arrives while the
 # loop is busy with one grid tick, or the publisher, not the devices, sets the pace.
-INFLIGHT = 1000
+INFLIGHT = 250
 READY_TIMEOUT_S = 60.0
 GOALS = {"rss_mb": 150.0, "cpu_pct": 30.0, "jitter_p99_ms": 20.0, "lost": 0}
 
