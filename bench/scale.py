@@ -30,6 +30,7 @@ from typing import Any
 
 from bench.report import table, write_json
 from bench.throughput import Worker, _Mosquitto, cpu_seconds, rss_mb, spawn, wait_until
+from tandem.config.hub import GroupConfig
 
 HOST = "127.0.0.1"
 PORTS_PER_SIMULATOR = 500
@@ -45,17 +46,28 @@ class Scenario:
     devices: int
     tags: int
     interval: float
+    spread: bool = False  # groups at `phase: spread` instead of all at the grid point
 
     @property
     def label(self) -> str:
-        return f"{self.devices} x {self.tags} @ {self.interval:g} s"
+        label = f"{self.devices} x {self.tags} @ {self.interval:g} s"
+        return f"{label}, spread" if self.spread else label
+
+    def group(self) -> GroupConfig:
+        tags = [{"name": f"r{i}", "address": 100 + i} for i in range(self.tags)]
+        phase: float | str = "spread" if self.spread else 0.0
+        return GroupConfig.model_validate(
+            {"name": "g", "interval": self.interval, "phase": phase, "tags": tags}
+        )
 
 
 SCENARIOS = (
     Scenario(10, 20, 1.0),
     Scenario(100, 20, 1.0),
     Scenario(1000, 20, 1.0),
+    Scenario(1000, 20, 1.0, spread=True),
     Scenario(100, 100, 0.1),
+    Scenario(100, 100, 0.1, spread=True),
 )
 
 
@@ -90,8 +102,13 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def worker_subscribe(port: int, start: float, end: float, interval: float, keys: int) -> None:
-    """Record every sample polled in [start, end); print one JSON summary and exit."""
+def worker_subscribe(
+    port: int, start: float, end: float, interval: float, keys: int, spread: bool
+) -> None:
+    """Record every sample polled in [start, end); print one JSON summary and exit.
+
+    Jitter is measured against each group's own grid: slot * interval + its phase.
+    """
     import aiomqtt
     import orjson
 
@@ -99,6 +116,8 @@ def worker_subscribe(port: int, start: float, end: float, interval: float, keys:
     delay: list[float] = []
     slots: dict[tuple[str, str], list[int]] = {}
     first, last = math.ceil(start / interval), math.floor(end / interval) - 1
+    group = Scenario(1, 1, interval, spread).group()
+    phases: dict[str, float] = {}
     seen = [0]
 
     async def main() -> None:
@@ -116,7 +135,11 @@ def worker_subscribe(port: int, start: float, end: float, interval: float, keys:
                             break
                         continue
                     slots.setdefault((doc["node"], doc["group"]), []).append(slot)
-                    jitter.append(doc["timestamp"] - slot * interval * 1000.0)
+                    node = doc["node"]
+                    phase = phases.get(node)
+                    if phase is None:
+                        phase = phases.setdefault(node, group.phase_seconds(node))
+                    jitter.append(doc["timestamp"] - (slot * interval + phase) * 1000.0)
                     delay.append(now * 1000.0 - doc["timestamp"])
 
     with suppress(TimeoutError):
@@ -170,15 +193,9 @@ def simulators(count: int, tags: int, logs: Path) -> Iterator[tuple[list[int], l
 
 
 def devices_config(ports: Sequence[int], s: Scenario) -> list[dict[str, Any]]:
-    tags = [{"name": f"r{i}", "address": 100 + i} for i in range(s.tags)]
+    group = s.group().model_dump()
     return [
-        {
-            "name": f"d{i}",
-            "host": HOST,
-            "port": port,
-            "timeout": 1.0,
-            "groups": [{"name": "g", "interval": s.interval, "tags": tags}],
-        }
+        {"name": f"d{i}", "host": HOST, "port": port, "timeout": 1.0, "groups": [group]}
         for i, port in enumerate(ports)
     ]
 
@@ -216,7 +233,8 @@ def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
             "subscriber",
             [sys.executable, "-m", "bench.scale", "_subscribe", "--port", str(broker.port)]
             + ["--start", str(start), "--end", str(end), "--interval", str(s.interval)]
-            + ["--keys", str(s.devices)],
+            + ["--keys", str(s.devices)]
+            + (["--spread"] if s.spread else []),
             stderr=logs,
         )
         stack.callback(sub.stop)
@@ -336,7 +354,8 @@ def goals(results: Sequence[Result]) -> dict[str, Any]:
     big = [r for r in results if r.devices >= 1000]
     if not big:
         return {}
-    r = big[0]
+    # The better of the two 1,000-device runs (aligned, spread) is what a site can have.
+    r = min(big, key=lambda x: (x.lost, x.jitter_p99_ms if x.jitter_p99_ms is not None else 1e9))
     return {
         "rss_mb": {"goal": GOALS["rss_mb"], "value": r.rss_max_mb},
         "cpu_pct": {"goal": GOALS["cpu_pct"], "value": r.cpu_hub_pct},
@@ -398,10 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         subscribe.add_argument(name, type=float, required=True)
     subscribe.add_argument("--port", type=int, required=True)
     subscribe.add_argument("--keys", type=int, required=True)
+    subscribe.add_argument("--spread", action="store_true")
     parser.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
     parser.add_argument("--only", help="run only scenarios whose device count is in this list")
     parser.add_argument("--quick", action="store_true", help="smoke: 10 devices, 3 s window")
+    parser.add_argument("--no-spread", action="store_true", help="skip the phase: spread runs")
     parser.add_argument("--output", default="scale", help="results/<OUTPUT>.json; '-' for none")
     parser.add_argument(
         "--pair",
@@ -411,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.worker == "_subscribe":
-        worker_subscribe(args.port, args.start, args.end, args.interval, args.keys)
+        worker_subscribe(args.port, args.start, args.end, args.interval, args.keys, args.spread)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the pair's status polling
@@ -421,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.only:
         wanted = {int(n) for n in args.only.split(",")}
         scenarios = [s for s in SCENARIOS if s.devices in wanted]
+    if args.no_spread:
+        scenarios = [s for s in scenarios if not s.spread]
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix="tandem-scale-") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import string
 from collections.abc import Iterable
@@ -47,6 +48,8 @@ TYPE_WIDTH: dict[str, int] = {
     "bit": 1,
 }
 TOPIC_VARIABLES: frozenset[str] = frozenset({"node", "group", "source_node"})
+# A spread group starts in the first 90 % of its interval: the rest leaves room for its read.
+PHASE_SPREAD = 0.9
 # Names end up in MQTT topics and file paths: no wildcards, separators or spaces.
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
@@ -108,7 +111,37 @@ class GroupConfig(_Model):
 
     name: str = Field(pattern=NAME_PATTERN)
     interval: float = Field(default=1.0, ge=0.01, description="seconds between polls")
+    # float | str rather than a Literal member: a union's errors would name its members.
+    phase: float | str = Field(
+        default=0.0,
+        description=(
+            "seconds after each grid point the group polls; spread: a fixed offset from the"
+            " device and group names, so many devices do not all poll at once"
+        ),
+    )
     tags: list[TagConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_phase(self) -> GroupConfig:
+        if isinstance(self.phase, str):
+            if self.phase != "spread":
+                raise _field_error("phase", "phase is seconds after the grid point, or spread")
+        elif not 0 <= self.phase < self.interval:
+            raise _field_error("phase", "phase must be >= 0 and shorter than the interval")
+        return self
+
+    def phase_seconds(self, device: str) -> float:
+        """Seconds after each grid point this group polls; the same on every node.
+
+        "spread" hashes the device and group names (blake2b, not Python's salted hash) into
+        the interval, so a thousand devices on one interval start their polls one after
+        another instead of all at the grid point.
+        """
+        if isinstance(self.phase, str):
+            digest = hashlib.blake2b(f"{device}/{self.name}".encode(), digest_size=8).digest()
+            fraction = int.from_bytes(digest, "big") / 2**64
+            return fraction * self.interval * PHASE_SPREAD
+        return self.phase
 
 
 # --- devices: one model per protocol, told apart by `protocol` ---------------------------------

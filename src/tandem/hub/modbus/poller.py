@@ -117,6 +117,7 @@ class _GroupRun:
     config: GroupConfig
     reads: tuple[_BlockRead, ...]
     owner: DevicePoller
+    phase: float = 0.0  # seconds after each grid point this group polls
     next_slot: int | None = None  # None: take the next grid point that comes
     busy: bool = False
     last_poll_ms: int | None = None
@@ -247,7 +248,10 @@ class DevicePoller:
         self._emit = emit
         self._clock = clock
         self._on_event = on_event
-        self._groups = [_GroupRun(g, _plan(device, g), self) for g in device.groups]
+        self._groups = [
+            _GroupRun(g, _plan(device, g), self, g.phase_seconds(device.name))
+            for g in device.groups
+        ]
         pool = links if links is not None else LinkPool()
         self._scheduler = scheduler if scheduler is not None else PollScheduler(clock)
         self._generation = 0  # bumped at every start and stop: late callbacks see a stale one
@@ -369,7 +373,7 @@ class DevicePoller:
         self._update_connected()
         for group in self._groups:
             group.next_slot, group.busy = None, False
-            self._scheduler.add(group.config.interval, group)
+            self._scheduler.add(group.config.interval, group, group.phase)
         try:
             if self._selector.switching:
                 async with asyncio.TaskGroup() as tasks:
@@ -421,7 +425,8 @@ class DevicePoller:
         if slot > tick:
             return
         if slot < tick:
-            slot, skipped = next_slot_after(slot - 1, self._clock(), group.config.interval)
+            now = self._clock() - group.phase
+            slot, skipped = next_slot_after(slot - 1, now, group.config.interval)
             group.overruns += skipped
         self._start_poll(group, slot)
 
@@ -508,14 +513,14 @@ class DevicePoller:
             )
         group.busy = False
         interval = group.config.interval
-        slot, skipped = next_slot_after(poll.slot, self._clock(), interval)
+        slot, skipped = next_slot_after(poll.slot, self._clock() - group.phase, interval)
         if skipped:
             group.overruns += skipped
             log.debug(
                 "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
             )
         group.next_slot = slot
-        if slot * interval <= self._clock():
+        if slot * interval + group.phase <= self._clock():
             # Behind the grid (a slow answer, a busy CPU): the missed slot is polled now.
             generation = self._generation
             asyncio.get_running_loop().call_soon(self._catch_up, group, generation)
