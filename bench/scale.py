@@ -193,7 +193,10 @@ def simulators(count: int, tags: int, logs: Path) -> Iterator[tuple[list[int], l
 
 
 def devices_config(ports: Sequence[int], s: Scenario) -> list[dict[str, Any]]:
-    group = s.group().model_dump()
+    # Only the keys an operator would write: a config that spells out every default is
+    # several times larger, and loading it (with a line for every key) costs memory too.
+    group = s.group().model_dump(exclude_defaults=True)
+    group["tags"] = [{"name": t["name"], "address": t["address"]} for t in group["tags"]]
     return [
         {"name": f"d{i}", "host": HOST, "port": port, "timeout": 1.0, "groups": [group]}
         for i, port in enumerate(ports)
