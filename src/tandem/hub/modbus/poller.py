@@ -10,7 +10,6 @@ all tags marked disconnected: a slot is never lost silently.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -37,68 +36,20 @@ from tandem.hub.modbus.frames import (
 from tandem.hub.modbus.link import Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
 from tandem.hub.modbus.schedule import PollScheduler
+from tandem.hub.modbus.status import (
+    DeviceEvent,
+    DeviceEventKind,
+    DeviceListener,
+    DeviceStatus,
+    GroupStatus,
+    PathStatus,
+)
 from tandem.hub.model import Sample, Value, slot_of
 
 log = logging.getLogger(__name__)
 
 # Codes meaning the device never answered over this path (as opposed to answering an error).
 NO_ANSWER: frozenset[int] = frozenset({ERR_DISCONNECTED, ERR_TIMEOUT, ERR_IO})
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    """What one group's polling looks like right now, for the API and metrics."""
-
-    name: str
-    interval: float
-    last_poll_ms: int | None
-    last_slot: int | None
-    polls: int
-    errors: int  # polls in which at least one tag had an error
-    overruns: int  # grid slots skipped because a poll ran past its next slot
-    last_latency_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class PathStatus:
-    """One path of a device: where it goes, whether its line is up, whether it is in use."""
-
-    endpoint: str
-    connected: bool
-    active: bool
-    healthy: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceStatus:
-    """One device: connection state, the last error seen, its groups and its paths."""
-
-    name: str
-    connected: bool
-    last_error: str | None
-    groups: list[GroupStatus]
-    active_path: str | None = None
-    paths: list[PathStatus] = field(default_factory=list)
-    path_switches: int = 0
-
-
-class DeviceEventKind(enum.Enum):
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    PATH_SWITCH = "path switch"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
-    """A change worth a timeline line, reported the moment it happens (never sampled)."""
-
-    device: str
-    kind: DeviceEventKind
-    message: str
-    detail: dict[str, Any]
-
-
-DeviceListener = Callable[[DeviceEvent], None]
 
 
 @dataclass(slots=True)
