@@ -261,14 +261,20 @@ class DevicePoller:
         def on_link(connected: bool, error: str | None) -> None:
             if not connected:
                 self._apply(self._selector.on_link(index, connected))
-            if index == self._selector.active:
-                self._update_connected(error)
+            self._update_connected(error if index == self._selector.active else None)
 
         return on_link
 
     def _update_connected(self, error: str | None = None) -> None:
+        """Connected while the device has a working path it may use.
+
+        A device whose active path dropped but that may switch to a live one still counts as
+        connected (health stays up while switch-on-trigger counts its bad polls); with
+        primary-only or secondary-only only the pinned path counts.
+        """
         link = self._active_link()
-        connected = link.connected
+        usable = self._paths if self._selector.switching else [self._paths[self._selector.active]]
+        connected = any(path.link.connected for path in usable)
         if error is None and not connected:
             error = link.last_error
         if error is not None and not connected:
@@ -278,8 +284,9 @@ class DevicePoller:
         self._connected = connected
         name = self.device.name
         if connected:
-            log.info("device %s connected via %s", name, link.label)
-            self._tell(DeviceEventKind.CONNECTED, f"{name} connected", {"path": link.label})
+            via = link if link.connected else next(p.link for p in usable if p.link.connected)
+            log.info("device %s connected via %s", name, via.label)
+            self._tell(DeviceEventKind.CONNECTED, f"{name} connected", {"path": via.label})
         else:
             reason = self._last_error or "connection lost"
             log.warning("device %s disconnected: %s", name, reason)
