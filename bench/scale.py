@@ -90,6 +90,7 @@ class Result:
     received: int
     lost: int
     duplicates: int
+    load_1min: float  # the machine's load average when the scenario started (shared cores)
 
 
 # --- subscriber worker -------------------------------------------------------------------------
@@ -216,6 +217,7 @@ def hub_config(path: Path, data: Path, ports: Sequence[int], broker: int, s: Sce
 
 def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
     logs = work / "logs.txt"
+    load = os.getloadavg()[0]
     with ExitStack() as stack:
         broker = stack.enter_context(_Mosquitto(work / "broker"))
         ports, sims = stack.enter_context(simulators(s.devices, s.tags, logs))
@@ -273,6 +275,7 @@ def measure(s: Scenario, window: float, warmup: float, work: Path) -> Result:
         received=summary["received"],
         lost=summary["lost"],
         duplicates=summary["duplicates"],
+        load_1min=round(load, 1),
     )
 
 
@@ -329,6 +332,7 @@ COLUMNS = (
     "slots",
     "lost",
     "dup",
+    "load",
 )
 
 
@@ -347,6 +351,7 @@ def rows(results: Sequence[Result]) -> list[list[Any]]:
             r.expected,
             r.lost,
             r.duplicates,
+            r.load_1min,
         ]
         for r in results
     ]
