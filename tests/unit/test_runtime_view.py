@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -172,17 +171,65 @@ async def test_hub_status_single_node_reports_devices_outbox_and_publisher(hub: 
     assert status.uptime_s >= 0
 
 
-async def test_hub_status_with_ha_callbacks_includes_their_answers(hub: Hub) -> None:
-    hub.ha_info = lambda: HaInfo(peer="edge-b", peer_state="BACKUP", watermark_lag=3)
-    hub.vrrp_info = lambda: {"state": "MASTER", "priority": 150}
-    hub.standby_mode = "hot"
+class FakeHa:
+    """The HA hooks a hub gets at construction; records what the hub hands it."""
+
+    standby = "hot"
+
+    def __init__(self) -> None:
+        self.batches: list[list[Sample]] = []
+        self.floor = -1
+
+    def make_publisher(self, outbox: Outbox, may_publish: Callable[[], bool]) -> FakePublisher:
+        return FakePublisher(outbox, may_publish)
+
+    def admit(self, sample: Sample) -> bool:
+        return sample.slot > self.floor
+
+    def stored(self, samples: list[Sample]) -> None:
+        self.batches.append(samples)
+
+    def ha_info(self) -> HaInfo:
+        return HaInfo(peer="edge-b", peer_state="BACKUP", watermark_lag=3)
+
+    def vrrp_info(self) -> dict[str, Any]:
+        return {"state": "MASTER", "priority": 150}
+
+    async def switchover(self) -> dict[str, Any]:
+        return {"accepted": True}
+
+
+async def ha_hub(tmp_path: Path) -> tuple[Hub, FakeHa]:
+    ha = FakeHa()
+    return Hub(make_config(tmp_path), poller_factory=FakePoller, ha=ha), ha
+
+
+async def test_hub_late_slots_dropped_before_the_append_and_stored_reported(
+    tmp_path: Path,
+) -> None:
+    hub, ha = await ha_hub(tmp_path)
+    try:
+        ha.floor = 10
+        plc1, _ = pollers(hub)
+        for slot in (9, 10, 11, 12):
+            plc1.sample("fast", slot, {"t1": slot}, {})
+        await settle()
+        assert [s.slot for batch in ha.batches for s in batch] == [11, 12]
+        assert hub.outbox.depth() == 2
+    finally:
+        hub.outbox.close()
+
+
+async def test_hub_status_with_ha_hooks_includes_their_answers(tmp_path: Path) -> None:
+    hub, _ = await ha_hub(tmp_path)
+    hub.outbox.close()
     status = hub.status()
     assert status.ha is not None and status.ha.peer == "edge-b" and status.ha.watermark_lag == 3
     assert status.vrrp == {"state": "MASTER", "priority": 150}
     assert status.standby_mode == "hot"
 
 
-async def test_hub_samples_stamped_with_node_and_term_and_sequenced(hub: Hub) -> None:
+async def test_hub_samples_stamped_with_node_and_sequenced_term_left_to_sender(hub: Hub) -> None:
     seen: list[Sample] = []
     hub.on_sample.append(seen.append)
     hub.gate.term = 7
@@ -192,12 +239,14 @@ async def test_hub_samples_stamped_with_node_and_term_and_sequenced(hub: Hub) ->
     await settle()
 
     assert [(s.slot, s.seq, s.source_node, s.term) for s in seen] == [
-        (10, 1, "edge-a", 7),
-        (11, 2, "edge-a", 7),
+        (10, 1, "edge-a", 0),
+        (11, 2, "edge-a", 0),
     ]
     assert hub.outbox.depth() == 2
     rows = hub.outbox.peek(10)
     assert [r.source_node for r in rows] == ["edge-a", "edge-a"]
+    # the stored row carries no term: the sender's goes in at send time
+    assert b'"term":7,' in rows[0].payload(7) and b'"term":' not in rows[0].body
     assert publisher(hub).notified >= 1
 
 
@@ -253,6 +302,8 @@ async def test_hub_set_role_updates_gate_timeline_and_status(hub: Hub) -> None:
         "role": "MASTER",
         "term": 4,
         "reason": "peer silent for 3 adverts",
+        "phase": None,
+        "detail": "",
     }
 
 
@@ -291,7 +342,8 @@ async def test_hub_subscribe_slow_client_loses_oldest_events(hub: Hub) -> None:
 
 
 async def test_hub_health_checks_follow_devices_and_broker(hub: Hub) -> None:
-    assert set(hub.health_checks()) == {"loops", "devices", "broker"}
+    assert set(hub.health_checks()) == {"loops", "devices", "broker", "outbox"}
+    assert hub.health_checks()["outbox"] is True
     # not running: no publisher loop
     assert hub.health_checks()["loops"] is False
     plc1, plc2 = pollers(hub)
@@ -314,12 +366,11 @@ async def test_hub_switchover_without_handler_not_implemented(hub: Hub) -> None:
         await hub.switchover()
 
 
-async def test_hub_switchover_calls_handler(hub: Hub) -> None:
-    async def handler() -> dict[str, Any]:
-        return {"accepted": True}
-
-    hub.switchover_handler = handler
+async def test_hub_switchover_goes_to_the_ha_hooks(tmp_path: Path) -> None:
+    hub, _ = await ha_hub(tmp_path)
+    hub.outbox.close()
     assert await hub.switchover() == {"accepted": True}
+    assert (hub.gate.role, hub.gate.publishing) == ("INIT", False)  # an HA hub starts closed
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -373,5 +424,4 @@ async def test_hub_api_port_taken_fails_to_start_and_closes_outbox(tmp_path: Pat
         with pytest.raises(TandemError, match="cannot listen"):
             async with hub:
                 pass
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        hub.outbox.peek(1)
+    assert hub.outbox.closed

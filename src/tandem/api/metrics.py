@@ -22,6 +22,13 @@ Metrics (all prefixed ``tandem_``; labels in braces):
 - ``tandem_group_last_slot{device,group}`` gauge: slot of the last poll.
 - ``tandem_outbox_depth`` gauge: samples committed but not yet acknowledged by the broker.
 - ``tandem_outbox_overflow_dropped_total`` counter: samples dropped because the outbox was full.
+- ``tandem_outbox_writable`` gauge: 0 from a failed outbox write (disk full, read-only data
+  dir) until a write succeeds again.
+- ``tandem_outbox_write_errors_total`` counter: outbox write transactions that failed.
+- ``tandem_outbox_retry_queue`` gauge: samples held in memory because they could not be
+  committed yet.
+- ``tandem_outbox_retry_dropped_total`` counter: samples dropped because that queue was full.
+- ``tandem_outbox_recovered_total`` counter: corrupt outbox files moved aside at start.
 - ``tandem_publisher_connected`` gauge: 1 while connected to the MQTT broker.
 - ``tandem_published_total`` counter: messages acknowledged by the broker (PUBACK).
 - ``tandem_publish_rate`` gauge: messages per second, as averaged by the runtime.
@@ -35,6 +42,15 @@ Metrics (all prefixed ``tandem_``; labels in braces):
   a receive check (auth_mismatch, version_mismatch, interval_mismatch, bad_checksum, ...).
 - ``tandem_vrrp_transitions_total{reason}`` counter: role changes by reason.
 - ``tandem_health_check{check}`` gauge: 1 while a health check (loops, devices, broker) passes.
+- ``tandem_publishing`` gauge: 1 while this node publishes (an active master).
+- ``tandem_ha_phase{phase}`` gauge: 1 for the current HA phase (standby, barrier, quiet,
+  acquiring, active, revalidating, handing_over), 0 for the others.
+- ``tandem_vrrp_spurious_takeovers_total`` counter: leaderships lost again before a term was
+  taken (a late advert from a live master: no term war).
+- ``tandem_broker_messages_dropped_total{reason}`` counter: broker messages the HA layer did
+  not use (malformed, out_of_range, unsigned, bad_signature, future_slot, replayed, ...).
+- ``tandem_security_events_total`` counter: messages only a forger (or a bug) can produce,
+  such as a term naming this node that it never acquired.
 """
 
 from __future__ import annotations
@@ -46,7 +62,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tandem.api.view import KNOWN_ROLES, Status
+from tandem.api.view import KNOWN_ROLES, OutboxInfo, Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -126,6 +142,7 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         "Samples dropped because the outbox was full",
         value=status.outbox.overflow_dropped,
     )
+    yield from outbox_storage_metrics(status.outbox)
 
     publisher = status.publisher
     yield GaugeMetricFamily(
@@ -152,6 +169,8 @@ def status_metrics(status: Status) -> Iterator[Metric]:
             "Samples the peer is behind this node",
             value=status.ha.watermark_lag,
         )
+    if status.phase is not None or status.ha is not None:
+        yield from ha_metrics(status)
     if status.vrrp:
         yield from vrrp_metrics(status.vrrp)
 
@@ -174,6 +193,48 @@ def path_metrics(status: Status) -> Iterator[Metric]:
             up.add_metric([device.name, path.endpoint], 1 if path.connected else 0)
         switches.add_metric([device.name], device.path_switches)
     yield from (active, up, switches)
+
+
+def outbox_storage_metrics(outbox: OutboxInfo) -> Iterator[Metric]:
+    """Storage faults and recovery of the outbox."""
+    yield GaugeMetricFamily(
+        "tandem_outbox_writable",
+        "1 while outbox writes succeed",
+        value=1 if outbox.writable else 0,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_write_errors", "Outbox writes that failed", value=outbox.write_errors
+    )
+    yield GaugeMetricFamily(
+        "tandem_outbox_retry_queue",
+        "Samples held in memory, not committed yet",
+        value=outbox.retry_queue,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_retry_dropped",
+        "Samples dropped because the in-memory retry queue was full",
+        value=outbox.retry_dropped,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_recovered",
+        "Corrupt outbox files moved aside at start",
+        value=outbox.recovered,
+    )
+
+
+PHASES = ("standby", "barrier", "quiet", "acquiring", "active", "revalidating", "handing_over")
+
+
+def ha_metrics(status: Status) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tandem_publishing", "1 while this node publishes", value=1 if status.publishing else 0
+    )
+    phase = GaugeMetricFamily(
+        "tandem_ha_phase", "Current HA phase (1 = this one)", labels=["phase"]
+    )
+    for name in PHASES:
+        phase.add_metric([name], 1 if name == status.phase else 0)
+    yield phase
 
 
 def vrrp_metrics(vrrp: dict[str, Any]) -> Iterator[Metric]:
@@ -206,6 +267,24 @@ def vrrp_metrics(vrrp: dict[str, Any]) -> Iterator[Metric]:
     for check, ok in sorted((vrrp.get("checks") or {}).items()):
         checks.add_metric([check], 1 if ok else 0)
     yield checks
+    yield CounterMetricFamily(
+        "tandem_vrrp_spurious_takeovers",
+        "Leaderships lost again before a term was taken",
+        value=vrrp.get("spurious_takeovers", 0),
+    )
+    broker = CounterMetricFamily(
+        "tandem_broker_messages_dropped",
+        "Broker messages not used by the HA layer, by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted((vrrp.get("broker_drops") or {}).items()):
+        broker.add_metric([reason], count)
+    yield broker
+    yield CounterMetricFamily(
+        "tandem_security_events",
+        "Messages only a forger or a bug can produce",
+        value=vrrp.get("security_events", 0),
+    )
 
 
 def render_metrics(status: Status) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -149,6 +149,7 @@ class GroupConfig(_Model):
 Protocol = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"]
 PROTOCOLS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
 DEFAULT_PROTOCOL = "modbus-tcp"
+DEFAULT_MODBUS_PORT = 502
 PathMode = Literal["switch-on-failure", "switch-on-trigger", "primary-only", "secondary-only"]
 
 
@@ -286,7 +287,9 @@ class _TcpDevice(_ModbusDevice):
             raise _field_error("host", "required field is missing (or give paths)")
         if self.paths is not None and self.host is not None:
             raise _field_error("paths", "set host (one path) or paths (several), not both")
-        if self.paths is not None and "port" in self.model_fields_set:
+        # A dumped config carries port 502 whatever the paths (HA hands configs on as JSON),
+        # so only a port someone actually chose is a mistake here.
+        if self.paths is not None and self.port != DEFAULT_MODBUS_PORT:
             raise _field_error("port", "with paths, each path has its own port")
         return self
 
@@ -409,8 +412,26 @@ class MqttConfig(_Model):
 
 
 class OutboxConfig(_Model):
+    """The on-disk buffer between poller and publisher (SQLite, WAL)."""
+
     max_rows: int = Field(default=1_000_000, ge=1)
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description=(
+            "normal: a committed sample survives a crash or kill of the process, the last"
+            " commits can be lost on power loss; full: survives power loss too, at the cost of"
+            " an fsync per commit (milliseconds on SD cards and eMMC)"
+        ),
+    )
+    retry_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "samples held in memory while the outbox cannot be written (disk full, read-only"
+            " data dir); past this the oldest are dropped and counted"
+        ),
+    )
 
 
 class VrrpSection(_Model):
@@ -455,6 +476,12 @@ class HealthSection(_Model):
     fail_after: float = Field(
         default=0.3, ge=0, description="seconds a broker/devices check must fail before it counts"
     )
+    deadline: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds without a health report from the hub process before it counts as "
+        "hung (the node goes FAULT and the peer takes over)",
+    )
 
 
 class HooksSection(_Model):
@@ -490,6 +517,11 @@ class HaConfig(_Model):
         if (self.secret is None) == (self.secret_file is None):
             raise _field_error("secret", "set exactly one of secret and secret_file")
         return self
+
+    @property
+    def peer_fresh_s(self) -> float:
+        """How old a peer-link state may be and still count as the peer's current state."""
+        return max(3 * self.vrrp.advert_interval, 0.5)
 
     def shared_secret(self) -> str:
         """The peer-link secret, read from secret_file when that is how it was given."""
@@ -703,7 +735,10 @@ def cross_field_problems(data: Any) -> list[tuple[FieldPath, str]]:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def _pydantic_problems(doc: LocatedDocument, exc: ValidationError) -> list[ConfigProblem]:
+Locate = Callable[[FieldPath, str], ConfigProblem]
+
+
+def _pydantic_problems(locate: Locate, exc: ValidationError) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for err in exc.errors(include_url=False):
         # A device's union tag (its protocol) is not a key of the file: drop it from the path.
@@ -720,21 +755,30 @@ def _pydantic_problems(doc: LocatedDocument, exc: ValidationError) -> list[Confi
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required field is missing"
-        problems.append(doc.problem(loc, message))
+        problems.append(locate(loc, message))
     return problems
 
 
 def validate_document(doc: LocatedDocument) -> TandemConfig:
     """Validate parsed YAML; raises ConfigError with every problem found, sorted by line."""
+    return validate_mapping(doc.data, doc.problem)
+
+
+def validate_mapping(data: Any, locate: Locate) -> TandemConfig:
+    """The one validation of a whole config (a file, a PUT, a peer's shared sections).
+
+    `locate` turns a field path into a problem naming where it is (file and line for a YAML
+    file, the source and the dotted path otherwise). Raises ConfigError with every problem.
+    """
     problems: list[ConfigProblem] = []
     config: TandemConfig | None = None
-    if not isinstance(doc.data, dict):
-        raise ConfigError([doc.problem((), "the top level must be a mapping")])
+    if not isinstance(data, dict):
+        raise ConfigError([locate((), "the top level must be a mapping")])
     try:
-        config = TandemConfig.model_validate(doc.data)
+        config = TandemConfig.model_validate(data)
     except ValidationError as exc:
-        problems += _pydantic_problems(doc, exc)
-    problems += [doc.problem(path, message) for path, message in cross_field_problems(doc.data)]
+        problems += _pydantic_problems(locate, exc)
+    problems += [locate(path, message) for path, message in cross_field_problems(data)]
     if problems:
         problems.sort(key=lambda p: (p.line if p.line is not None else 0, p.field))
         raise ConfigError(problems)
