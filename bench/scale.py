@@ -119,6 +119,7 @@ def worker_subscribe(
     first, last = math.ceil(start / interval), math.floor(end / interval) - 1
     group = Scenario(1, 1, interval, spread).group()
     phases: dict[str, float] = {}
+    early: list[tuple[str, int, int, float]] = []  # polls stamped before their own grid time
     seen = [0]
 
     async def main() -> None:
@@ -140,7 +141,10 @@ def worker_subscribe(
                     phase = phases.get(node)
                     if phase is None:
                         phase = phases.setdefault(node, group.phase_seconds(node))
-                    jitter.append(doc["timestamp"] - (slot * interval + phase) * 1000.0)
+                    late = doc["timestamp"] - (slot * interval + phase) * 1000.0
+                    jitter.append(late)
+                    if late < -5 and len(early) < 5:
+                        early.append((node, slot, doc["timestamp"], phase))
                     delay.append(now * 1000.0 - doc["timestamp"])
 
     with suppress(TimeoutError):
@@ -157,6 +161,7 @@ def worker_subscribe(
         "jitter_p99_ms": _percentile(jitter, 0.99),
         "delay_p50_ms": _percentile(delay, 0.5),
         "delay_p99_ms": _percentile(delay, 0.99),
+        "early_examples": early,
     }
     print(json.dumps({"summary": summary}), flush=True)
 
