@@ -173,20 +173,26 @@ def worker_subscribe(
 def simulators(count: int, tags: int, logs: Path) -> Iterator[tuple[list[int], list[Worker]]]:
     """Simulator processes serving ``count`` ports in all; yields the ports."""
     workers: list[Worker] = []
+    expected: list[int] = []
     try:
+        # At least two processes: one pymodbus server process is single-threaded and at
+        # 1,000 requests/s of 100 registers it, not the hub, would set the pace.
+        processes = max(2, math.ceil(count / PORTS_PER_SIMULATOR))
+        share = math.ceil(count / processes)
         left = count
         while left:
-            n = min(left, PORTS_PER_SIMULATOR)
+            n = min(left, share)
             # Niced: on a real site the devices are other machines; here they share the
             # cores, and must not take the CPU from the hub at every grid point.
             argv = ["nice", "-n", "10", sys.executable, "-m", "tandem", "simulate-plc"]
             argv += ["--port", "0"]
             argv += ["--ports", str(n), "--load-registers", str(max(tags, 20))]
             workers.append(spawn("simulator", argv, stderr=logs))
+            expected.append(n)
             left -= n
-        for worker in workers:
+        for worker, n in zip(workers, expected, strict=True):
             wait_until(
-                lambda w=worker: len(w.text) >= min(PORTS_PER_SIMULATOR, count),  # type: ignore[misc]
+                lambda w=worker, n=n: len(w.text) >= n,  # type: ignore[misc]
                 READY_TIMEOUT_S,
                 "simulator ports",
                 worker,
