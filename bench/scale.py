@@ -457,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the pair's status polling
     scenarios: Sequence[Scenario] = SCENARIOS
     if args.quick:
-        scenarios, args.window, args.warmup = (Scenario(10, 20, 1.0),), 3.0, 2.0
+        scenarios, args.window, args.warmup = (Scenario(10, 20, 1.0),), 3.0, 4.0
     elif args.only:
         wanted = {int(n) for n in args.only.split(",")}
         scenarios = [s for s in SCENARIOS if s.devices in wanted]
