@@ -341,25 +341,77 @@ def demo(
     raise typer.Exit(run_demo(options))
 
 
+def _unit_list(text: str) -> list[int]:
+    """``1,2,5-7`` as [1, 2, 5, 6, 7]; raises BadParameter on anything else."""
+    units: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            units += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise typer.BadParameter(f"not a unit list: {text!r} (e.g. 1,2,5-7)") from None
+    if not all(1 <= u <= 247 for u in units):
+        raise typer.BadParameter("unit ids are 1..247")
+    return units
+
+
+def _slow_units(specs: list[str]) -> dict[int, float]:
+    """``UNIT:MS`` pairs as {unit: seconds}."""
+    slow: dict[int, float] = {}
+    for spec in specs:
+        unit, sep, ms = spec.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            slow[int(unit)] = float(ms) / 1000.0
+        except ValueError:
+            raise typer.BadParameter(f"--slow takes UNIT:MS, e.g. 2:1500, not {spec!r}") from None
+    return slow
+
+
 @app.command("simulate-plc")
 def simulate_plc(
-    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 5020,
+    port: Annotated[int, typer.Option(help="TCP port to listen on (0: any free port)")] = 5020,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     load_registers: Annotated[
         int, typer.Option(help="extra holding registers from address 100, for load tests")
     ] = 1000,
+    ports: Annotated[
+        int, typer.Option(min=1, help="serve this many TCP ports (PORT, PORT+1, ...)")
+    ] = 1,
+    units: Annotated[
+        str, typer.Option(help="unit ids to answer, e.g. 1-3,7 (others stay silent); default all")
+    ] = "",
+    slow: Annotated[
+        list[str] | None,
+        typer.Option(help="UNIT:MS: that unit answers MS milliseconds late (repeatable)"),
+    ] = None,
+    rtu: Annotated[
+        str | None, typer.Option(help="serve Modbus RTU on this serial device (e.g. a socat PTY)")
+    ] = None,
+    rtu_over_tcp: Annotated[
+        bool, typer.Option("--rtu-over-tcp", help="RTU framing on the TCP port(s): a gateway")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Run a Modbus TCP PLC simulator (counter, sine, ramp, coils, load registers)."""
+    """Run a Modbus PLC simulator: TCP, RTU on a serial device, or RTU over TCP."""
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
+    where = rtu if rtu is not None else f"{host}:{port}"
     try:
-        sim_main(host, port, load_registers)
+        sim_main(
+            host,
+            port,
+            load_registers,
+            ports=ports,
+            units=_unit_list(units),
+            slow=_slow_units(slow or []),
+            framing="rtu" if rtu_over_tcp else "mbap",
+            rtu_device=rtu,
+        )
     except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
-        raise _fail(
-            f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
-        ) from None
+        raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
 
 
 @config_app.command("validate")

@@ -1,6 +1,11 @@
-"""A Modbus TCP PLC simulator whose registers move with time, for the demo, tests and benchmarks.
+"""A Modbus PLC simulator whose registers move with time, for the demo, tests and benchmarks.
 
-Register map (any unit id is answered; ``t`` = seconds since the simulator started):
+It speaks Modbus TCP, RTU on a serial device (a PTY from socat, or a real port) or RTU
+framing on TCP (a serial-to-TCP gateway); one process can serve many TCP ports and many
+unit ids, and can make one unit answer late, for load and bus tests.
+
+Register map (every unit id is answered unless ``units`` limits them, and then the others
+stay silent as on a real bus; ``t`` = seconds since the simulator started):
 
 =================  ===========================================================================
 holding 0          counter, uint16, +1 every 100 ms, wraps at 65536
@@ -11,7 +16,7 @@ holding 10         int16 fixture, -1234
 holding 11-12      uint32 fixture, 123456789 (big word order)
 holding 13-14      float32 fixture, -2.5
 holding 15-18      float64 fixture, 1234.5678
-holding 19         zero
+holding 19         the unit id the simulated device answers as (0 when it answers every id)
 holding 20-27      string fixture "TANDEM-SIM", 8 registers, NUL padded
 holding 28-29      zero
 holding 30         bit fixture 0b1010_0101_0000_0011
@@ -37,17 +42,22 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
     ReadInputRegistersRequest,
     ReadInputRegistersResponse,
 )
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ LOAD_START = 100
 FIXED_HOLDING = LOAD_START  # holding 0..99 are the fixed map above
 INPUT_REGISTERS = 16
 BITS = 16
+UNIT_REGISTER = 19
 COUNTER_PERIOD_S = 0.1
 SINE_PERIOD_S = 10.0
 
@@ -167,45 +178,131 @@ class _FastInputResponse(ReadInputRegistersResponse):
         return _pack_registers(list(self.registers))
 
 
-class _FastReadHoldingRequest(ReadHoldingRegistersRequest):
-    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
-        response = await super().datastore_update(context, device_id)
-        if type(response) is not ReadHoldingRegistersResponse:
-            return response  # an exception response keeps its own encoding
-        return _FastHoldingResponse(
+class _PinnedIds:
+    """A late answer that keeps its own unit and transaction id.
+
+    pymodbus's request handler stamps every response with the ids of the *last* request it
+    received; a response delayed past the next request would go out labelled as that one's
+    answer. A real slow device answers as itself, so a delayed response pins its ids.
+    """
+
+    _pinned: tuple[int, int] | None = None
+
+    @property
+    def dev_id(self) -> int:
+        return self.__dict__.get("_dev_id", 0) if self._pinned is None else self._pinned[0]
+
+    @dev_id.setter
+    def dev_id(self, value: int) -> None:
+        self.__dict__["_dev_id"] = value
+
+    @property
+    def transaction_id(self) -> int:
+        return self.__dict__.get("_tid", 0) if self._pinned is None else self._pinned[1]
+
+    @transaction_id.setter
+    def transaction_id(self, value: int) -> None:
+        self.__dict__["_tid"] = value
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPolicy:
+    """Which unit ids answer (empty: all of them) and which answer late, by how many seconds."""
+
+    units: frozenset[int] = frozenset()
+    slow: dict[int, float] = field(default_factory=dict)
+
+    async def admit(self, device_id: int) -> float:
+        """Wait out a slow unit's delay; raise NoSuchIdException for a unit not served."""
+        if self.units and device_id not in self.units:
+            raise NoSuchIdException(f"unit {device_id} is not served")
+        delay = self.slow.get(device_id, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        return delay
+
+
+def _pinned(response: ModbusPDU) -> ModbusPDU:
+    late = type(f"Late{type(response).__name__}", (_PinnedIds, type(response)), {})
+    ids = (response.dev_id, response.transaction_id)
+    response.__class__ = late
+    response._pinned = ids  # type: ignore[attr-defined]
+    return response
+
+
+_FAST_RESPONSES: dict[type[ModbusPDU], type[_FastHoldingResponse | _FastInputResponse]] = {
+    ReadHoldingRegistersResponse: _FastHoldingResponse,
+    ReadInputRegistersResponse: _FastInputResponse,
+}
+
+
+def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
+    """Read requests that apply ``policy`` and pack register responses in one struct call."""
+
+    def fast(response: ModbusPDU) -> ModbusPDU:
+        kind = _FAST_RESPONSES.get(type(response))
+        if kind is None:
+            return response  # bits and exception responses keep their own encoding
+        return kind(
             registers=response.registers,
             dev_id=response.dev_id,
             transaction_id=response.transaction_id,
         )
 
-
-class _FastReadInputRequest(ReadInputRegistersRequest):
-    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
-        response = await super().datastore_update(context, device_id)
-        if type(response) is not ReadInputRegistersResponse:
+    def governed(base: type[ModbusPDU]) -> type[ModbusPDU]:
+        async def datastore_update(
+            self: ModbusPDU, context: ModbusServerContext, device_id: int
+        ) -> ModbusPDU:
+            ids = (self.dev_id, self.transaction_id)
+            delay = await policy.admit(device_id)
+            response = fast(await base.datastore_update(self, context, device_id))
+            if delay:
+                response.dev_id, response.transaction_id = ids
+                response = _pinned(response)
             return response
-        return _FastInputResponse(
-            registers=response.registers,
-            dev_id=response.dev_id,
-            transaction_id=response.transaction_id,
+
+        return type(f"Sim{base.__name__}", (base,), {"datastore_update": datastore_update})
+
+    return [
+        governed(base)
+        for base in (
+            ReadHoldingRegistersRequest,
+            ReadInputRegistersRequest,
+            ReadCoilsRequest,
+            ReadDiscreteInputsRequest,
         )
+    ]
 
 
-def build_device(load_registers: int = 1000, state: PlcState | None = None) -> SimDevice:
-    """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables)."""
+def build_device(
+    load_registers: int = 1000, state: PlcState | None = None, unit: int = 0
+) -> SimDevice:
+    """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables).
+
+    ``unit`` 0 answers every unit id; holding 19 holds the unit, so a test can tell units apart.
+    """
     if not 0 <= load_registers <= 65536 - LOAD_START - 1:
         raise ValueError(f"load_registers must be 0..{65536 - LOAD_START - 1}")
     state = state or PlcState()
+    holding = _holding_values(load_registers)
+    holding[UNIT_REGISTER] = unit
     return SimDevice(
-        id=0,
+        id=unit,
         simdata=(
             [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
             [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
-            [SimData(0, values=_holding_values(load_registers), datatype=DataType.REGISTERS)],
+            [SimData(0, values=holding, datatype=DataType.REGISTERS)],
             [SimData(0, values=[0] * INPUT_REGISTERS, datatype=DataType.REGISTERS)],
         ),
         action=state.on_access,
     )
+
+
+def build_devices(load_registers: int, policy: UnitPolicy) -> list[SimDevice]:
+    """One SimDevice per served unit (one shared clock), or one that answers every id."""
+    state = PlcState()
+    units = sorted(policy.units) or [0]
+    return [build_device(load_registers, state, unit) for unit in units]
 
 
 async def serve(
@@ -214,22 +311,73 @@ async def serve(
     *,
     load_registers: int = 1000,
     on_ready: Callable[[int], None] | None = None,
+    policy: UnitPolicy | None = None,
+    framing: Literal["mbap", "rtu"] = "mbap",
+    ports: int = 1,
 ) -> None:
-    """Serve the simulated PLC until cancelled; ``on_ready`` gets the bound port (useful with 0)."""
-    server = ModbusTcpServer(
-        build_device(load_registers),
-        address=(host, port),
-        custom_pdu=[_FastReadHoldingRequest, _FastReadInputRequest],
+    """Serve the simulated PLC on ``ports`` TCP ports until cancelled.
+
+    ``on_ready`` gets each bound port (port 0 lets the kernel choose; otherwise the ports are
+    ``port``, ``port + 1``, ...). ``framing`` "rtu" makes it a serial-to-TCP gateway.
+    """
+    policy = policy or UnitPolicy()
+    servers: list[ModbusTcpServer] = []
+    try:
+        for index in range(ports):
+            wanted = 0 if port == 0 else port + index
+            server = ModbusTcpServer(
+                build_devices(load_registers, policy),
+                address=(host, wanted),
+                framer=FramerType.RTU if framing == "rtu" else FramerType.SOCKET,
+                ignore_missing_devices=True,
+                custom_pdu=_request_classes(policy),
+            )
+            servers.append(server)
+            await server.serve_forever(background=True)
+            bound = _bound_port(server, wanted)
+            log.info("PLC simulator (%s) on %s:%s", framing, host, bound)
+            if on_ready is not None:
+                on_ready(bound)
+        await asyncio.gather(*(server.serving for server in servers))
+    finally:
+        for server in servers:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def serve_serial(
+    device: str,
+    *,
+    load_registers: int = 1000,
+    policy: UnitPolicy | None = None,
+    baudrate: int = 19200,
+    parity: str = "N",
+    stopbits: int = 2,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the simulated PLC as RTU slave(s) on a serial device until cancelled.
+
+    No parity (with two stop bits, Serial Line v1.02 2.5.1) by default: a PTY, as socat
+    makes them, refuses any parity setting.
+    """
+    policy = policy or UnitPolicy()
+    server = ModbusSerialServer(
+        build_devices(load_registers, policy),
+        framer=FramerType.RTU,
+        port=device,
+        baudrate=baudrate,
+        parity=parity,
+        stopbits=stopbits,
+        ignore_missing_devices=True,
+        custom_pdu=_request_classes(policy),
     )
     await server.serve_forever(background=True)
-    bound = _bound_port(server, port)
-    log.info("PLC simulator on %s:%s with %s load registers", host, bound, load_registers)
+    log.info("PLC simulator (rtu) on %s", device)
     if on_ready is not None:
-        on_ready(bound)
+        on_ready(device)
     try:
         await server.serving
     finally:
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _bound_port(server: ModbusTcpServer, requested: int) -> int:
@@ -240,11 +388,39 @@ def _bound_port(server: ModbusTcpServer, requested: int) -> int:
     return requested
 
 
-def main(host: str = "127.0.0.1", port: int = 5020, load_registers: int = 1000) -> None:
-    """Blocking entry for ``tandem simulate-plc``; prints the bound port once it accepts."""
+def main(
+    host: str = "127.0.0.1",
+    port: int = 5020,
+    load_registers: int = 1000,
+    *,
+    ports: int = 1,
+    units: Iterable[int] = (),
+    slow: dict[int, float] | None = None,
+    framing: Literal["mbap", "rtu"] = "mbap",
+    rtu_device: str | None = None,
+) -> None:
+    """Blocking entry for ``tandem simulate-plc``; prints one line per port once it accepts."""
+    policy = UnitPolicy(frozenset(units), dict(slow or {}))
 
     def announce(bound: int) -> None:
         print(f"PLC simulator listening on {host}:{bound}", flush=True)
 
+    def announce_serial(device: str) -> None:
+        print(f"PLC simulator serving RTU on {device}", flush=True)
+
+    if rtu_device is not None:
+        run = serve_serial(
+            rtu_device, load_registers=load_registers, policy=policy, on_ready=announce_serial
+        )
+    else:
+        run = serve(
+            host,
+            port,
+            load_registers=load_registers,
+            on_ready=announce,
+            policy=policy,
+            framing=framing,
+            ports=ports,
+        )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port, load_registers=load_registers, on_ready=announce))
+        asyncio.run(run)
