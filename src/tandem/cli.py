@@ -332,13 +332,24 @@ def simulate_plc(
     rtu_over_tcp: Annotated[
         bool, typer.Option("--rtu-over-tcp", help="RTU framing on the TCP port(s): a gateway")
     ] = False,
+    preset: Annotated[
+        Path | None,
+        typer.Option(help='JSON of known contents, e.g. {"holding": {"40": [258, 772]}}'),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run a Modbus PLC simulator: TCP, RTU on a serial device, or RTU over TCP."""
+    from tandem.sim.plc import load_preset
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
     where = rtu if rtu is not None else f"{host}:{port}"
+    contents = None
+    if preset is not None:
+        try:
+            contents = load_preset(preset.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _fail(f"{preset}: {exc}", EXIT_CONFIG) from None
     try:
         sim_main(
             host,
@@ -349,7 +360,10 @@ def simulate_plc(
             slow=_slow_units(slow or []),
             framing="rtu" if rtu_over_tcp else "mbap",
             rtu_device=rtu,
+            preset=contents,
         )
+    except ValueError as exc:  # a preset that overlaps the time-driven map
+        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
     except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
         raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
 
