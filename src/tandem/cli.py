@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,9 @@ DEFAULT_URL = "http://127.0.0.1:8085"
 
 LogFormat = Annotated[str, typer.Option("--log-format", help="text or json")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+SkipUnsupported = Annotated[
+    bool, typer.Option("--skip-unsupported", help="import the rest, noting what is left out")
+]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -416,22 +420,42 @@ def config_import_keepalived(
         list[str] | None,
         typer.Option("--drop-check", help="track script/interface to give up (repeatable)"),
     ] = None,
+    neuron: Annotated[
+        Path | None,
+        typer.Option("--neuron", help="Neuron/NeuronEX export whose devices and MQTT to import"),
+    ] = None,
+    skip_unsupported: SkipUnsupported = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write YAML here")] = None,
 ) -> None:
     """Convert a keepalived.conf (and its scripts) into a native Tandem config.
 
-    Explains every mapping on stderr; writes the YAML to stdout or --output.
+    Explains every mapping on stderr; writes the YAML to stdout or --output (mode 0600).
     """
     from tandem.config.keepalived import parse_file
-    from tandem.config.migrate import ImportOptions, hub_part, import_keepalived, read_scripts
+    from tandem.config.migrate import (
+        ImportOptions,
+        generated_hub_part,
+        hub_part,
+        import_keepalived,
+        read_scripts,
+    )
+    from tandem.config.neuron import NeuronOptions, import_neuron_file
 
     if recovery not in (None, "automatic", "manual"):
         raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
     if not keepalived_conf.is_file():
         raise _fail(f"{keepalived_conf}: no such file", EXIT_CONFIG)
+    if hub is not None and neuron is not None:
+        raise _fail("--hub and --neuron both give the hub half: use one", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
         hub_config = None
+        imported = None
+        if neuron is not None:
+            opts = NeuronOptions(skip_unsupported=skip_unsupported, keep_password=bool(output))
+            imported = import_neuron_file(neuron, opts)
+            source = f"imported from the Neuron export {neuron.name}"
+            hub_config = generated_hub_part(imported.hub_block, source)
         if hub is not None:
             try:
                 hub_text = hub.read_text(encoding="utf-8")
@@ -449,13 +473,59 @@ def config_import_keepalived(
         result = import_keepalived(cfg, read_scripts(cfg), options, hub_config)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
-    for note in result.notes:
+    notes = (*(imported.notes if imported else ()), *result.notes)
+    _emit_import(notes, result.yaml_text, output)
+
+
+def _emit_import(notes: Iterable[object], text: str, output: Path | None) -> None:
+    """Notes on stderr; the config on stdout, or in a file only its owner can read.
+
+    An imported config holds the peer-link secret and maybe the broker's password.
+    """
+    from tandem.files import write_atomic
+
+    for note in notes:
         typer.echo(str(note), err=True)
     if output is None:
-        typer.echo(result.yaml_text, nl=False)
-    else:
-        output.write_text(result.yaml_text, encoding="utf-8")
-        typer.echo(f"wrote {output}", err=True)
+        typer.echo(text, nl=False)
+        return
+    try:
+        write_atomic(output, text, mode=0o600)
+    except OSError as exc:
+        raise _fail(f"{output}: {exc.strerror}", EXIT_RUNTIME) from None
+    typer.echo(f"wrote {output} (mode 0600)", err=True)
+
+
+@config_app.command("import-neuron")
+def config_import_neuron(
+    export: Annotated[
+        Path, typer.Argument(help="GET /api/v2/global/config (or global/drivers) as JSON")
+    ],
+    node: Annotated[str | None, typer.Option("--node", help="this node's name")] = None,
+    all_groups: Annotated[
+        bool, typer.Option("--all-groups", help="also groups no MQTT app subscribes to")
+    ] = False,
+    skip_unsupported: SkipUnsupported = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write YAML here")] = None,
+) -> None:
+    """Convert a Neuron/NeuronEX export into a native config: devices, groups, tags, mqtt.
+
+    Explains every mapping on stderr; refuses what has no equivalent, naming the node, group
+    and tag. Writes the YAML to stdout (without the broker password) or --output (mode 0600).
+    """
+    from tandem.config.neuron import NeuronOptions, import_neuron_file
+
+    options = NeuronOptions(
+        node=node,
+        skip_unsupported=skip_unsupported,
+        all_groups=all_groups,
+        keep_password=output is not None,
+    )
+    try:
+        result = import_neuron_file(export, options)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    _emit_import(result.notes, result.yaml_text, output)
 
 
 @config_app.command("export-keepalived")
