@@ -432,14 +432,7 @@ def config_import_keepalived(
     Explains every mapping on stderr; writes the YAML to stdout or --output (mode 0600).
     """
     from tandem.config.keepalived import parse_file
-    from tandem.config.migrate import (
-        ImportOptions,
-        generated_hub_part,
-        hub_part,
-        import_keepalived,
-        read_scripts,
-    )
-    from tandem.config.neuron import NeuronOptions, import_neuron_file
+    from tandem.config.migrate import ImportOptions, import_keepalived, read_scripts
 
     if recovery not in (None, "automatic", "manual"):
         raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
@@ -449,19 +442,7 @@ def config_import_keepalived(
         raise _fail("--hub and --neuron both give the hub half: use one", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
-        hub_config = None
-        imported = None
-        if neuron is not None:
-            opts = NeuronOptions(skip_unsupported=skip_unsupported, keep_password=bool(output))
-            imported = import_neuron_file(neuron, opts)
-            source = f"imported from the Neuron export {neuron.name}"
-            hub_config = generated_hub_part(imported.hub_block, source)
-        if hub is not None:
-            try:
-                hub_text = hub.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
-            hub_config = hub_part(hub_text, str(hub))
+        hub_config, neuron_notes = _hub_half(hub, neuron, skip_unsupported, output is not None)
         options = ImportOptions(
             node=node,
             peer_url=peer_url,
@@ -473,8 +454,28 @@ def config_import_keepalived(
         result = import_keepalived(cfg, read_scripts(cfg), options, hub_config)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
-    notes = (*(imported.notes if imported else ()), *result.notes)
-    _emit_import(notes, result.yaml_text, output)
+    _emit_import((*neuron_notes, *result.notes), result.yaml_text, output)
+
+
+def _hub_half(
+    hub: Path | None, neuron: Path | None, skip_unsupported: bool, to_file: bool
+) -> tuple[Any, tuple[object, ...]]:
+    """What import-keepalived puts beside the ha section: --hub's sections or a Neuron import."""
+    from tandem.config.migrate import generated_hub_part, hub_part
+    from tandem.config.neuron import NeuronOptions, import_neuron_file
+
+    if neuron is not None:
+        options = NeuronOptions(skip_unsupported=skip_unsupported, keep_password=to_file)
+        imported = import_neuron_file(neuron, options)
+        origin = f"imported from the Neuron export {neuron.name}"
+        return generated_hub_part(imported.hub_block, origin), imported.notes
+    if hub is None:
+        return None, ()
+    try:
+        hub_text = hub.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
+    return hub_part(hub_text, str(hub)), ()
 
 
 def _emit_import(notes: Iterable[object], text: str, output: Path | None) -> None:
