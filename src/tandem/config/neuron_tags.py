@@ -129,6 +129,10 @@ def _register(raw: int, base: int) -> int:
 
 def map_tag(tag: Tag, node: NodeSettings) -> MappedTag | Refusal:
     """The Tandem tag for one Neuron tag, or why there is none."""
+    if tag.attribute & ATTR_STATIC:
+        return Refusal(
+            Reason.STATIC, "attribute", "a static tag (a fixed value, not read): no equivalent"
+        )
     kind = _check_type(tag.type)
     if isinstance(kind, Refusal):
         return kind
@@ -218,7 +222,8 @@ def _string(suffix: str, fields: dict[str, Any], rules: list[str]) -> None | Ref
             f"carries {MAX_REGISTERS}",
         )
     fields.update(type="string", length=registers, **STRING_LAYOUTS[layout])
-    rules.append(f".LEN{found['layout']} -> string layout {layout}: {_STRING_RULES[layout]}")
+    given = "" if found["layout"] else " (no letter: H, as Neuron's source reads it)"
+    rules.append(f"STRING layout {layout}{given} -> {_STRING_RULES[layout]}")
     return None
 
 
@@ -257,10 +262,6 @@ def _number(
 
 def _access(tag: Tag, area: str, fields: dict[str, Any], rules: list[str]) -> None | Refusal:
     attribute = tag.attribute
-    if attribute & ATTR_STATIC:
-        return Refusal(
-            Reason.STATIC, "attribute", "a static tag (a fixed value, not read): no equivalent"
-        )
     if attribute > 15 or not attribute & (ATTR_READ | ATTR_WRITE | ATTR_SUBSCRIBE):
         return Refusal(Reason.ATTRIBUTE, "attribute", f"{attribute} is not read/write/subscribe")
     reads = bool(attribute & (ATTR_READ | ATTR_SUBSCRIBE))
