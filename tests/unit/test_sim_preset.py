@@ -46,5 +46,7 @@ def test_build_device_preset_over_time_driven_map_rejected(preset: dict) -> None
         build_device(preset=preset)
 
 
-def test_build_device_preset_beyond_holding_99_accepted_without_load_registers() -> None:
-    build_device(load_registers=0, preset={"holding": {200: [1]}})
+def test_build_device_preset_beyond_holding_99_extends_the_table_without_load_registers() -> None:
+    device = build_device(load_registers=0, preset={"holding": {200: [7, 8]}})
+    holding = device.simdata[2][0]  # type: ignore[index]
+    assert holding.values[200:202] == [7, 8]

@@ -165,6 +165,7 @@ class PlcState:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._t0 = clock()
+        self.load_end = 65536  # first holding address after the load registers
 
     def dynamic_words(self) -> tuple[int, list[int]]:
         """(counter, [counter, sine hi, sine lo, ramp]) at this moment."""
@@ -207,12 +208,13 @@ class PlcState:
             offset = -start_address
             for i in range(address, min(end, 4)):
                 registers[i + offset] = words[i]
-        if function_code in _HOLDING_CODES and end > LOAD_START:
+        last = min(end, self.load_end)  # a preset beyond the load registers keeps its values
+        if function_code in _HOLDING_CODES and last > LOAD_START:
             counter, _ = self.dynamic_words()
             first = max(address, LOAD_START)
             offset = -start_address
-            registers[first + offset : end + offset] = [
-                (counter + a - LOAD_START) & 0xFFFF for a in range(first, end)
+            registers[first + offset : last + offset] = [
+                (counter + a - LOAD_START) & 0xFFFF for a in range(first, last)
             ]
         return None
 
@@ -355,9 +357,11 @@ def build_device(
     preset = preset or {}
     _check_preset(preset, load_registers)
     state = state or PlcState()
+    state.load_end = LOAD_START + load_registers
     holding = _holding_values(load_registers)
     holding[UNIT_REGISTER] = unit
-    holding = _apply(holding, preset.get("holding", {}), len(holding))
+    holding_blocks = preset.get("holding", {})
+    holding = _apply(holding, holding_blocks, _preset_size(holding_blocks, len(holding)))
     tables: dict[str, list[int]] = {}
     sized: tuple[tuple[Area, int], ...] = (
         ("input", INPUT_REGISTERS),
