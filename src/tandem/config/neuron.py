@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tandem.config.hub import (
@@ -22,7 +23,6 @@ from tandem.config.hub import (
     TagConfig,
     TandemConfig,
     cross_field_problems,
-    load_config_text,
     parse_device,
 )
 from tandem.config.migrate import DEFAULT_DATA_DIR, Note
@@ -156,7 +156,7 @@ def import_neuron(
 ) -> NeuronImport:
     """Turn one export into a native config; raises ConfigError listing every problem."""
     try:
-        export, doc = read_export(text, file)
+        export, locate = read_export(text, file)
     except ExportUnreadable as exc:
         raise ConfigError(exc.problems) from None
     run = _Run(options, problems=list(export.problems))
@@ -175,7 +175,8 @@ def import_neuron(
     drafts = [d for driver in export.drivers for d in _driver_devices(driver, published, run)]
     _name_devices(drafts, run)
     drafts = _tandem_checks(drafts, run)
-    _raise_or_skip(run, doc)
+    if run.problems:
+        _raise_or_skip(run, locate())
     return _finish(drafts, north, run, file)
 
 
@@ -227,23 +228,29 @@ def _finish(drafts: list[_DeviceDraft], north: North, run: _Run, file: str) -> N
         run.notes.append(Note("generated", f"node: {node}; pass --node to choose the name"))
     devices = [draft.as_dict() for draft in drafts]
     comments = {draft.name: draft.comments() for draft in drafts}
-    text = render_config(file, node, run.options.data_dir, mqtt, devices, comments)
-    config = _round_trip(text, node, run.options.data_dir, mqtt, devices)
     block = render_hub_block(mqtt, devices, comments)
+    text = render_config(file, node, run.options.data_dir, block)
+    config = _round_trip(text, node, run.options.data_dir, mqtt, devices)
     return NeuronImport(text, block, tuple(run.notes), config, "password" in mqtt)
 
 
 def _round_trip(
     text: str, node: str, data_dir: str, mqtt: dict[str, Any], devices: list[dict[str, Any]]
 ) -> TandemConfig:
-    """The rendered YAML must load to exactly the config that was built, or nothing is output."""
-    config = load_config_text(text, "<imported>")
-    built = TandemConfig.model_validate(
-        {"node": node, "data_dir": data_dir, "mqtt": mqtt, "devices": devices}
-    )
-    if config != built:
-        raise RuntimeError("the rendered YAML does not load back to the imported config")
-    return config
+    """The rendered YAML must read back as exactly what was built, or nothing is output.
+
+    What was built already passed Tandem's checks (_tandem_checks); what is left to prove is
+    the rendering, so the text is read with the YAML loader alone and compared.
+    """
+    built = {"node": node, "data_dir": data_dir, "mqtt": mqtt, "devices": devices}
+    if not mqtt:
+        del built["mqtt"]
+    if (
+        yaml.load(text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+        != built
+    ):
+        raise RuntimeError("the rendered YAML does not read back as the imported config")
+    return TandemConfig.model_validate(built)
 
 
 def _raise_or_skip(run: _Run, doc: LocatedDocument) -> None:

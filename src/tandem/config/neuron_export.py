@@ -4,7 +4,7 @@ typed records, refusing hostile JSON with located problems instead of tracebacks
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, TypeVar
@@ -279,29 +279,34 @@ def _printable(name: str, origin: Origin, what: str, problems: list[Problem]) ->
 # --- reading ------------------------------------------------------------------------------------
 
 
-def read_export(text: str, file: str) -> tuple[Export, LocatedDocument]:
+def read_export(text: str, file: str) -> tuple[Export, Callable[[], LocatedDocument]]:
     """Parse an export; problems of single records are collected in ``Export.problems``.
 
-    Raises ExportUnreadable when the text is no export at all (too large, not JSON, nested
-    beyond reason, duplicate keys, not an object, no nodes).
+    Returns the export and how to locate its problems: the lines of a large export are only
+    worth reading when there is something to point at. Raises ExportUnreadable when the text
+    is no export at all (too large, not JSON, nested beyond reason, duplicate keys, not an
+    object, no nodes).
     """
     data = _load_json(text, file)
-    doc = _locate(text, file, data)
+
+    def locate() -> LocatedDocument:
+        return _locate(text, file, data)
+
     if not isinstance(data, dict):
-        raise ExportUnreadable([doc.problem((), "the export must be a JSON object")])
+        raise ExportUnreadable([locate().problem((), "the export must be a JSON object")])
     export = Export()
     _read_nodes(data, export)
     if not export.drivers and not export.apps and not export.problems:
         raise ExportUnreadable(
             [
-                doc.problem(
+                locate().problem(
                     (),
                     'no "nodes" to import: expected the answer of GET /api/v2/global/drivers '
                     "or GET /api/v2/global/config",
                 )
             ]
         )
-    return export, doc
+    return export, locate
 
 
 class ExportUnreadable(Exception):
@@ -310,6 +315,17 @@ class ExportUnreadable(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class _DuplicateKey(ValueError):
+    """An object names one key twice; JSON parsers disagree on which one counts."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _DuplicateKey
+    return found
 
 
 def _reject_constant(name: str) -> Any:
@@ -322,7 +338,10 @@ def _load_json(text: str, file: str) -> Any:
             [ConfigProblem(file, None, "", f"larger than {MAX_EXPORT_BYTES // 2**20} MiB")]
         )
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        _locate(text, file, None)  # raises with the duplicate's line
+        raise ExportUnreadable([ConfigProblem(file, None, "", "a key given twice")]) from None
     except json.JSONDecodeError as exc:
         problem = ConfigProblem(file, exc.lineno, "", f"not JSON: {exc.msg} (column {exc.colno})")
         raise ExportUnreadable([problem]) from None

@@ -98,14 +98,8 @@ def render_hub_block(
     return "\n".join([*_mqtt(mqtt), *_devices(devices, comments)]) + "\n"
 
 
-def render_config(
-    source: str,
-    node: str,
-    data_dir: str,
-    mqtt: Mapping[str, Any],
-    devices: Sequence[Mapping[str, Any]],
-    comments: Mapping[str, DeviceComments],
-) -> str:
+def render_config(source: str, node: str, data_dir: str, hub_block: str) -> str:
+    """The whole config: who and where, then the hub block (render_hub_block)."""
     head = [
         _comment(f"Tandem native config imported from {source} (a Neuron / NeuronEX export)."),
         "# Each mapping is explained on stderr; each tag keeps its Neuron address as a comment.",
@@ -114,4 +108,4 @@ def render_config(
         f"data_dir: {scalar(data_dir)}",
         "",
     ]
-    return "\n".join(head) + "\n" + render_hub_block(mqtt, devices, comments)
+    return "\n".join(head) + "\n" + hub_block
