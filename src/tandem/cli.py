@@ -523,7 +523,9 @@ def _hub_half(
     from tandem.config.neuron import NeuronOptions, import_neuron_file
 
     if neuron is not None:
-        options = NeuronOptions(skip_unsupported=skip_unsupported, keep_password=to_file)
+        options = NeuronOptions(
+            skip_unsupported=skip_unsupported, keep_password=to_file, names_node=False
+        )
         imported = import_neuron_file(neuron, options)
         origin = f"imported from the Neuron export {neuron.name}"
         return generated_hub_part(imported.hub_block, origin), imported.notes

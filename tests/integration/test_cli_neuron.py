@@ -90,6 +90,7 @@ def test_cli_import_keepalived_with_neuron_gives_one_complete_config(tmp_path: P
     assert config["mqtt"]["topic"] == "/neuron/mqtt/{node}/{group}"
     assert "# 1!400005" in out.read_text()  # the Neuron address of each tag, kept
     assert "replaced: track_script" in done.stderr and "mapped: node 'plc-1'" in done.stderr
+    assert "node: tandem" not in done.stderr  # keepalived's import names the node
     assert os.stat(out).st_mode & 0o777 == 0o600
     assert tandem("config", "validate", out).returncode == 0
 

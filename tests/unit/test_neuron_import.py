@@ -315,3 +315,9 @@ def test_import_neuron_topic_changes_named_when_a_node_is_split() -> None:
     result = import_neuron(json.dumps(export))
     warnings = [n.text for n in result.notes if n.kind == "warning"]
     assert any("'/neuron/up/plc/g'" in w and "plc-unit2" in w for w in warnings), warnings
+
+
+def test_import_neuron_node_name_outside_pattern_refused() -> None:
+    tag = {"name": "t", "address": "1!400001", "type": 4, "attribute": 1}
+    with pytest.raises(ConfigError, match="--node"):
+        import_neuron(minimal(tag), options=NeuronOptions(node="line 3"))

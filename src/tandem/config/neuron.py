@@ -71,6 +71,8 @@ class NeuronOptions:
     all_groups: bool = False
     # The broker password goes out only into a file the caller creates mode 0600.
     keep_password: bool = False
+    # False when another importer (import-keepalived --neuron) names the node.
+    names_node: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,9 @@ def import_neuron(
     text: str, file: str = "<neuron export>", options: NeuronOptions = NeuronOptions()
 ) -> NeuronImport:
     """Turn one export into a native config; raises ConfigError listing every problem."""
+    if options.node is not None and not re.match(NAME_PATTERN, options.node):
+        message = f"{options.node!r}: letters, digits and _ . : - only (it names topics)"
+        raise ConfigError([ConfigProblem("--node", None, "node", message)])
     try:
         export, locate = read_export(text, file)
     except ExportUnreadable as exc:
@@ -224,7 +229,7 @@ def _finish(drafts: list[_DeviceDraft], north: North, run: _Run, file: str) -> N
             )
         )
     node = run.options.node or DEFAULT_NODE
-    if run.options.node is None:
+    if run.options.node is None and run.options.names_node:
         run.notes.append(Note("generated", f"node: {node}; pass --node to choose the name"))
     devices = [draft.as_dict() for draft in drafts]
     comments = {draft.name: draft.comments() for draft in drafts}
