@@ -13,12 +13,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tandem.cli_import import SkipUnsupported, emit_import, hub_half, import_neuron_command
 from tandem.cli_security import (
     CaFileOption,
     SecretFileOption,
@@ -53,9 +53,6 @@ DEFAULT_URL = "http://127.0.0.1:8085"
 
 LogFormat = Annotated[str, typer.Option("--log-format", help="text or json")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
-SkipUnsupported = Annotated[
-    bool, typer.Option("--skip-unsupported", help="import the rest, noting what is left out")
-]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -500,7 +497,7 @@ def config_import_keepalived(
         raise _fail("--hub and --neuron both give the hub half: use one", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
-        hub_config, neuron_notes = _hub_half(hub, neuron, skip_unsupported, output is not None)
+        hub_config, neuron_notes = hub_half(hub, neuron, skip_unsupported, output is not None)
         options = ImportOptions(
             node=node,
             peer_url=peer_url,
@@ -512,89 +509,10 @@ def config_import_keepalived(
         result = import_keepalived(cfg, read_scripts(cfg), options, hub_config)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
-    _emit_import((*neuron_notes, *result.notes), result.yaml_text, output)
+    emit_import((*neuron_notes, *result.notes), result.yaml_text, output)
 
 
-def _hub_half(
-    hub: Path | None, neuron: Path | None, skip_unsupported: bool, to_file: bool
-) -> tuple[Any, tuple[object, ...]]:
-    """What import-keepalived puts beside the ha section: --hub's sections or a Neuron import."""
-    from tandem.config.migrate import generated_hub_part
-    from tandem.config.neuron import NeuronOptions, import_neuron_file
-
-    if neuron is not None:
-        options = NeuronOptions(
-            skip_unsupported=skip_unsupported, keep_password=to_file, names_node=False
-        )
-        imported = import_neuron_file(neuron, options)
-        origin = f"imported from the Neuron export {neuron.name}"
-        return generated_hub_part(imported.hub_block, origin), imported.notes
-    return _hub_part(hub), ()
-
-
-def _emit_import(notes: Iterable[object], text: str, output: Path | None) -> None:
-    """Notes on stderr; the config on stdout, or in a file only its owner can read.
-
-    An imported config holds the peer-link secret and maybe the broker's password.
-    """
-    from tandem.files import write_atomic
-    from tandem.security.store import PRIVATE_MODE
-
-    for note in notes:
-        typer.echo(str(note), err=True)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        write_atomic(output, text, mode=PRIVATE_MODE)
-    except OSError as exc:
-        raise _fail(f"{output}: {exc.strerror}", EXIT_RUNTIME) from None
-    typer.echo(f"wrote {output} (mode 0600)", err=True)
-
-
-@config_app.command("import-neuron")
-def config_import_neuron(
-    export: Annotated[
-        Path, typer.Argument(help="GET /api/v2/global/config (or global/drivers) as JSON")
-    ],
-    node: Annotated[str | None, typer.Option("--node", help="this node's name")] = None,
-    all_groups: Annotated[
-        bool, typer.Option("--all-groups", help="also groups no MQTT app subscribes to")
-    ] = False,
-    skip_unsupported: SkipUnsupported = False,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write YAML here")] = None,
-) -> None:
-    """Convert a Neuron/NeuronEX export into a native config: devices, groups, tags, mqtt.
-
-    Explains every mapping on stderr; refuses what has no equivalent, naming the node, group
-    and tag. Writes the YAML to stdout (without the broker password) or --output (mode 0600).
-    """
-    from tandem.config.neuron import NeuronOptions, import_neuron_file
-
-    options = NeuronOptions(
-        node=node,
-        skip_unsupported=skip_unsupported,
-        all_groups=all_groups,
-        keep_password=output is not None,
-    )
-    try:
-        result = import_neuron_file(export, options)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    _emit_import(result.notes, result.yaml_text, output)
-
-
-def _hub_part(hub: Path | None) -> Any:
-    """The devices/mqtt/outbox/api of a native config to merge into an import."""
-    from tandem.config.migrate import hub_part
-
-    if hub is None:
-        return None
-    try:
-        hub_text = hub.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
-    return hub_part(hub_text, str(hub))
+config_app.command("import-neuron")(import_neuron_command)
 
 
 def _import_secret(secret_file: Path | None) -> str | None:

@@ -484,14 +484,10 @@ def _yaml_head(
     w.key("node", node, comment="This node's name: it appears in MQTT topics and the dashboard.")
     w.key("data_dir", data_dir, comment="Outbox and state live here.")
     w.blank()
-    if hub is not None and hub.block is not None:
+    if hub is not None and (hub.block is not None or hub.sections):
         w.comment(f"--- the hub: {hub.origin} ---")
-        w.block(hub.block)
-        return
-    if hub is not None and hub.sections:
-        w.comment(f"--- the hub: {hub.origin} ---")
-        for name, value in hub.sections.items():
-            w.block(_dump_section(name, value))
+        dumped = "".join(_dump_section(name, value) for name, value in hub.sections.items())
+        w.block(hub.block if hub.block is not None else dumped)
         return
     w.comment(
         "--- the hub ---\n"
