@@ -31,11 +31,32 @@ log = logging.getLogger(__name__)
 
 Area = Literal["holding", "input", "coil", "discrete"]
 TagType = Literal[
-    "int16", "uint16", "int32", "uint32", "float32", "float64", "bool", "bit", "string"
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "bool",
+    "bit",
+    "string",
 ]
 Order = Literal["big", "little"]
+StringBytes = Literal["both", "low", "high"]
+Access = Literal["read", "write", "read_write"]
 
 BIT_AREAS: frozenset[str] = frozenset({"coil", "discrete"})
+# Tables a Modbus client can only read (Modbus Application Protocol v1.1b3, 4.3).
+READ_ONLY_AREAS: frozenset[str] = frozenset({"input", "discrete"})
+WIDE_TYPES: frozenset[str] = frozenset({"int64", "uint64", "float64"})
+FLOAT_TYPES: frozenset[str] = frozenset({"float32", "float64"})
+NUMBER_TYPES: frozenset[str] = frozenset(
+    {"int16", "uint16", "int32", "uint32", "int64", "uint64", *FLOAT_TYPES}
+)
+# Decimal places a double can carry meaningfully (17 significant digits).
+MAX_PRECISION = 17
 REGISTER_AREAS: frozenset[str] = frozenset({"holding", "input"})
 # Registers each fixed-width type occupies; strings take their configured length.
 TYPE_WIDTH: dict[str, int] = {
@@ -43,6 +64,8 @@ TYPE_WIDTH: dict[str, int] = {
     "uint16": 1,
     "int32": 2,
     "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
     "float32": 2,
     "float64": 4,
     "bool": 1,
@@ -79,8 +102,31 @@ class TagConfig(_Model):
     length: int | None = Field(default=None, ge=1, le=125)
     word_order: Order = "big"
     byte_order: Order = "big"
+    dword_order: Order | None = Field(
+        default=None,
+        description=(
+            "64-bit types: order of the two 32-bit halves (default: word_order); word_order"
+            " then orders the two words within each half"
+        ),
+    )
+    string_bytes: StringBytes = Field(
+        default="both",
+        description=(
+            "strings: both (two characters per register, in byte_order), low or high (one"
+            " character per register, in its low or high byte)"
+        ),
+    )
     scale: float = 1.0
     offset: float = 0.0
+    precision: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_PRECISION,
+        description="decimal places a non-integer value is rounded to (default: not rounded)",
+    )
+    access: Access = Field(
+        default="read", description="read, write or read_write (writes are not performed yet)"
+    )
 
     @property
     def width(self) -> int:
@@ -105,6 +151,20 @@ class TagConfig(_Model):
             raise _field_error("address", "the tag runs past address 65535")
         if self.scale == 0:
             raise _field_error("scale", "scale 0 would erase every value")
+        return self
+
+    @model_validator(mode="after")
+    def _check_options(self) -> TagConfig:
+        if self.dword_order is not None and self.type not in WIDE_TYPES:
+            raise _field_error("dword_order", "dword_order is only valid with 64-bit types")
+        if self.string_bytes != "both" and self.type != "string":
+            raise _field_error("string_bytes", "string_bytes is only valid with type string")
+        if self.string_bytes != "both" and self.byte_order != "big":
+            raise _field_error("byte_order", "one character per register has no byte order")
+        if self.precision is not None and self.type not in NUMBER_TYPES:
+            raise _field_error("precision", "precision is only valid with number types")
+        if self.access != "read" and self.area in READ_ONLY_AREAS:
+            raise _field_error("access", f"the {self.area} table is read-only")
         return self
 
 

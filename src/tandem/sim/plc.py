@@ -32,6 +32,10 @@ discrete 0-7       inverse of coil 0-7; discrete 8-15 off; discrete >= 16 not ma
 
 Values are computed when a request reads them, only for the addresses it reads, so the cost
 does not grow with ``load_registers``.
+
+A ``preset`` (``tandem simulate-plc --preset FILE``) fills the static part of the map with
+known contents, for checking a decoding against a value worked out by hand: holding 4..99,
+input 4 and up, coil and discrete 8 and up (the input and bit tables grow to fit).
 """
 
 from __future__ import annotations
@@ -86,6 +90,68 @@ _HOLDING_CODES = frozenset({3, 6, 16, 22, 23})
 _READ_INPUTS = 4
 
 
+Area = Literal["holding", "input", "coil", "discrete"]
+Preset = dict[Area, dict[int, list[int]]]
+"""Known contents by table: first address -> the words (or 0/1 bits) from there on."""
+
+# Where a preset may write: the rest of the map changes with time or is the load area.
+_PRESET_FIRST: dict[str, int] = {"holding": 4, "input": 4, "coil": 8, "discrete": 8}
+
+
+def _check_preset(preset: Preset, load_registers: int) -> None:
+    """Refuse a preset that would overlap the time-driven registers or the load area."""
+    for area, blocks in preset.items():
+        first = _PRESET_FIRST.get(area)
+        if first is None:
+            raise ValueError(f"preset: unknown table {area!r}; use {', '.join(_PRESET_FIRST)}")
+        limit = LOAD_START if area == "holding" and load_registers else 65536
+        for start, values in blocks.items():
+            if start < first or start + len(values) > limit:
+                raise ValueError(
+                    f"preset: {area} {start}..{start + len(values) - 1} is outside "
+                    f"{first}..{limit - 1}, the part of the map that keeps what it is given"
+                )
+            word_limit = 1 if area in ("coil", "discrete") else 0xFFFF
+            if any(not 0 <= v <= word_limit for v in values):
+                raise ValueError(f"preset: {area} {start}: values must be 0..{word_limit}")
+
+
+def _apply(table: list[int], blocks: dict[int, list[int]], size: int) -> list[int]:
+    table = table + [0] * max(0, size - len(table))
+    for start, values in blocks.items():
+        table[start : start + len(values)] = values
+    return table
+
+
+def _preset_size(blocks: dict[int, list[int]], minimum: int) -> int:
+    return max([minimum, *(start + len(values) for start, values in blocks.items())])
+
+
+def load_preset(text: str) -> Preset:
+    """A preset from JSON: ``{"holding": {"40": [1, 2]}, "coil": {"8": [1, 0, 1]}}``."""
+    import json
+
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise ValueError("preset: nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise ValueError("preset: the top level must be an object of tables")
+    preset: Preset = {}
+    for area, blocks in raw.items():
+        if area not in _PRESET_FIRST or not isinstance(blocks, dict):
+            raise ValueError(f"preset: {area!r} must be one of {', '.join(_PRESET_FIRST)}")
+        parsed: dict[int, list[int]] = {}
+        for start, values in blocks.items():
+            if not str(start).isdigit() or not isinstance(values, list):
+                raise ValueError(f"preset: {area} {start!r}: give an address and a list")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"preset: {area} {start}: values must be integers")
+            parsed[int(start)] = values
+        preset[area] = parsed
+    return preset
+
+
 def _holding_values(load_registers: int) -> list[int]:
     values = [0] * (LOAD_START + load_registers)
     for address, words in HOLDING_FIXTURES.items():
@@ -99,6 +165,7 @@ class PlcState:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._t0 = clock()
+        self.load_end = 65536  # first holding address after the load registers
 
     def dynamic_words(self) -> tuple[int, list[int]]:
         """(counter, [counter, sine hi, sine lo, ramp]) at this moment."""
@@ -141,12 +208,13 @@ class PlcState:
             offset = -start_address
             for i in range(address, min(end, 4)):
                 registers[i + offset] = words[i]
-        if function_code in _HOLDING_CODES and end > LOAD_START:
+        last = min(end, self.load_end)  # a preset beyond the load registers keeps its values
+        if function_code in _HOLDING_CODES and last > LOAD_START:
             counter, _ = self.dynamic_words()
             first = max(address, LOAD_START)
             offset = -start_address
-            registers[first + offset : end + offset] = [
-                (counter + a - LOAD_START) & 0xFFFF for a in range(first, end)
+            registers[first + offset : last + offset] = [
+                (counter + a - LOAD_START) & 0xFFFF for a in range(first, last)
             ]
         return None
 
@@ -275,7 +343,10 @@ def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
 
 
 def build_device(
-    load_registers: int = 1000, state: PlcState | None = None, unit: int = 0
+    load_registers: int = 1000,
+    state: PlcState | None = None,
+    unit: int = 0,
+    preset: Preset | None = None,
 ) -> SimDevice:
     """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables).
 
@@ -283,26 +354,49 @@ def build_device(
     """
     if not 0 <= load_registers <= 65536 - LOAD_START - 1:
         raise ValueError(f"load_registers must be 0..{65536 - LOAD_START - 1}")
+    preset = preset or {}
+    _check_preset(preset, load_registers)
     state = state or PlcState()
+    state.load_end = LOAD_START + load_registers
     holding = _holding_values(load_registers)
     holding[UNIT_REGISTER] = unit
+    holding_blocks = preset.get("holding", {})
+    holding = _apply(holding, holding_blocks, _preset_size(holding_blocks, len(holding)))
+    tables: dict[str, list[int]] = {}
+    sized: tuple[tuple[Area, int], ...] = (
+        ("input", INPUT_REGISTERS),
+        ("coil", BITS),
+        ("discrete", BITS),
+    )
+    for area, minimum in sized:
+        blocks = preset.get(area, {})
+        size = _preset_size(blocks, minimum)
+        if area != "input":
+            size = -(-size // BITS) * BITS  # bit tables come in whole 16-bit words
+        tables[area] = _apply([0] * minimum, blocks, size)
+
+    def bits(area: str) -> SimData:
+        return SimData(0, values=[v != 0 for v in tables[area]], datatype=DataType.BITS)
+
     return SimDevice(
         id=unit,
         simdata=(
-            [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
-            [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
+            [bits("coil")],
+            [bits("discrete")],
             [SimData(0, values=holding, datatype=DataType.REGISTERS)],
-            [SimData(0, values=[0] * INPUT_REGISTERS, datatype=DataType.REGISTERS)],
+            [SimData(0, values=tables["input"], datatype=DataType.REGISTERS)],
         ),
         action=state.on_access,
     )
 
 
-def build_devices(load_registers: int, policy: UnitPolicy) -> list[SimDevice]:
+def build_devices(
+    load_registers: int, policy: UnitPolicy, preset: Preset | None = None
+) -> list[SimDevice]:
     """One SimDevice per served unit (one shared clock), or one that answers every id."""
     state = PlcState()
     units = sorted(policy.units) or [0]
-    return [build_device(load_registers, state, unit) for unit in units]
+    return [build_device(load_registers, state, unit, preset) for unit in units]
 
 
 async def serve(
@@ -314,6 +408,7 @@ async def serve(
     policy: UnitPolicy | None = None,
     framing: Literal["mbap", "rtu"] = "mbap",
     ports: int = 1,
+    preset: Preset | None = None,
 ) -> None:
     """Serve the simulated PLC on ``ports`` TCP ports until cancelled.
 
@@ -326,7 +421,7 @@ async def serve(
         for index in range(ports):
             wanted = 0 if port == 0 else port + index
             server = ModbusTcpServer(
-                build_devices(load_registers, policy),
+                build_devices(load_registers, policy, preset),
                 address=(host, wanted),
                 framer=FramerType.RTU if framing == "rtu" else FramerType.SOCKET,
                 ignore_missing_devices=True,
@@ -353,6 +448,7 @@ async def serve_serial(
     parity: str = "N",
     stopbits: int = 2,
     on_ready: Callable[[str], None] | None = None,
+    preset: Preset | None = None,
 ) -> None:
     """Serve the simulated PLC as RTU slave(s) on a serial device until cancelled.
 
@@ -361,7 +457,7 @@ async def serve_serial(
     """
     policy = policy or UnitPolicy()
     server = ModbusSerialServer(
-        build_devices(load_registers, policy),
+        build_devices(load_registers, policy, preset),
         framer=FramerType.RTU,
         port=device,
         baudrate=baudrate,
@@ -398,9 +494,11 @@ def main(
     slow: dict[int, float] | None = None,
     framing: Literal["mbap", "rtu"] = "mbap",
     rtu_device: str | None = None,
+    preset: Preset | None = None,
 ) -> None:
     """Blocking entry for ``tandem simulate-plc``; prints one line per port once it accepts."""
     policy = UnitPolicy(frozenset(units), dict(slow or {}))
+    build_device(load_registers, preset=preset)  # a bad preset fails here, before any port opens
 
     def announce(bound: int) -> None:
         print(f"PLC simulator listening on {host}:{bound}", flush=True)
@@ -410,7 +508,11 @@ def main(
 
     if rtu_device is not None:
         run = serve_serial(
-            rtu_device, load_registers=load_registers, policy=policy, on_ready=announce_serial
+            rtu_device,
+            load_registers=load_registers,
+            policy=policy,
+            on_ready=announce_serial,
+            preset=preset,
         )
     else:
         run = serve(
@@ -421,6 +523,7 @@ def main(
             policy=policy,
             framing=framing,
             ports=ports,
+            preset=preset,
         )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run)
