@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 # Roles the dashboard and the metrics know by name; the status may carry others (e.g. "INIT").
-KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE")
+KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED")
 
 TimelineKind = Literal["role", "device", "broker", "config", "info"]
 LiveEventType = Literal["tags", "status", "timeline"]
@@ -95,6 +95,8 @@ class Status(_Model):
 
     node: str
     role: str  # one of KNOWN_ROLES, or whatever else the runtime reports
+    phase: str | None = None  # within the role: active, barrier, quiet, acquiring, ...
+    publishing: bool = False
     term: int = 0
     standby_mode: str | None = None
     uptime_s: float = 0.0
