@@ -332,12 +332,23 @@ def simulate_plc(
     rtu_over_tcp: Annotated[
         bool, typer.Option("--rtu-over-tcp", help="RTU framing on the TCP port(s): a gateway")
     ] = False,
+    opcua: Annotated[
+        int | None,
+        typer.Option("--opcua", min=0, help="serve OPC UA on this port instead of Modbus"),
+    ] = None,
+    bad: Annotated[
+        list[str] | None,
+        typer.Option(help="--opcua: NAME=STATUS pins a bad status, e.g. Sine=BadSensorFailure"),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run a Modbus PLC simulator: TCP, RTU on a serial device, or RTU over TCP."""
+    """Run a PLC simulator: Modbus TCP, RTU on a serial device, RTU over TCP, or OPC UA."""
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
+    if opcua is not None:
+        _simulate_opcua(host, opcua, bad or [])
+        return
     where = rtu if rtu is not None else f"{host}:{port}"
     try:
         sim_main(
@@ -352,6 +363,31 @@ def simulate_plc(
         )
     except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
         raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
+
+
+def _simulate_opcua(host: str, port: int, bad: list[str]) -> None:
+    from tandem.sim.opcua import VARIABLES, serve_forever, status_code
+
+    names = {v.name for v in VARIABLES}
+    pinned: dict[str, int] = {}
+    for item in bad:
+        name, _, code = item.partition("=")
+        if name not in names or not code:
+            raise _fail(
+                f"--bad {item!r}: use NAME=STATUS with NAME one of {sorted(names)}", EXIT_CONFIG
+            )
+        try:
+            pinned[name] = status_code(code)
+        except ValueError as exc:
+            raise _fail(f"--bad {item!r}: {exc}", EXIT_CONFIG) from None
+    try:
+        asyncio.run(serve_forever(host, port, pinned))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise _fail(
+            f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
+        ) from None
 
 
 @config_app.command("validate")

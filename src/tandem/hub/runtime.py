@@ -29,7 +29,7 @@ from tandem.api.view import (
     TimelineKind,
 )
 from tandem.batch import LoopStepBatch
-from tandem.config.hub import DeviceConfig, TandemConfig
+from tandem.config.hub import DeviceConfig, OpcUaDevice, TandemConfig
 from tandem.hub.modbus import (
     DeviceEvent,
     DeviceEventKind,
@@ -271,6 +271,16 @@ class Hub:
     def _default_poller(
         self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
     ) -> Poller:
+        if isinstance(device, OpcUaDevice):
+            from tandem.hub.opcua_client import OpcUaPoller  # asyncua only when it is used
+
+            return OpcUaPoller(
+                device,
+                source_node=source_node,
+                emit=emit,
+                on_event=self._on_device_event,
+                scheduler=self.scheduler,
+            )
         return DevicePoller(
             device,
             source_node=source_node,
