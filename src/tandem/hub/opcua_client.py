@@ -268,6 +268,7 @@ class OpcUaPoller:
         self._client = client
         client.name = client.description = f"Tandem {self.source_node}"
         client.application_uri = device.application_uri or f"urn:tandem:{self.source_node}:client"
+        client.session_timeout = 60_000  # ms; a session we lost is not kept for an hour
         client.max_messagesize = device.max_message_size
         client.max_chunkcount = device.max_message_size // 65535 + 1
         security = device.security

@@ -169,6 +169,14 @@ def modbus_tag_type(tag: TagConfig) -> OpcUaTagType:
     return kind
 
 
+def north_variant(tandem_type: OpcUaTagType, value: Value) -> ua.Variant | None:
+    """A stored value as a Variant of its variable's type; None if it does not fit."""
+    checked = _check_python(tandem_type, value, max_length=2**31)
+    if checked.error is not None:
+        return None
+    return ua.Variant(value, VARIANT_OF[tandem_type])
+
+
 # Tandem's own codes (hub/codec.py) as the closest Part 4 StatusCodes; Modbus exceptions by
 # their meaning (Modbus Application Protocol v1.1b3, 7).
 _STATUS_OF_ERROR: dict[int, int] = {
