@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,14 +23,18 @@ from tandem.hub.codec import ERR_DECODE, ERR_DISCONNECTED, ERR_TYPE
 from tandem.hub.model import Sample
 from tandem.hub.opcua_client import OpcUaPoller
 from tandem.sim.opcua import OpcUaSimulator
-from tests.integration.opcua_certs import CertPair, make_certificate
+from tests.integration.opcua_helpers import (
+    CertPair,
+    make_certificate,
+    start_simulator,
+    stop_simulator,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 INTERVAL = 0.1
 WAIT_S = 20.0  # generous: a loaded 2-core machine; the polls themselves take milliseconds
 BAD_SENSOR = ua.StatusCodes.BadSensorFailure
-TANDEM = Path(sys.executable).with_name("tandem")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -184,28 +184,6 @@ async def test_opcua_poller_hostile_values_are_tag_errors_and_polling_goes_on(
     }
     assert first.values == {"good": 2**40 + 1}
     assert status.connected
-
-
-def start_simulator(port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """`tandem simulate-plc --opcua PORT` in its own process: its start does not stall us."""
-    process = subprocess.Popen(
-        [str(TANDEM), "simulate-plc", "--opcua", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()  # "OPC UA simulator listening on opc.tcp://..."
-    if "listening on" not in line:
-        stop_simulator(process)
-        raise AssertionError(f"simulator did not start: {line!r}")
-    return process, int(line.rsplit(":", 1)[1].strip("/\n "))
-
-
-def stop_simulator(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
 
 
 async def test_opcua_poller_server_restart_reconnects_and_marks_the_gap() -> None:

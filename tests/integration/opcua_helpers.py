@@ -1,4 +1,6 @@
-"""Self-signed OPC UA application certificates, made with `cryptography` for the tests.
+"""OPC UA test helpers: application certificates made with `cryptography`, the simulator CLI.
+
+Certificates are self-signed.
 
 OPC UA Part 6, 6.2.2: an application instance certificate carries the application URI in
 subjectAltName (and the host name), digital signature, key encipherment and data
@@ -8,7 +10,11 @@ encipherment key usage, and server and client auth extended usage.
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+TANDEM = Path(sys.executable).with_name("tandem")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +91,25 @@ def make_certificate(directory: Path, name: str, uri: str) -> CertPair:
     )
     key_path.chmod(0o600)
     return CertPair(cert_path, key_path, uri)
+
+
+def start_simulator(port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`tandem simulate-plc --opcua PORT` in its own process: its start does not stall us."""
+    process = subprocess.Popen(
+        [str(TANDEM), "simulate-plc", "--opcua", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()  # "OPC UA simulator listening on opc.tcp://..."
+    if "listening on" not in line:
+        stop_simulator(process)
+        raise AssertionError(f"simulator did not start: {line!r}")
+    return process, int(line.rsplit(":", 1)[1].strip("/\n "))
+
+
+def stop_simulator(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
