@@ -519,6 +519,15 @@ class NodePlan:
     interface: str | None = None
     udp_port: int = 5112
     vip: str | None = None
+    opcua_port: int | None = None  # this node serves OPC UA (a hot redundant pair of servers)
+
+    @property
+    def opcua_uri(self) -> str:
+        return f"urn:tandem:{self.name}"
+
+    @property
+    def opcua_url(self) -> str | None:
+        return None if self.opcua_port is None else f"opc.tcp://{self.address}:{self.opcua_port}/"
 
 
 def node_config(
@@ -530,6 +539,7 @@ def node_config(
     standby: Standby = "hot",
     recovery: Literal["automatic", "manual"] = "automatic",
     load_tags: int = 0,
+    peer_opcua_uri: str | None = None,
 ) -> dict[str, Any]:
     """A full `tandem run` config for one node of the pair (JSON is valid YAML).
 
@@ -549,6 +559,14 @@ def node_config(
             vrrp["vips"] = [plan.vip]
     else:
         vrrp["udp_port"] = plan.udp_port
+    extra: dict[str, Any] = {}
+    if plan.opcua_port is not None:
+        extra["opcua_server"] = {
+            "host": plan.address,
+            "port": plan.opcua_port,
+            "application_uri": plan.opcua_uri,
+            "peer_uri": peer_opcua_uri,
+        }
     return {
         "node": plan.name,
         "data_dir": str(data_dir),
@@ -589,6 +607,7 @@ def node_config(
             "secret": SECRET,
             "vrrp": vrrp,
         },
+        **extra,
     }
 
 
@@ -819,14 +838,23 @@ def build_cluster(
     udp_port: int = 5112,
     vip: str | None = None,
     load_tags: int = 0,
+    opcua: bool = False,
 ) -> HaCluster:
-    """Write both configs and make (not start) every process of the pair."""
+    """Write both configs and make (not start) every process of the pair.
+
+    `opcua` gives each node an `opcua_server` section naming the other as its peer.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     broker = ServiceBroker(services, broker_address, workdir / "broker")
     plc = PlcSimulator(services, plc_address, workdir, max(1000, load_tags))
     ports = api_ports or (
         node_places[0].free_port(node_addresses[0]),
         node_places[1].free_port(node_addresses[1]),
+    )
+    opcua_ports = (
+        (node_places[0].free_port(node_addresses[0]), node_places[1].free_port(node_addresses[1]))
+        if opcua
+        else (None, None)
     )
     nodes = []
     for i, (name, priority) in enumerate(((NODE_A, 100), (NODE_B, 90))):
@@ -842,6 +870,7 @@ def build_cluster(
             interface=interfaces[i],
             udp_port=udp_port,
             vip=vip,
+            opcua_port=opcua_ports[i],
         )
         config = node_config(
             plan,
@@ -851,6 +880,7 @@ def build_cluster(
             standby=standby,
             recovery=recovery,
             load_tags=load_tags,
+            peer_opcua_uri=f"urn:tandem:{(NODE_A, NODE_B)[j]}" if opcua else None,
         )
         (workdir / name).mkdir(exist_ok=True)
         path = workdir / name / "node.yaml"
@@ -908,7 +938,9 @@ def free_udp_port_on_both(a: str = LOOPBACK_A, b: str = LOOPBACK_B) -> int:
     raise RuntimeError("no UDP port free on both loopback addresses")
 
 
-def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0) -> HaCluster:
+def loopback_cluster(
+    workdir: Path, standby: Standby = "hot", load_tags: int = 0, opcua: bool = False
+) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
     return build_cluster(
@@ -922,6 +954,7 @@ def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0
         standby=standby,
         udp_port=free_udp_port_on_both(),
         load_tags=load_tags,
+        opcua=opcua,
     )
 
 
