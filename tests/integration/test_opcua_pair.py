@@ -118,8 +118,9 @@ class RedundantClient:
         return next((r for r in self.readings if r.at >= after and ok(r)), None)
 
 
-async def _read_redundancy(url: str) -> tuple[int, list[str], int]:
+async def _read_redundancy(url: str) -> tuple[int, list[str], int, dict[str, list[str]]]:
     async with Client(url, timeout=2.0) as client:
+        found = {s.ApplicationUri: list(s.DiscoveryUrls or []) for s in await client.find_servers()}
         level = await client.get_node(ua.NodeId(ua.ObjectIds.Server_ServiceLevel)).read_value()
         uris = await client.get_node(
             ua.NodeId(ua.ObjectIds.Server_ServerRedundancy_ServerUriArray)
@@ -127,7 +128,7 @@ async def _read_redundancy(url: str) -> tuple[int, list[str], int]:
         support = await client.get_node(
             ua.NodeId(ua.ObjectIds.Server_ServerRedundancy_RedundancySupport)
         ).read_value()
-    return int(level), list(uris), int(support)
+    return int(level), list(uris), int(support), found
 
 
 def url_of(node: TandemNode) -> str:
@@ -160,9 +161,12 @@ def wait_levels(client: RedundantClient, ok: object, timeout: float, what: str) 
 def test_opcua_pair_redundancy_nodes_name_both_servers(pair: HaCluster) -> None:
     a, b = pair.a, pair.b
     for node, peer in ((a, b), (b, a)):
-        _, uris, support = asyncio.run(_read_redundancy(url_of(node)))
+        _, uris, support, found = asyncio.run(_read_redundancy(url_of(node)))
         assert uris == [node.plan.opcua_uri, peer.plan.opcua_uri]
         assert support == ua.RedundancySupport.Hot
+        # FindServers on one node is enough to find the other (Part 4, 6.6.2.4.5.1).
+        assert set(found) == set(uris)
+        assert found[peer.plan.opcua_uri] == [url_of(peer)]
 
 
 def test_opcua_pair_master_killed_survivor_highest_then_switchback(pair: HaCluster) -> None:

@@ -210,3 +210,18 @@ async def test_opcua_server_basic256sha256_endpoint_serves_values(
     async with client:
         counter = await wait_good(client, "plc1/fast/counter")
     assert counter.Value is not None and isinstance(counter.Value.Value, int)
+
+
+async def test_opcua_server_register_server_from_a_client_is_refused(hub: Hub) -> None:
+    rogue = ua.RegisteredServer()
+    rogue.ServerUri = "urn:rogue"
+    rogue.ProductUri = "urn:rogue"
+    rogue.ServerNames = [ua.LocalizedText("rogue")]
+    rogue.ServerType = ua.ApplicationType.Server
+    rogue.DiscoveryUrls = ["opc.tcp://203.0.113.1:4840/"]
+    rogue.IsOnline = True
+    async with Client(endpoint(hub)) as client:
+        with pytest.raises(UaError):
+            await client.uaclient.register_server(rogue)
+        servers = await client.find_servers()
+    assert [s.ApplicationUri for s in servers] == ["urn:tandem:edge1"]

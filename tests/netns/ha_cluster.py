@@ -540,6 +540,7 @@ def node_config(
     recovery: Literal["automatic", "manual"] = "automatic",
     load_tags: int = 0,
     peer_opcua_uri: str | None = None,
+    peer_opcua_port: int | None = None,
 ) -> dict[str, Any]:
     """A full `tandem run` config for one node of the pair (JSON is valid YAML).
 
@@ -566,6 +567,7 @@ def node_config(
             "port": plan.opcua_port,
             "application_uri": plan.opcua_uri,
             "peer_uri": peer_opcua_uri,
+            "peer_endpoint": f"opc.tcp://{plan.peer_address}:{peer_opcua_port}/",
         }
     return {
         "node": plan.name,
@@ -881,6 +883,7 @@ def build_cluster(
             recovery=recovery,
             load_tags=load_tags,
             peer_opcua_uri=f"urn:tandem:{(NODE_A, NODE_B)[j]}" if opcua else None,
+            peer_opcua_port=opcua_ports[j],
         )
         (workdir / name).mkdir(exist_ok=True)
         path = workdir / name / "node.yaml"

@@ -650,6 +650,12 @@ class OpcUaServerConfig(_Model):
         min_length=1,
         description="the peer's server URI; required in a pair (ServerUriArray names both)",
     )
+    peer_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^opc\.tcp://[^\s@/]+(?::\d{1,5})?(?:/\S*)?$",
+        description="the peer server's endpoint URL, listed by FindServers so a client that "
+        "knows one node finds the other (Part 4, 6.6.2.4.5.1)",
+    )
     security: list[ServerSecurity] = Field(
         default_factory=_no_security, min_length=1, description="endpoints offered"
     )

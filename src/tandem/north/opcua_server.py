@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from asyncua import ua
 from asyncua.common.node import Node
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
@@ -60,7 +61,8 @@ POLICY_OF: dict[str, ua.SecurityPolicyType] = {
     "Basic256Sha256-SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
 }
 # A variable is made with a value of its type; it shows BadWaitingForInitialData until polled.
-_ZERO: dict[str, Value] = {kind: 0 for kind in VARIANT_OF} | {
+_ZERO: dict[str, Value] = {
+    **dict.fromkeys(VARIANT_OF, 0),
     "bool": False,
     "float32": 0.0,
     "float64": 0.0,
@@ -73,6 +75,11 @@ HAS_TYPE_DEFINITION = ObjectIds.HasTypeDefinition
 def _standard(identifier: int) -> ua.NodeId:
     """A node of namespace 0 by its numeric id (Part 6, Annex A: NodeIds.csv)."""
     return ua.NodeId(ua.Int32(identifier))
+
+
+def _refuse_registration(*_: Any) -> None:
+    log.warning("OPC UA RegisterServer from a client refused")
+    raise ServiceError(StatusCodes.BadServiceUnsupported)
 
 
 class AnonymousOnly:
@@ -243,6 +250,27 @@ class OpcUaNorth:
             )
             await redundancy.add_reference(uri_array, HAS_PROPERTY, bidirectional=True)
         await self._write_level(NO_DATA, LevelReason.NOT_READY)
+        self._discovery(paired)
+
+    def _discovery(self, paired: bool) -> None:
+        """FindServers lists the peer (from the config), and nothing a client registers.
+
+        asyncua answers RegisterServer without a session or credential; a registered server
+        would be offered to every client discovering the redundant set, so it is refused.
+        """
+        iserver = self.server.iserver
+        if paired and self.settings.peer_endpoint is not None:
+            peer = ua.RegisteredServer()
+            peer.ServerUri = self.settings.peer_uri
+            peer.ProductUri = "urn:tandem"
+            peer.ServerNames = [ua.LocalizedText(self.settings.peer_uri)]
+            peer.ServerType = ua.ApplicationType.Server
+            peer.DiscoveryUrls = [self.settings.peer_endpoint]
+            peer.IsOnline = True
+            iserver.register_server(peer)
+        # The instance's own attributes: the uaprocessor calls these for every request.
+        setattr(iserver, "register_server", _refuse_registration)  # noqa: B010
+        setattr(iserver, "register_server2", _refuse_registration)  # noqa: B010
 
     async def _folder(self, parent: Node, path: str, name: str) -> Node:
         folder = self._folders.get(path)
