@@ -14,6 +14,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from asyncua import Client, ua
@@ -160,6 +161,9 @@ async def test_opcua_server_tag_errors_are_bad_status_codes(hub: Hub) -> None:
 
 async def test_opcua_server_single_node_is_healthy_without_redundancy(hub: Hub) -> None:
     async with Client(endpoint(hub)) as client:
+        await wait_good(client, "plc1/fast/counter")
+        await wait_good(client, "ua1/g/total")
+        await asyncio.sleep(0.5)  # a few slots of both groups stored: the data is fresh
         level = await client.get_node(ua.NodeId(ua.ObjectIds.Server_ServiceLevel)).read_value()
         support = await client.get_node(
             ua.NodeId(ua.ObjectIds.Server_ServerRedundancy_RedundancySupport)
@@ -171,6 +175,11 @@ async def test_opcua_server_single_node_is_healthy_without_redundancy(hub: Hub) 
     assert 2 <= level <= 199
     assert support == ua.RedundancySupport.None_
     assert uris == ["urn:tandem:edge1"]
+    info = hub.status().opcua_server
+    assert info is not None and info.service_level == level and info.reason == "publishing"
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{hub.api_port}/metrics")).text
+    assert f"tandem_opcua_service_level {float(level)}" in metrics
 
 
 async def test_opcua_server_refuses_every_change(hub: Hub) -> None:

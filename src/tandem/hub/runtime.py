@@ -799,6 +799,7 @@ class Hub:
             ),
             ha=self.ha.ha_info() if self.ha is not None else None,
             vrrp=self.ha.vrrp_info() if self.ha is not None else None,
+            opcua_server=self.north.info() if self.north is not None else None,
         )
 
     def tags(self) -> list[TagValue]:

@@ -32,6 +32,7 @@ from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from tandem.api.view import OpcUaServerInfo
 from tandem.config.hub import (
     AnyDevice,
     OpcUaDevice,
@@ -166,6 +167,11 @@ class OpcUaNorth:
     @property
     def level_reason(self) -> LevelReason:
         return self._level.reason
+
+    def info(self) -> OpcUaServerInfo:
+        return OpcUaServerInfo(
+            endpoint=self.endpoint, service_level=self._level.shown, reason=self._level.reason
+        )
 
     @property
     def port(self) -> int:
