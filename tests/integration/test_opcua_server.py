@@ -234,3 +234,44 @@ async def test_opcua_server_register_server_from_a_client_is_refused(hub: Hub) -
             await client.uaclient.register_server(rogue)
         servers = await client.find_servers()
     assert [s.ApplicationUri for s in servers] == ["urn:tandem:edge1"]
+
+
+async def test_opcua_server_trusted_clients_only_admits_listed_certificates(
+    tmp_path: Path, pki: dict[str, CertPair]
+) -> None:
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "scada.der").write_bytes(pki["client"].certificate.read_bytes())
+    stranger = make_certificate(tmp_path / "other", "stranger", "urn:tandem:test:stranger")
+    config = TandemConfig.model_validate(
+        {
+            "node": "edge1",
+            "data_dir": str(tmp_path / "data"),
+            "api": {"host": "127.0.0.1", "port": 0},
+            "mqtt": {"host": "127.0.0.1", "port": 1},
+            "opcua_server": {
+                "host": "127.0.0.1",
+                "port": 0,
+                "security": ["Basic256Sha256-SignAndEncrypt"],
+                "certificate": str(pki["server"].certificate),
+                "private_key": str(pki["server"].private_key),
+                "trusted_clients": str(trusted),
+            },
+        }
+    )
+
+    async def session(cert: CertPair) -> int:
+        client = Client(endpoint(running), timeout=5)
+        client.application_uri = cert.uri
+        await client.set_security_string(
+            f"Basic256Sha256,SignAndEncrypt,{cert.certificate},{cert.private_key},"
+            f"{pki['server'].certificate}"
+        )
+        async with client:
+            node = client.get_node(ua.NodeId(ua.ObjectIds.Server_ServiceLevel))
+            return int(await node.read_value())
+
+    async with Hub(config) as running:
+        assert await session(pki["client"]) == 255  # no devices: nothing missing
+        with pytest.raises((UaError, ConnectionError, TimeoutError)):
+            await session(stranger)
