@@ -28,6 +28,7 @@ from tandem.api.view import (
     Health,
     LiveEvent,
     OutboxInfo,
+    PathInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -102,6 +103,12 @@ class ScriptedView:
                     name="plc2",
                     connected=True,
                     groups=[GroupInfo(name="slow", interval=1.0, polls=self.polls // 5)],
+                    active_path="10.0.2.10:502",
+                    paths=[
+                        PathInfo(endpoint="10.0.1.10:502", connected=False, active=False),
+                        PathInfo(endpoint="10.0.2.10:502", connected=True, active=True),
+                    ],
+                    path_switches=1,
                 ),
             ],
             outbox=OutboxInfo(depth=0 if self.plc1_up else 12, overflow_dropped=0),
@@ -276,6 +283,11 @@ async def test_dashboard_live_hub_shows_values_device_loss_and_timeline(
         re.compile(r"\bselected\b")
     )
     await expect(page.locator("#chart-title")).to_contain_text(expect_.tag)
+
+    # A device with redundant paths says which one it is polled through.
+    path = page.locator('[data-device="plc2"] .device-path')
+    await expect(path).to_have_text("via 10.0.2.10:502")
+    await expect(path).to_have_attribute("title", re.compile(r"10\.0\.1\.10:502 down"))
 
     down = page.locator(f'[data-device="{expect_.device}"][data-connected="false"]')
     await expect(down).to_be_visible(timeout=expect_.down_within_s * 1000)

@@ -156,9 +156,10 @@ async def test_rtu_bus_slow_unit_does_not_stall_others_beyond_its_timeout(
         rows = emitted[unit][2:]  # the first polls overlap the simulator's start
         assert all(set(s.errors) <= {"ghost"} for _, s in rows), [s.errors for _, s in rows]
         assert all(s.values["unit"] == unit for _, s in rows)
-        # Held up by at most one of unit 2's timeouts (plus the bus time of its own reads).
+        # Held up by at most one of unit 2's timeouts per poll (plus bus time), not by one
+        # per block of unit 2's group (8 blocks: 3.2 s); generous for a loaded machine.
         delays = [at - s.slot * interval for at, s in rows]
-        assert max(delays) < timeout + 0.35, delays
+        assert max(delays) < 2 * timeout, delays
     slow = [s for _, s in emitted[2][2:]]
     assert slow and all(set(s.errors.values()) == {ERR_TIMEOUT} for s in slow)
     # Its late answers reached the poller and were dropped, never taken for someone else's.

@@ -267,3 +267,10 @@ def test_parse_device_rtu_unit_zero_is_broadcast_and_rejected() -> None:
                 "groups": [{"name": "g", "tags": [{"name": "t", "address": 0}]}],
             }
         )
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.stem)
+def test_tandem_config_dump_round_trips_through_json(path: Path) -> None:
+    # HA hands the config to its hub process as JSON: a dump must validate as it was.
+    config = load_config(path)
+    assert TandemConfig.model_validate_json(config.model_dump_json()) == config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import string
@@ -48,6 +49,8 @@ TYPE_WIDTH: dict[str, int] = {
     "bit": 1,
 }
 TOPIC_VARIABLES: frozenset[str] = frozenset({"node", "group", "source_node"})
+# A spread group starts in the first 90 % of its interval: the rest leaves room for its read.
+PHASE_SPREAD = 0.9
 # Names end up in MQTT topics and file paths: no wildcards, separators or spaces.
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
@@ -109,7 +112,37 @@ class GroupConfig(_Model):
 
     name: str = Field(pattern=NAME_PATTERN)
     interval: float = Field(default=1.0, ge=0.01, description="seconds between polls")
+    # float | str rather than a Literal member: a union's errors would name its members.
+    phase: float | str = Field(
+        default=0.0,
+        description=(
+            "seconds after each grid point the group polls; spread: a fixed offset from the"
+            " device and group names, so many devices do not all poll at once"
+        ),
+    )
     tags: list[TagConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_phase(self) -> GroupConfig:
+        if isinstance(self.phase, str):
+            if self.phase != "spread":
+                raise _field_error("phase", "phase is seconds after the grid point, or spread")
+        elif not 0 <= self.phase < self.interval:
+            raise _field_error("phase", "phase must be >= 0 and shorter than the interval")
+        return self
+
+    def phase_seconds(self, device: str) -> float:
+        """Seconds after each grid point this group polls; the same on every node.
+
+        "spread" hashes the device and group names (blake2b, not Python's salted hash) into
+        the interval, so a thousand devices on one interval start their polls one after
+        another instead of all at the grid point.
+        """
+        if isinstance(self.phase, str):
+            digest = hashlib.blake2b(f"{device}/{self.name}".encode(), digest_size=8).digest()
+            fraction = int.from_bytes(digest, "big") / 2**64
+            return fraction * self.interval * PHASE_SPREAD
+        return self.phase
 
 
 # --- devices: one model per protocol, told apart by `protocol` ---------------------------------
@@ -117,6 +150,7 @@ class GroupConfig(_Model):
 Protocol = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "opcua"]
 PROTOCOLS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "opcua")
 DEFAULT_PROTOCOL = "modbus-tcp"
+DEFAULT_MODBUS_PORT = 502
 PathMode = Literal["switch-on-failure", "switch-on-trigger", "primary-only", "secondary-only"]
 
 
@@ -254,7 +288,9 @@ class _TcpDevice(_ModbusDevice):
             raise _field_error("host", "required field is missing (or give paths)")
         if self.paths is not None and self.host is not None:
             raise _field_error("paths", "set host (one path) or paths (several), not both")
-        if self.paths is not None and "port" in self.model_fields_set:
+        # A dumped config carries port 502 whatever the paths (HA hands configs on as JSON),
+        # so only a port someone actually chose is a mistake here.
+        if self.paths is not None and self.port != DEFAULT_MODBUS_PORT:
             raise _field_error("port", "with paths, each path has its own port")
         return self
 
@@ -526,8 +562,26 @@ class MqttConfig(_Model):
 
 
 class OutboxConfig(_Model):
+    """The on-disk buffer between poller and publisher (SQLite, WAL)."""
+
     max_rows: int = Field(default=1_000_000, ge=1)
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description=(
+            "normal: a committed sample survives a crash or kill of the process, the last"
+            " commits can be lost on power loss; full: survives power loss too, at the cost of"
+            " an fsync per commit (milliseconds on SD cards and eMMC)"
+        ),
+    )
+    retry_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "samples held in memory while the outbox cannot be written (disk full, read-only"
+            " data dir); past this the oldest are dropped and counted"
+        ),
+    )
 
 
 class VrrpSection(_Model):

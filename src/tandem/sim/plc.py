@@ -244,7 +244,7 @@ def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
         if kind is None:
             return response  # bits and exception responses keep their own encoding
         return kind(
-            registers=response.registers,  # type: ignore[attr-defined]
+            registers=response.registers,
             dev_id=response.dev_id,
             transaction_id=response.transaction_id,
         )
@@ -341,7 +341,7 @@ async def serve(
         await asyncio.gather(*(server.serving for server in servers))
     finally:
         for server in servers:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 async def serve_serial(
@@ -377,7 +377,7 @@ async def serve_serial(
     try:
         await server.serving
     finally:
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _bound_port(server: ModbusTcpServer, requested: int) -> int:

@@ -10,7 +10,6 @@ all tags marked disconnected: a slot is never lost silently.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -37,68 +36,20 @@ from tandem.hub.modbus.frames import (
 from tandem.hub.modbus.link import Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
 from tandem.hub.modbus.schedule import PollScheduler
+from tandem.hub.modbus.status import (
+    DeviceEvent,
+    DeviceEventKind,
+    DeviceListener,
+    DeviceStatus,
+    GroupStatus,
+    PathStatus,
+)
 from tandem.hub.model import Sample, Value, slot_of
 
 log = logging.getLogger(__name__)
 
 # Codes meaning the device never answered over this path (as opposed to answering an error).
 NO_ANSWER: frozenset[int] = frozenset({ERR_DISCONNECTED, ERR_TIMEOUT, ERR_IO})
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    """What one group's polling looks like right now, for the API and metrics."""
-
-    name: str
-    interval: float
-    last_poll_ms: int | None
-    last_slot: int | None
-    polls: int
-    errors: int  # polls in which at least one tag had an error
-    overruns: int  # grid slots skipped because a poll ran past its next slot
-    last_latency_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class PathStatus:
-    """One path of a device: where it goes, whether its line is up, whether it is in use."""
-
-    endpoint: str
-    connected: bool
-    active: bool
-    healthy: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceStatus:
-    """One device: connection state, the last error seen, its groups and its paths."""
-
-    name: str
-    connected: bool
-    last_error: str | None
-    groups: list[GroupStatus]
-    active_path: str | None = None
-    paths: list[PathStatus] = field(default_factory=list)
-    path_switches: int = 0
-
-
-class DeviceEventKind(enum.Enum):
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    PATH_SWITCH = "path switch"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
-    """A change worth a timeline line, reported the moment it happens (never sampled)."""
-
-    device: str
-    kind: DeviceEventKind
-    message: str
-    detail: dict[str, Any]
-
-
-DeviceListener = Callable[[DeviceEvent], None]
 
 
 @dataclass(slots=True)
@@ -117,6 +68,7 @@ class _GroupRun:
     config: GroupConfig
     reads: tuple[_BlockRead, ...]
     owner: DevicePoller
+    phase: float = 0.0  # seconds after each grid point this group polls
     next_slot: int | None = None  # None: take the next grid point that comes
     busy: bool = False
     last_poll_ms: int | None = None
@@ -247,7 +199,10 @@ class DevicePoller:
         self._emit = emit
         self._clock = clock
         self._on_event = on_event
-        self._groups = [_GroupRun(g, _plan(device, g), self) for g in device.groups]
+        self._groups = [
+            _GroupRun(g, _plan(device, g), self, g.phase_seconds(device.name))
+            for g in device.groups
+        ]
         pool = links if links is not None else LinkPool()
         self._scheduler = scheduler if scheduler is not None else PollScheduler(clock)
         self._generation = 0  # bumped at every start and stop: late callbacks see a stale one
@@ -306,14 +261,20 @@ class DevicePoller:
         def on_link(connected: bool, error: str | None) -> None:
             if not connected:
                 self._apply(self._selector.on_link(index, connected))
-            if index == self._selector.active:
-                self._update_connected(error)
+            self._update_connected(error if index == self._selector.active else None)
 
         return on_link
 
     def _update_connected(self, error: str | None = None) -> None:
+        """Connected while the device has a working path it may use.
+
+        A device whose active path dropped but that may switch to a live one still counts as
+        connected (health stays up while switch-on-trigger counts its bad polls); with
+        primary-only or secondary-only only the pinned path counts.
+        """
         link = self._active_link()
-        connected = link.connected
+        usable = self._paths if self._selector.switching else [self._paths[self._selector.active]]
+        connected = any(path.link.connected for path in usable)
         if error is None and not connected:
             error = link.last_error
         if error is not None and not connected:
@@ -323,8 +284,9 @@ class DevicePoller:
         self._connected = connected
         name = self.device.name
         if connected:
-            log.info("device %s connected via %s", name, link.label)
-            self._tell(DeviceEventKind.CONNECTED, f"{name} connected", {"path": link.label})
+            via = link if link.connected else next(p.link for p in usable if p.link.connected)
+            log.info("device %s connected via %s", name, via.label)
+            self._tell(DeviceEventKind.CONNECTED, f"{name} connected", {"path": via.label})
         else:
             reason = self._last_error or "connection lost"
             log.warning("device %s disconnected: %s", name, reason)
@@ -369,7 +331,7 @@ class DevicePoller:
         self._update_connected()
         for group in self._groups:
             group.next_slot, group.busy = None, False
-            self._scheduler.add(group.config.interval, group)
+            self._scheduler.add(group.config.interval, group, group.phase)
         try:
             if self._selector.switching:
                 async with asyncio.TaskGroup() as tasks:
@@ -421,7 +383,8 @@ class DevicePoller:
         if slot > tick:
             return
         if slot < tick:
-            slot, skipped = next_slot_after(slot - 1, self._clock(), group.config.interval)
+            now = self._clock() - group.phase
+            slot, skipped = next_slot_after(slot - 1, now, group.config.interval)
             group.overruns += skipped
         self._start_poll(group, slot)
 
@@ -508,14 +471,14 @@ class DevicePoller:
             )
         group.busy = False
         interval = group.config.interval
-        slot, skipped = next_slot_after(poll.slot, self._clock(), interval)
+        slot, skipped = next_slot_after(poll.slot, self._clock() - group.phase, interval)
         if skipped:
             group.overruns += skipped
             log.debug(
                 "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
             )
         group.next_slot = slot
-        if slot * interval <= self._clock():
+        if slot * interval + group.phase <= self._clock():
             # Behind the grid (a slow answer, a busy CPU): the missed slot is polled now.
             generation = self._generation
             asyncio.get_running_loop().call_soon(self._catch_up, group, generation)

@@ -1,15 +1,15 @@
 """One wall-clock timer per poll interval, shared by every group polled at that interval.
 
-A thousand devices on a 1 s grid are one timer and one loop step at each grid point, not a
-thousand tasks waking one after another: the step starts every due poll (each sends its
-first request at once), so the last poll of the tick starts within the time it takes to
-write the others' requests.
+A thousand devices on a 1 s grid are one timer, not a thousand tasks waking one after
+another. Each group polls at ``slot * interval + phase``: with phase 0 (the default) every
+group of the interval starts in the same loop step at the grid point; groups with a phase
+are started in phase order as their moment comes, so a node with many devices can spread
+them over the interval instead of bursting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +19,9 @@ from tandem.hub.model import slot_of
 
 log = logging.getLogger(__name__)
 
+# Groups due within this much of each other are started in one loop step.
+BATCH_S = 0.001
+
 
 class Scheduled(Protocol):
     """A group the scheduler starts: ``due(slot)`` at every grid point of its interval."""
@@ -27,15 +30,15 @@ class Scheduled(Protocol):
 
 
 class PollScheduler:
-    """Calls ``due(slot)`` on every registered group at ``slot * interval`` wall-clock time."""
+    """Calls ``due(slot)`` on every registered group at ``slot * interval + phase``."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._groups: dict[float, list[Scheduled]] = {}
+        self._groups: dict[float, dict[Scheduled, float]] = {}  # interval -> group -> phase
         self._tickers: dict[float, asyncio.Task[None]] = {}
 
-    def add(self, interval: float, group: Scheduled) -> None:
-        self._groups.setdefault(interval, []).append(group)
+    def add(self, interval: float, group: Scheduled, phase: float = 0.0) -> None:
+        self._groups.setdefault(interval, {})[group] = phase
         ticker = self._tickers.get(interval)
         if ticker is None or ticker.done():
             self._tickers[interval] = asyncio.create_task(
@@ -43,9 +46,8 @@ class PollScheduler:
             )
 
     def remove(self, interval: float, group: Scheduled) -> None:
-        groups = self._groups.get(interval, [])
-        with contextlib.suppress(ValueError):
-            groups.remove(group)
+        groups = self._groups.get(interval, {})
+        groups.pop(group, None)
         if not groups:
             self._groups.pop(interval, None)
             ticker = self._tickers.pop(interval, None)
@@ -56,17 +58,31 @@ class PollScheduler:
         clock = self.clock
         slot = slot_of(clock(), interval) + 1
         while True:
-            delay = slot * interval - clock()
-            if delay > interval * 2:
+            if slot * interval - clock() > interval * 2:
                 # The wall clock stepped back; re-align rather than sleep through the gap.
                 slot = slot_of(clock(), interval) + 1
                 continue
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for group in list(self._groups.get(interval, ())):
-                try:
-                    group.due(slot)
-                except Exception:
-                    # One broken group must not stop the grid for every other device.
-                    log.exception("starting a poll of %r failed", group)
-            slot = max(slot + 1, slot_of(clock(), interval) + 1)
+            groups = self._groups.get(interval, {})
+            for phase, group in sorted(((p, g) for g, p in groups.items()), key=_by_phase):
+                delay = slot * interval + phase - clock()
+                if delay > BATCH_S:
+                    await asyncio.sleep(delay)
+                if group in groups:  # it may have left while we slept
+                    self._start(group, slot)
+            slot += 1
+            behind = clock() - slot * interval
+            if behind > interval * 2:
+                # Stalled for whole intervals: the groups catch up from their own next slot.
+                slot = slot_of(clock(), interval)
+
+    @staticmethod
+    def _start(group: Scheduled, slot: int) -> None:
+        try:
+            group.due(slot)
+        except Exception:
+            # One broken group must not stop the grid for every other device.
+            log.exception("starting a poll of %r failed", group)
+
+
+def _by_phase(entry: tuple[float, Scheduled]) -> float:
+    return entry[0]
