@@ -24,7 +24,11 @@ import httpx
 import yaml
 
 from tandem.errors import TandemError
+from tandem.files import write_atomic
 from tandem.ha.audit import AuditSubscriber, DeliveryAudit
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
+from tandem.security.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ LOOPBACK = "127.0.0.1"
 SEED_API_PORT = 8085  # the port the seed configs and the docs use; taken only when free
 TOPIC = "/neuron/{node}"
 CLUSTER = "demo"
+DEMO_USER = "operator"
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_HINT = (
     "tandem demo needs the mosquitto MQTT broker. Install it with ./scripts/setup "
@@ -338,6 +343,9 @@ class DemoCluster:
     plc_port: int = 0
     subscriber: AuditSubscriber | None = None
     _http: httpx.AsyncClient | None = None
+    # The dashboard login and a machine token per node, made before the nodes start.
+    login: tuple[str, str] = (DEMO_USER, "")
+    tokens: dict[str, str] = field(default_factory=dict)
     _statuses: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack | None = None
 
@@ -412,7 +420,8 @@ class DemoCluster:
                 secret=secret,
             )
             path = workdir / f"{spec.name}.yaml"
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            write_atomic(path, yaml.safe_dump(cfg, sort_keys=False), mode=0o600)
+            self._credentials(spec.name, workdir / spec.name)
             self.nodes[spec.name] = ManagedProcess(
                 spec.name, [*python, "run", "-c", str(path)], workdir
             )
@@ -427,6 +436,22 @@ class DemoCluster:
         self.nodes[a.name].start()
         await self.wait_for(lambda: self.role_of(a.name) == "MASTER", 30.0, "node-a master")
         self.nodes[b.name].start()
+
+    def _credentials(self, name: str, data_dir: Path) -> None:
+        """The demo's operator login (one password for both nodes) and a token per node."""
+        if not self.login[1]:
+            self.login = (DEMO_USER, secrets.token_urlsafe(9))
+        UserStore(data_dir).add(self.login[0], Role.OPERATOR, self.login[1])
+        self.tokens[name] = create_token(data_dir, Role.OPERATOR, "demo")
+        assert self.workdir is not None
+        write_atomic(self.token_file(name), self.tokens[name] + "\n", mode=0o600)
+
+    def token_file(self, name: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / f"{name}.token"
+
+    def _auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
     async def _plc_port(self, timeout: float) -> int:
         assert self.plc is not None
@@ -477,7 +502,7 @@ class DemoCluster:
         if self._http is None or not self.nodes[name].running:
             return None
         try:
-            response = await self._http.get(self.url(name) + path)
+            response = await self._http.get(self.url(name) + path, headers=self._auth(name))
             response.raise_for_status()
             return response.json()
         except (httpx.HTTPError, ValueError):
@@ -543,7 +568,9 @@ class DemoCluster:
 
     async def switchover(self, via: str) -> dict[str, Any]:
         assert self._http is not None
-        response = await self._http.post(self.url(via) + "/api/v1/switchover", timeout=15.0)
+        response = await self._http.post(
+            self.url(via) + "/api/v1/switchover", timeout=15.0, headers=self._auth(via)
+        )
         if response.status_code != 200:
             raise TandemError(f"switchover refused ({response.status_code}): {response.text}")
         body = response.json()
@@ -823,6 +850,8 @@ async def _main(options: DemoOptions, console: Any) -> int:
             console.print(f"MQTT broker:   {LOOPBACK}:{cluster.broker_port} (pid {broker_pid})")
             for name in cluster.names:
                 console.print(f"dashboard {name}: {cluster.url(name)}/")
+            user, password = cluster.login
+            console.print(f"log in as {user} / {password} (operator: may switch over)")
             if options.scenario is None:
                 await _interactive(cluster, console)
                 return 0
@@ -846,7 +875,8 @@ async def _interactive(cluster: DemoCluster, console: Any) -> None:
 
     hint = (
         "Ctrl-C stops everything. Try: kill -9 <master pid>, or "
-        f"tandem switchover --url {cluster.url(cluster.names[0])}"
+        f"tandem switchover --url {cluster.url(cluster.names[0])} "
+        f"--token-file {cluster.token_file(cluster.names[0])}"
     )
     down_since: dict[str, float] = {}
     note = ""

@@ -58,11 +58,17 @@ def _wait_gone(text: str, timeout: float = 10.0) -> list[str]:
     return left
 
 
-def _wait_role(url: str, role: str, timeout: float) -> bool:
+def _role(url: str, token_file: Path) -> str:
+    """A node's role, asked with the token the demo left for it in its work dir."""
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    return str(httpx.get(f"{url}/api/v1/status", timeout=2, headers=headers).json()["role"])
+
+
+def _wait_role(url: str, token_file: Path, role: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            if httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"] == role:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, OSError):
+            if _role(url, token_file) == role:
                 return True
         time.sleep(0.2)
     return False
@@ -166,13 +172,21 @@ def test_demo_interactive_kill9_restarts_node_and_ctrl_c_stops_every_process(
         if match:
             urls.append(match.group(1))
     assert len(urls) == 2, f"the demo printed no dashboard URLs; exit {proc.poll()}"
+    login = proc.stdout.readline().strip()
+    match = re.match(r"log in as (\S+) / (\S+) ", login)
+    assert match, f"the demo did not say how to log in: {login!r}"
+    user, password = match.groups()
+    answer = httpx.post(
+        f"{urls[0]}/api/v1/login", json={"username": user, "password": password}, timeout=10
+    )
+    assert answer.status_code == 200 and answer.json()["role"] == "operator", answer.text
 
     roles: set[str] = set()
     while roles != {"MASTER", "BACKUP"} and time.monotonic() < deadline:
         roles = set()
-        for url in urls:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                roles.add(httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"])
+        for url, name in zip(urls, ("node-a", "node-b"), strict=True):
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, OSError):
+                roles.add(_role(url, workdir / f"{name}.token"))
         time.sleep(0.2)
     assert roles == {"MASTER", "BACKUP"}
     assert _processes_mentioning(str(workdir)) != []  # the scan does see the running pair
@@ -182,8 +196,10 @@ def test_demo_interactive_kill9_restarts_node_and_ctrl_c_stops_every_process(
     node_a = [p for p in _processes_mentioning(str(workdir / "node-a.yaml")) if " run " in p]
     assert len(node_a) == 1, node_a
     os.kill(int(node_a[0].split(":")[0]), signal.SIGKILL)
-    assert _wait_role(urls[1], "MASTER", 30), "node-b did not take over"
-    assert _wait_role(urls[0], "MASTER", 60), "node-a was not restarted or did not take over"
+    assert _wait_role(urls[1], workdir / "node-b.token", "MASTER", 30), "node-b did not take over"
+    assert _wait_role(urls[0], workdir / "node-a.token", "MASTER", 60), (
+        "node-a was not restarted or did not take over"
+    )
 
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the demo
     try:

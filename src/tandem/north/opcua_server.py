@@ -99,6 +99,7 @@ class _GroupNodes:
     """The variables of one group, and how far the server has shown it."""
 
     interval: float
+    phase: float  # the slot's poll is due at slot * interval + phase, on both nodes
     timeout: float
     tags: list[tuple[str, ua.NodeId, OpcUaTagType]]
     shown_slot: int | None = None
@@ -111,6 +112,14 @@ def tag_types(device: AnyDevice) -> dict[str, list[tuple[str, OpcUaTagType]]]:
     if isinstance(device, OpcUaDevice):
         return {g.name: [(t.name, t.type) for t in g.tags] for g in device.groups}
     return {g.name: [(t.name, modbus_tag_type(t)) for t in g.tags] for g in device.groups}
+
+
+def phase_of(device: AnyDevice, group: str) -> float:
+    """When in its interval a group polls (Modbus groups may be phased; OPC UA ones are not)."""
+    if isinstance(device, OpcUaDevice):
+        return 0.0
+    config = next((g for g in device.groups if g.name == group), None)
+    return config.phase_seconds(device.name) if config is not None else 0.0
 
 
 @dataclass(slots=True)
@@ -298,7 +307,7 @@ class OpcUaNorth:
         group_config = next(g for g in device.groups if g.name == key[1])
         device_folder = await self._folder(self.server.nodes.objects, key[0], key[0])
         folder = await self._folder(device_folder, f"{key[0]}/{key[1]}", key[1])
-        nodes = _GroupNodes(group_config.interval, device.timeout, [])
+        nodes = _GroupNodes(group_config.interval, phase_of(device, key[1]), device.timeout, [])
         waiting = ua.DataValue(
             StatusCode=ua.StatusCode(ua.UInt32(StatusCodes.BadWaitingForInitialData))
         )
@@ -325,7 +334,8 @@ class OpcUaNorth:
             await self._show(nodes, sample)
 
     async def _show(self, nodes: _GroupNodes, sample: Sample) -> None:
-        stamp = cast(ua.DateTime, datetime.fromtimestamp(sample.slot * nodes.interval, UTC))
+        due = sample.slot * nodes.interval + nodes.phase
+        stamp = cast(ua.DateTime, datetime.fromtimestamp(due, UTC))
         now = cast(ua.DateTime, datetime.now(UTC))
         for tag, node_id, kind in nodes.tags:
             value: Value | None = sample.values.get(tag)
@@ -353,7 +363,15 @@ class OpcUaNorth:
                 nodes = self._groups.get((device.name, group.name))
                 latest = nodes.latest_slot if nodes is not None else None
                 has_errors = nodes.has_errors if nodes is not None else False
-                groups.append(GroupData(group.interval, device.timeout, latest, has_errors))
+                groups.append(
+                    GroupData(
+                        group.interval,
+                        device.timeout,
+                        latest,
+                        has_errors,
+                        phase_of(device, group.name),
+                    )
+                )
         return data_state(groups, now)
 
     async def _judge_level(self) -> None:

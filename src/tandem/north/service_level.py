@@ -112,6 +112,7 @@ class GroupData:
     timeout: float
     latest_slot: int | None
     has_errors: bool
+    phase: float = 0.0  # seconds after each grid point the group polls
 
 
 def data_state(groups: Iterable[GroupData], now: float) -> DataState:
@@ -121,8 +122,9 @@ def data_state(groups: Iterable[GroupData], now: float) -> DataState:
         if g.latest_slot is None:
             return DataState(fresh=False, degraded=False, caught_up=False)
         # A poll of slot k ends by k*interval + timeout; older than that plus one slot is stale.
-        oldest_fresh = slot_of(now - g.interval - g.timeout - STALE_MARGIN_S, g.interval)
+        at = now - g.phase
+        oldest_fresh = slot_of(at - g.interval - g.timeout - STALE_MARGIN_S, g.interval)
         fresh = fresh and g.latest_slot >= oldest_fresh
-        caught_up = caught_up and g.latest_slot >= slot_of(now, g.interval)
+        caught_up = caught_up and g.latest_slot >= slot_of(at, g.interval)
         degraded = degraded or g.has_errors
     return DataState(fresh=fresh, degraded=degraded, caught_up=caught_up)
