@@ -426,28 +426,15 @@ def simulate_plc(
 
 
 def _simulate_opcua(host: str, port: int, bad: list[str]) -> None:
-    from tandem.sim.opcua import VARIABLES, serve_forever, status_code
+    from tandem.sim.opcua import main as opcua_main
 
-    names = {v.name for v in VARIABLES}
-    pinned: dict[str, int] = {}
-    for item in bad:
-        name, _, code = item.partition("=")
-        if name not in names or not code:
-            raise _fail(
-                f"--bad {item!r}: use NAME=STATUS with NAME one of {sorted(names)}", EXIT_CONFIG
-            )
-        try:
-            pinned[name] = status_code(code)
-        except ValueError as exc:
-            raise _fail(f"--bad {item!r}: {exc}", EXIT_CONFIG) from None
     try:
-        asyncio.run(serve_forever(host, port, pinned))
-    except KeyboardInterrupt:
-        pass
+        opcua_main(host, port, bad)
+    except ValueError as exc:
+        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
     except OSError as exc:
-        raise _fail(
-            f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
-        ) from None
+        message = f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}"
+        raise _fail(message, EXIT_RUNTIME) from None
 
 
 @config_app.command("validate")

@@ -22,6 +22,8 @@ from asyncua.ua.uaerrors import UaError
 
 from tandem.config.hub import TandemConfig
 from tandem.hub.runtime import Hub
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 from tandem.sim.opcua import OpcUaSimulator
 from tests.integration.opcua_helpers import CertPair, make_certificate
 from tests.integration.plc import running_plc
@@ -177,7 +179,8 @@ async def test_opcua_server_single_node_is_healthy_without_redundancy(hub: Hub) 
     assert uris == ["urn:tandem:edge1"]
     info = hub.status().opcua_server
     assert info is not None and info.service_level == level and info.reason == "publishing"
-    async with httpx.AsyncClient() as http:
+    token = create_token(hub.config.data_dir, Role.VIEWER)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         metrics = (await http.get(f"http://127.0.0.1:{hub.api_port}/metrics")).text
     assert f"tandem_opcua_service_level {float(level)}" in metrics
 

@@ -21,10 +21,11 @@ e.g. an array or a NaN), and can require a user name and password or Basic256Sha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,3 +221,25 @@ async def serve_forever(host: str, port: int, bad: Mapping[str, int]) -> None:
         log.info("OPC UA simulator on %s (%s variables)", sim.endpoint, len(VARIABLES))
         print(f"OPC UA simulator listening on {sim.endpoint}", flush=True)
         await asyncio.Event().wait()
+
+
+def pinned_statuses(items: Iterable[str]) -> dict[str, int]:
+    """``--bad NAME=STATUS`` items as variable -> status code; ValueError names a bad one."""
+    names = {v.name for v in VARIABLES}
+    pinned: dict[str, int] = {}
+    for item in items:
+        name, _, code = item.partition("=")
+        if name not in names or not code:
+            raise ValueError(f"--bad {item!r}: use NAME=STATUS with NAME one of {sorted(names)}")
+        try:
+            pinned[name] = status_code(code)
+        except ValueError as exc:
+            raise ValueError(f"--bad {item!r}: {exc}") from None
+    return pinned
+
+
+def main(host: str, port: int, bad: Iterable[str] = ()) -> None:
+    """Blocking entry for ``tandem simulate-plc --opcua PORT``; Ctrl-C stops it."""
+    pinned = pinned_statuses(bad)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(host, port, pinned))
