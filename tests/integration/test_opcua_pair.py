@@ -10,112 +10,19 @@ and the values it reads never go back in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 
 import pytest
 from asyncua import Client, ua
 
+from tests.integration.opcua_helpers import Reading, RedundantClient
 from tests.netns.ha_cluster import HaCluster, TandemNode, first_publish, loopback_cluster
 
 pytestmark = pytest.mark.slow
 
-TAG = "plc1/fast/counter"
-NAMESPACE = "urn:tandem:line1"  # the cluster's: the same NodeIds on both servers
 START_S = 120.0  # generous: each node loads the OPC UA standard address space at start
-READ_PERIOD_S = 0.02
 TAKEOVER_TO_LEVEL_S = 1.0
-
-
-@dataclass(slots=True)
-class Reading:
-    at: float
-    levels: dict[str, int | None]
-    chosen: str | None
-    stamp: datetime | None
-
-
-@dataclass
-class RedundantClient:
-    """A Part 4 client: ServiceLevel of each server, values from the highest one."""
-
-    urls: dict[str, str]
-    readings: list[Reading] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-    async def _run(self) -> None:
-        clients: dict[str, Client | None] = dict.fromkeys(self.urls)
-        retry_at: dict[str, float] = dict.fromkeys(self.urls, 0.0)
-        try:
-            while not self._stop.is_set():
-                levels: dict[str, int | None] = {}
-                for name in self.urls:
-                    levels[name] = await self._level(name, clients, retry_at)
-                live = {n: lv for n, lv in levels.items() if lv is not None}
-                chosen = max(live, key=lambda n: live[n]) if live else None
-                stamp = await self._stamp(clients[chosen]) if chosen else None
-                self.readings.append(Reading(time.time(), levels, chosen, stamp))
-                await asyncio.sleep(READ_PERIOD_S)
-        finally:
-            for client in clients.values():
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.disconnect(), 2)
-
-    async def _level(
-        self, name: str, clients: dict[str, Client | None], retry_at: dict[str, float]
-    ) -> int | None:
-        client = clients[name]
-        if client is None:
-            if time.monotonic() < retry_at[name]:
-                return None
-            client = Client(self.urls[name], timeout=1.0)
-            try:
-                await asyncio.wait_for(client.connect(), 3)
-            except Exception:
-                retry_at[name] = time.monotonic() + 0.2
-                return None
-            clients[name] = client
-        try:
-            node = client.get_node(ua.NodeId(ua.ObjectIds.Server_ServiceLevel))
-            return int(await asyncio.wait_for(node.read_value(), 1))
-        except Exception as exc:
-            self.errors.append(f"{name}: {exc!r}")
-            clients[name] = None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 1)
-            return None
-
-    async def _stamp(self, client: Client | None) -> datetime | None:
-        if client is None:
-            return None
-        try:
-            ns = await client.get_namespace_index(NAMESPACE)
-            node = client.get_node(f"ns={ns};s={TAG}")
-            value = await asyncio.wait_for(node.read_data_value(raise_on_bad_status=False), 1)
-        except Exception:
-            return None
-        good = value.StatusCode is not None and value.StatusCode.is_good()
-        return value.SourceTimestamp if good else None
-
-    def first(self, after: float, ok: object) -> Reading | None:
-        assert callable(ok)
-        return next((r for r in self.readings if r.at >= after and ok(r)), None)
 
 
 async def _read_redundancy(url: str) -> tuple[int, list[str], int, dict[str, list[str]]]:
