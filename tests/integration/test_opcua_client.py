@@ -192,9 +192,12 @@ async def test_opcua_poller_server_restart_reconnects_and_marks_the_gap() -> Non
     dev = device(f"opc.tcp://127.0.0.1:{port}/", [tag("counter", "Counter", "uint32")])
     try:
         async with OpcUaPoller(dev, source_node="n1", emit=got.append) as poller:
-            await wait_for_sample(got, connected_sample)
+            up = await wait_for_sample(got, connected_sample)
             stop_simulator(process)  # kill -9: no goodbye on the wire
-            down = await wait_for_sample(got, lambda s: s.errors.get("counter") == ERR_DISCONNECTED)
+            # After the connected one: the polls before the first connect are disconnected too.
+            down = await wait_for_sample(
+                got, lambda s: s.slot > up.slot and s.errors.get("counter") == ERR_DISCONNECTED
+            )
             assert not poller.status().connected
             assert poller.status().last_error
             process, _ = await asyncio.to_thread(start_simulator, port)

@@ -116,9 +116,19 @@ def password_of(device: OpcUaDevice, environ: Mapping[str, str]) -> str | None:
     """The user's password, read when connecting (never from the config or argv)."""
     if device.password_file is not None:
         try:
-            return device.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise SessionLost(f"cannot read password_file: {exc.strerror}") from None
+            mode = device.password_file.stat().st_mode
+            password = device.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise SessionLost(f"cannot read password_file: {reason}") from None
+        if mode & 0o077:
+            log.warning(
+                "device %s: %s is readable by others (mode %o): chmod 600 it",
+                device.name,
+                device.password_file,
+                mode & 0o777,
+            )
+        return password
     if device.password_env is not None:
         value = environ.get(device.password_env)
         if value is None:

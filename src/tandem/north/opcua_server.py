@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from asyncua import ua
+from asyncua.common.connection import TransportLimits
 from asyncua.common.node import Node
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
@@ -55,6 +56,8 @@ from tandem.north.service_level import (
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one request or response
+MAX_CONNECTIONS = 100
 LEVEL_PERIOD_S = 0.05  # data freshness is re-judged this often; role changes wake it at once
 POLICY_OF: dict[str, ua.SecurityPolicyType] = {
     "None": ua.SecurityPolicyType.NoSecurity,
@@ -218,6 +221,15 @@ class OpcUaNorth:
         server.product_uri = "urn:tandem"
         await server.set_application_uri(self.uri)
         server.allow_remote_admin(False)
+        # A read-only tag server needs small requests and few clients: bound what one costs.
+        server.limits = TransportLimits(
+            max_recv_buffer=65535,
+            max_send_buffer=65535,
+            max_chunk_count=MAX_MESSAGE // 65535 + 1,
+            max_message_size=MAX_MESSAGE,
+        )
+        server.iserver.max_connections = MAX_CONNECTIONS
+        server.iserver.max_subscriptions = MAX_CONNECTIONS * 4
         server.set_security_policy([POLICY_OF[s] for s in settings.security])
         server.set_identity_tokens([ua.AnonymousIdentityToken])
         if settings.certificate is not None and settings.private_key is not None:
