@@ -837,8 +837,12 @@ class HaCluster:
         keeps it (an operator's choice sticks), so it is asked to switch back explicitly.
         """
         self.ensure_running()
+        # A node just started needs a while (imports, its API) before either shape shows.
+        self.wait(lambda: self.steady(self.a) or self.steady(self.b), timeout, "a steady pair")
+        if self.steady(self.a):
+            return
         with contextlib.suppress(ClusterTimeout):
-            self.wait_steady(self.a, 10)
+            self.wait_steady(self.a, 10)  # an automatic switchback on its way
             return
         self.wait_steady(self.b, timeout)
         response = self.b.switchover()
