@@ -241,7 +241,7 @@ def stream_flood(t: Target) -> None:
 
 def login_storm(t: Target) -> None:
     codes = []
-    with httpx.Client(timeout=5.0) as client:
+    with httpx.Client(timeout=20.0) as client:
         for _ in range(30):
             r = client.post(
                 f"{t.nodes['node-a']}/api/v1/login", json={"username": "admin", "password": "x"}

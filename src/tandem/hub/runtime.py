@@ -42,6 +42,7 @@ from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox
 from tandem.hub.outbox_watch import OutboxWatch, outbox_info
+from tandem.security.users import warm_up as warm_up_password_checks
 
 if TYPE_CHECKING:
     from tandem.north.opcua_server import OpcUaNorth
@@ -401,6 +402,7 @@ class Hub:
                     await self.north.ready.wait()
                 self.add_timeline("info", f"node {self.config.node} started")
                 self._ready.set()
+                warm_up_password_checks()
                 await self._stop.wait()
                 await self._shutdown(api, watchers)
         finally:

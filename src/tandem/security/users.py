@@ -30,15 +30,23 @@ _HASHER = PasswordHasher(parallelism=1)
 
 
 def _lower_own_priority() -> None:
-    """Password checks run at nice 19 (this thread only, on Linux): polling wins the CPU."""
+    """Password checks run at nice 10 (this thread only, on Linux): polling wins the CPU.
+
+    The thread then makes the dummy hash an unknown user is checked against, so the first login
+    after a start costs one hash, not two."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 # One thread for every password check: at most one hash at a time, at the lowest priority.
 PASSWORD_CHECKS = ThreadPoolExecutor(
     max_workers=1, thread_name_prefix="password", initializer=_lower_own_priority
 )
+
+
+def warm_up() -> None:
+    """Make the dummy hash in the background now (the hub calls this once it is serving)."""
+    PASSWORD_CHECKS.submit(_dummy_hash)
 
 
 @functools.cache
