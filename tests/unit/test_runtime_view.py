@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tandem.api.live import SUBSCRIBER_QUEUE_SIZE
 from tandem.api.view import HaInfo, HubView, LiveEvent
 from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.errors import TandemError
@@ -19,7 +20,7 @@ from tandem.hub.modbus import DeviceStatus, GroupStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import PublisherStatus
 from tandem.hub.outbox import Outbox
-from tandem.hub.runtime import SUBSCRIBER_QUEUE_SIZE, Hub
+from tandem.hub.runtime import Hub
 
 
 class FakePoller:
