@@ -36,7 +36,7 @@ TOPIC = "/neuron/{node}"
 CLUSTER = "demo"
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_HINT = (
-    "tandem demo needs the mosquitto MQTT broker. Install it with ./scripts/setup "
+    "tandem demo needs the mosquitto MQTT broker. Install it with ./scripts/setup demo "
     "(or: sudo apt-get install mosquitto) and run the demo again."
 )
 STOP_GRACE_S = 8.0  # a master's shutdown handover may take up to 3 s, then the hub flushes
