@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tandem.api.live import SUBSCRIBER_QUEUE_SIZE
+from tandem.api.live import TIMELINE_BACKLOG
 from tandem.api.view import HaInfo, HubView, LiveEvent
 from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.errors import TandemError
@@ -265,29 +265,32 @@ async def test_hub_timeline_is_bounded(hub: Hub) -> None:
     assert events[0].message == "event 599"
 
 
-async def test_hub_subscribe_first_status_then_timeline_events(hub: Hub) -> None:
+async def test_hub_subscribe_hello_then_status_then_timeline_events(hub: Hub) -> None:
     events = hub.subscribe()
+    hello = await anext(events)
     first = await anext(events)
     hub.add_timeline("config", "config reloaded")
     second = await asyncio.wait_for(anext(events), 1)
     await events.aclose()
 
+    assert hello.type == "hello" and len(hello.data["subscription"]) >= 16
     assert first.type == "status" and first.data.node == "edge-a"
     assert second.type == "timeline" and second.data.message == "config reloaded"
 
 
-async def test_hub_subscribe_slow_client_loses_oldest_events(hub: Hub) -> None:
+async def test_hub_subscribe_slow_client_loses_oldest_timeline_events(hub: Hub) -> None:
     events = hub.subscribe()
     await anext(events)  # the subscription is registered once the first event is taken
-    for i in range(SUBSCRIBER_QUEUE_SIZE + 5):
+    await anext(events)  # status
+    for i in range(TIMELINE_BACKLOG + 5):
         hub.add_timeline("info", f"event {i}")
     got: list[LiveEvent] = []
-    for _ in range(SUBSCRIBER_QUEUE_SIZE):
+    for _ in range(TIMELINE_BACKLOG):
         got.append(await asyncio.wait_for(anext(events), 1))
     await events.aclose()
 
     assert got[0].data.message == "event 5"
-    assert got[-1].data.message == f"event {SUBSCRIBER_QUEUE_SIZE + 4}"
+    assert got[-1].data.message == f"event {TIMELINE_BACKLOG + 4}"
     assert hub.live_dropped == 5
 
 

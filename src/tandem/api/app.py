@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from pydantic_core import to_jsonable_python
 
+from tandem.api.live_routes import live_router
 from tandem.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tandem.api.metrics import render_metrics
 from tandem.api.view import Health, HubView, LiveEvent, Status, TagValue, TimelineEvent
@@ -30,8 +31,9 @@ API = "/api/v1"
 
 # How long a browser waits before reconnecting an EventSource after the stream ends.
 SSE_RETRY_MS = 2000
-# Events buffered per client before the subscription itself is made to wait.
-SSE_QUEUE_SIZE = 256
+# Events held per client between the subscription and the socket: one, so a slow client's
+# backlog stays in the live feed, where a newer value of a row replaces the queued one.
+SSE_QUEUE_SIZE = 1
 # Upper bound on how long a stream takes to notice a vanished client or a shutdown
 # when nothing else wakes it.
 SSE_CHECK_S = 1.0
@@ -90,9 +92,9 @@ async def _pump(events: AsyncIterator[LiveEvent], queue: asyncio.Queue[LiveEvent
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-    # The subscription ended on its own: end the stream, the browser reconnects.
-    with contextlib.suppress(asyncio.QueueFull):
-        queue.put_nowait(None)
+    # The subscription ended on its own: end the stream (after what is queued), the browser
+    # reconnects.
+    await queue.put(None)
 
 
 async def event_stream(
@@ -182,6 +184,7 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
     async def dashboard() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    app.include_router(live_router(view), prefix=API)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

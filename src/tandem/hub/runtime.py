@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from tandem.api.app import bound_port, create_app, serve
 from tandem.api.live import LiveFeed, tag_values
+from tandem.api.tagindex import TagCatalog
 from tandem.api.view import (
     DeviceInfo,
     GroupInfo,
@@ -158,7 +159,7 @@ class Hub:
         self.outbox_failures = 0
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
-        self.live = LiveFeed(self.status)
+        self.live = LiveFeed(self.status, TagCatalog.from_config(config))
         self._timeline: deque[TimelineEvent] = deque(maxlen=TIMELINE_SIZE)
         self._poller_tasks: dict[int, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()
@@ -235,8 +236,7 @@ class Hub:
                 )
                 self._publisher_task = tasks.create_task(self._guarded_publisher(), name="mqtt")
                 watchers = [
-                    tasks.create_task(self.live.watch(), name="hub-watch"),
-                    tasks.create_task(self.live.push_tags(), name="hub-tags"),
+                    tasks.create_task(self.live.run(), name="hub-live"),
                     tasks.create_task(self._watch_transitions(), name="hub-transitions"),
                 ]
                 if self.gate.polling:
@@ -469,7 +469,7 @@ class Hub:
         self.outbox.overflow = config.outbox.overflow
 
         # Latest values of tags that no longer exist would otherwise stay on the dashboard.
-        self.live.forget_groups_except((d.name, g.name) for d in config.devices for g in d.groups)
+        self.live.set_catalog(TagCatalog.from_config(config))
         names = {d.name for d in config.devices}
         for gone in [n for n in self._seen_devices if n not in names]:
             del self._seen_devices[gone]
