@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,97 @@ def test_demo_failover_scenario_cold_standby_reports_gap_and_exits_zero(
     # A cold backup starts polling only once it is master, at least three adverts (300 ms,
     # three 100 ms slots) after the kill: those slots were never read, so they are lost.
     assert int(kill["lost"]) > 0, output
+
+
+# A fresh checkout installs its venv first (uv, or pip): allow for a slow mirror.
+FRESH_TIMEOUT_S = 300
+
+
+def _fresh_checkout(target: Path) -> Path:
+    """The checkout's files (tracked, and new ones not ignored) in `target`, without .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / name.decode()
+        if source.is_file():
+            dest = target / name.decode()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+    # ../shared beside the checkout, as in the repository's own layout.
+    shared = REPO.parent / "shared"
+    if shared.is_dir() and not (target.parent / "shared").exists():
+        (target.parent / "shared").symlink_to(shared)
+    return target
+
+
+def _pair_with_data(urls: list[str]) -> bool:
+    """One MASTER and one BACKUP, and the master's published count going up."""
+    bodies = {}
+    for url in urls:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            bodies[url] = httpx.get(f"{url}/api/v1/status", timeout=2).json()
+    roles = {b.get("role") for b in bodies.values()}
+    if roles != {"MASTER", "BACKUP"}:
+        return False
+    master = next(u for u, b in bodies.items() if b.get("role") == "MASTER")
+    before = bodies[master]["publisher"]["published_total"]
+    time.sleep(0.5)
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        after = httpx.get(f"{master}/api/v1/status", timeout=2).json()
+        return bool(after["publisher"]["published_total"] > before)
+    return False
+
+
+def test_demo_fresh_checkout_new_venv_reaches_pair_with_data_flowing(
+    demo_runs: list[subprocess.Popen[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkout = _fresh_checkout(tmp_path / "tandem")
+    assert not (checkout / ".venv").exists()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(checkout / "scripts" / "demo"), "--no-color"],
+        cwd=checkout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    demo_runs.append(proc)
+    assert proc.stdout is not None
+    output: list[str] = []
+    urls: list[str] = []
+    deadline = started + FRESH_TIMEOUT_S
+    while len(urls) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = re.match(r"dashboard node-[ab]: (http://\S+?)/?$", line.strip())
+        if match:
+            urls.append(match.group(1))
+    assert len(urls) == 2, "".join(output)
+    setup_s = next(
+        (float(m.group(1)) for line in output if (m := re.search(r"ready .* in ([\d.]+) s", line))),
+        None,
+    )
+    while not _pair_with_data(urls):
+        assert time.monotonic() < deadline, f"no MASTER/BACKUP pair with data:\n{''.join(output)}"
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    with capsys.disabled():
+        print(
+            f"\nfresh checkout -> MASTER/BACKUP pair with data flowing: {elapsed:.1f} s "
+            f"(setup {setup_s} s)"
+        )
+
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=40)
+    assert proc.returncode == 130
+    assert (checkout / ".venv" / "bin" / "tandem").exists()
+    assert elapsed < FRESH_TIMEOUT_S
