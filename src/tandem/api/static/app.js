@@ -147,7 +147,8 @@
 
   // ---------------------------------------------------------------- data
   async function getJson(path) {
-    const r = await fetch(API + path, { cache: "no-store" });
+    const early = window.TandemEarly && TandemEarly.take(path);
+    const r = await (early || fetch(API + path, { cache: "no-store" }));
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
@@ -193,6 +194,6 @@
   const trend = TandemTrend.mount({ getJson, clock: TandemTags.clock, onChange: () => { tags.refreshView(); tags.repaint(); } });
   const tags = TandemTags.mount({ api: API, getJson, trend });
 
-  setInterval(() => { tickUptime(); tags.tick(); }, 1000);
+  setInterval(() => { tickUptime(); tags.tick(); trend.tick(); }, 1000);
   loadSnapshot().catch((err) => { console.warn(err); setLive("reconnecting", "API unreachable"); }).finally(connect);
 })();

@@ -238,6 +238,19 @@ window.TandemTags = (() => {
       return getJson(`/tags/page?${params}`);
     }
 
+    // The first screen: the unfiltered top of the list, already asked for by early.js.
+    async function loadFirst() {
+      if (!window.TandemEarly || st.seq !== 0) return requestView();
+      const seq = ++st.seq;
+      try {
+        const page = await getJson(TandemEarly.FIRST_TAGS);
+        if (seq === st.seq) applyPage(page, { now: true });
+      } catch (err) {
+        console.warn(err);
+      }
+      if (st.sid) requestView(); // the stream came first: tell the node what is shown
+    }
+
     async function requestView() {
       if (st.inflight) { st.again = true; return; }
       st.inflight = true;
@@ -255,7 +268,7 @@ window.TandemTags = (() => {
       }
     }
 
-    function applyPage(page) {
+    function applyPage(page, { now = false } = {}) {
       st.total = page.total;
       st.catalogTotal = page.catalog_total;
       st.offset = page.offset;
@@ -264,8 +277,9 @@ window.TandemTags = (() => {
       for (const r of page.rows) if (r.timestamp_ms != null) clock.note(r.timestamp_ms);
       renderFacets(page);
       renderCount();
-      trend.offerDefault(page.default_trend);
-      queueRender();
+      if (now) render(); else queueRender();
+      // After the rows are on screen: building the chart is the slower part of the first frame.
+      setTimeout(() => trend.offerDefault(page.default_trend), 0);
     }
 
     function renderFacets(page) {
@@ -314,7 +328,10 @@ window.TandemTags = (() => {
 
     function tick() {
       unmark();
-      for (const [key, tr] of st.shown) fillPoll(tr, st.rows.get(key));
+      for (const [key, tr] of st.shown) {
+        const row = st.rows.get(key);
+        if (row) fillPoll(tr, row); // else a new window is fetched and not yet drawn
+      }
     }
 
     // ---------------------------------------------------------------- controls
@@ -348,10 +365,14 @@ window.TandemTags = (() => {
 
     return {
       // A new event stream: tell the node what this page shows, so its rows follow.
-      attach(sid) { st.sid = sid; requestView(); },
+      attach(sid) {
+        st.sid = sid;
+        if (st.seq > 0) requestView(); // else the first page's answer will
+      },
       detach() { st.sid = null; },
-      load: requestView,
-      refreshView: requestView,
+      load: loadFirst,
+      // The trend's tags changed: only a live view (with a stream) watches them.
+      refreshView() { if (st.sid) requestView(); },
       repaint: queueRender,
       onRows,
       onPage,

@@ -21,6 +21,23 @@ window.TandemTrend = (() => {
     return null;
   }
 
+  // uPlot is evaluated only when the first trend is drawn, after the tag table is on screen
+  // (index.html preloads the file, so it is already here by then).
+  let chartLibrary = null;
+  function loadChartLibrary() {
+    if (window.uPlot) return Promise.resolve();
+    if (!chartLibrary) {
+      chartLibrary = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = "/static/uplot.iife.min.js";
+        script.onload = resolve;
+        script.onerror = () => { chartLibrary = null; reject(new Error("chart library did not load")); };
+        document.head.append(script);
+      });
+    }
+    return chartLibrary;
+  }
+
   // First index with t[i] >= ts (t sorted ascending).
   function lowerBound(t, ts) {
     let lo = 0, hi = t.length;
@@ -123,6 +140,7 @@ window.TandemTrend = (() => {
         s.v = v.concat(s.v);
         if (t.length) clock.note(t[t.length - 1]);
         st.dirty = true;
+        redraw(false);
       } catch (err) {
         console.warn(err);
       }
@@ -140,6 +158,7 @@ window.TandemTrend = (() => {
         if (cut > 0) { s.t.splice(0, cut); s.v.splice(0, cut); }
         st.dirty = true;
       }
+      redraw(false);
     }
 
     // ---------------------------------------------------------------- chart
@@ -147,6 +166,10 @@ window.TandemTrend = (() => {
       if (st.plot) { st.plot.destroy(); st.plot = null; }
       host.dataset.tags = st.keys.join(" ");
       if (!st.keys.length) return;
+      if (!window.uPlot) {
+        loadChartLibrary().then(rebuild, console.warn);
+        return;
+      }
       const axisStyle = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line"), width: 1 }, ticks: { stroke: cssVar("--line") } };
       const timeAxis = { ...axisStyle, values: (u, splits) => splits.map((s) => fmtClock(s * 1000)) };
       const series = [{}], axes = [timeAxis];
@@ -211,11 +234,13 @@ window.TandemTrend = (() => {
       }
     }
 
-    // Redraws: on new data at most every REDRAW_MS; otherwise once a second, to scroll time.
-    setInterval(() => {
+    // Redraws ride on the page's other updates, so they share its frames: with new rows (at
+    // most every REDRAW_MS) and on the page's once-a-second tick, which scrolls the time axis.
+    function redraw(force) {
       if (document.hidden || !st.plot) return;
-      if (st.dirty || performance.now() - st.lastDraw >= 1000 - REDRAW_MS / 2) draw();
-    }, REDRAW_MS);
+      const since = performance.now() - st.lastDraw;
+      if (force ? since >= REDRAW_MS : st.dirty && since >= REDRAW_MS) draw();
+    }
     windowSel.addEventListener("change", () => { st.windowMs = Number(windowSel.value) * 1000; draw(); });
     new ResizeObserver(() => {
       if (!st.plot) return;
@@ -224,7 +249,10 @@ window.TandemTrend = (() => {
     }).observe(host);
     renderChips();
 
-    return { keys: () => st.keys.slice(), has, colorOf, choose, offerDefault, onRows };
+    return {
+      keys: () => st.keys.slice(), has, colorOf, choose, offerDefault, onRows,
+      tick: () => redraw(true),
+    };
   }
 
   return { mount };
