@@ -25,6 +25,7 @@ from tandem.demo.pair import (
     NodeSpec,
     StandbyMode,
     api_port_for,
+    demo_devices,
     find_mosquitto,
     free_port,
     mosquitto_conf,
@@ -36,6 +37,8 @@ from tandem.demo.process import ManagedProcess
 from tandem.demo.view import AuditTotals, NodeView, Snapshot
 from tandem.errors import TandemError
 from tandem.ha.audit import AuditSubscriber, DeliveryAudit
+
+TANDEM = [sys.executable, "-m", "tandem"]
 
 
 @dataclass
@@ -49,6 +52,11 @@ class DemoCluster:
     standby: StandbyMode = "hot"
     workdir: Path | None = None
     keep_workdir: bool = False
+    # What the nodes poll, given the simulator's port; the benchmark asks for thousands of tags.
+    devices: Callable[[int], list[dict[str, Any]]] = field(default=demo_devices)
+    load_registers: int = 1000
+    vrrp_port: int | None = None  # a free one when not given
+    advert_listeners: tuple[str, ...] = ()  # see node_config
     specs: tuple[NodeSpec, NodeSpec] | None = None
     nodes: dict[str, ManagedProcess] = field(default_factory=dict)
     plc: ManagedProcess | None = None
@@ -103,9 +111,28 @@ class DemoCluster:
         workdir = self.workdir
         assert workdir is not None
         self._http = httpx.AsyncClient(timeout=2.0)
-        python = [sys.executable, "-m", "tandem"]
+        await self._start_plc_and_broker(mosquitto, workdir)
+        self.specs = node_specs((api_port_for("127.0.0.2"), api_port_for("127.0.0.3")))
+        self._write_node_configs(workdir)
 
-        self.plc = ManagedProcess("plc", [*python, "simulate-plc", "--port", "0"], workdir)
+        self._stack = contextlib.AsyncExitStack()
+        self.subscriber = await self._stack.enter_async_context(
+            AuditSubscriber(LOOPBACK, self.broker_port, TOPIC, client_id="tandem-demo-audit")
+        )
+        await asyncio.wait_for(self.subscriber.connected.wait(), 10.0)
+        # The preferred node first: it wins the first election, so the demo starts from the
+        # pair's normal state instead of with an immediate switchback.
+        a, b = self.specs
+        self.nodes[a.name].start()
+        await self.wait_for(lambda: self.role_of(a.name) == "MASTER", 30.0, "node-a master")
+        self.nodes[b.name].start()
+
+    async def _start_plc_and_broker(self, mosquitto: str, workdir: Path) -> None:
+        self.plc = ManagedProcess(
+            "plc",
+            [*TANDEM, "simulate-plc", "--port", "0", "--load-registers", str(self.load_registers)],
+            workdir,
+        )
         self.plc.start()
         self.broker_port = free_port()
         conf = workdir / "mosquitto.conf"
@@ -115,37 +142,29 @@ class DemoCluster:
         self.plc_port = await self._plc_port(timeout=20.0)
         await _wait_tcp(LOOPBACK, self.broker_port, self.broker, timeout=10.0)
 
-        self.specs = node_specs((api_port_for("127.0.0.2"), api_port_for("127.0.0.3")))
-        vrrp_port = shared_udp_port(tuple(s.address for s in self.specs))
+    def _write_node_configs(self, workdir: Path) -> None:
+        assert self.specs is not None
+        addresses = (*(s.address for s in self.specs), *self.advert_listeners)
+        vrrp_port = self.vrrp_port or shared_udp_port(addresses)
         secret = secrets.token_hex(16)
         a, b = self.specs
         for spec, peer in ((a, b), (b, a)):
             cfg = node_config(
                 spec,
                 peer,
-                plc_port=self.plc_port,
+                devices=self.devices(self.plc_port),
                 broker_port=self.broker_port,
                 vrrp_port=vrrp_port,
                 standby=self.standby,
                 data_dir=workdir / spec.name,
                 secret=secret,
+                advert_listeners=self.advert_listeners,
             )
             path = workdir / f"{spec.name}.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             self.nodes[spec.name] = ManagedProcess(
-                spec.name, [*python, "run", "-c", str(path)], workdir
+                spec.name, [*TANDEM, "run", "-c", str(path)], workdir
             )
-
-        self._stack = contextlib.AsyncExitStack()
-        self.subscriber = await self._stack.enter_async_context(
-            AuditSubscriber(LOOPBACK, self.broker_port, TOPIC, client_id="tandem-demo-audit")
-        )
-        await asyncio.wait_for(self.subscriber.connected.wait(), 10.0)
-        # The preferred node first: it wins the first election, so the demo starts from the
-        # pair's normal state instead of with an immediate switchback.
-        self.nodes[a.name].start()
-        await self.wait_for(lambda: self.role_of(a.name) == "MASTER", 30.0, "node-a master")
-        self.nodes[b.name].start()
 
     async def _plc_port(self, timeout: float) -> int:
         assert self.plc is not None

@@ -16,6 +16,7 @@ LOOPBACK = "127.0.0.1"
 SEED_API_PORT = 8085  # the port the seed configs and the docs use; taken only when free
 TOPIC = "/neuron/{node}"
 CLUSTER = "demo"
+ADVERT_INTERVAL_S = 0.1
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_HINT = (
     "tandem demo needs the mosquitto MQTT broker. Install it with ./scripts/setup demo "
@@ -44,43 +45,53 @@ def node_specs(api_ports: tuple[int, int]) -> tuple[NodeSpec, NodeSpec]:
     )
 
 
+def demo_devices(plc_port: int) -> list[dict[str, Any]]:
+    """The PLC of examples/ha: one group of four tags polled every 100 ms."""
+    return [
+        {
+            "name": "plc1",
+            "host": LOOPBACK,
+            "port": plc_port,
+            "timeout": 0.3,
+            "groups": [
+                {
+                    "name": "fast",
+                    "interval": 0.1,
+                    "tags": [
+                        {"name": "counter", "address": 0, "type": "uint16"},
+                        {"name": "sine", "address": 1, "type": "float32"},
+                        {"name": "ramp", "address": 3, "type": "uint16"},
+                        {"name": "coil0", "area": "coil", "address": 0, "type": "bool"},
+                    ],
+                }
+            ],
+        }
+    ]
+
+
 def node_config(
     spec: NodeSpec,
     peer: NodeSpec,
     *,
-    plc_port: int,
+    devices: list[dict[str, Any]],
     broker_port: int,
     vrrp_port: int,
     standby: StandbyMode,
     data_dir: Path,
     secret: str,
+    advert_listeners: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One node's config, derived from examples/ha: groups at 100 ms, v3 adverts every 0.1 s."""
+    """One node's config, derived from examples/ha: v3 adverts every 0.1 s over UDP.
+
+    `advert_listeners` are extra loopback addresses the node's adverts are also sent to, for
+    a benchmark that watches their timing; they never send, so they never count as peers.
+    """
     return {
         "node": spec.name,
         "data_dir": str(data_dir),
         "api": {"host": spec.address, "port": spec.api_port},
         "mqtt": {"host": LOOPBACK, "port": broker_port, "topic": TOPIC},
-        "devices": [
-            {
-                "name": "plc1",
-                "host": LOOPBACK,
-                "port": plc_port,
-                "timeout": 0.3,
-                "groups": [
-                    {
-                        "name": "fast",
-                        "interval": 0.1,
-                        "tags": [
-                            {"name": "counter", "address": 0, "type": "uint16"},
-                            {"name": "sine", "address": 1, "type": "float32"},
-                            {"name": "ramp", "address": 3, "type": "uint16"},
-                            {"name": "coil0", "area": "coil", "address": 0, "type": "bool"},
-                        ],
-                    }
-                ],
-            }
-        ],
+        "devices": devices,
         "ha": {
             "cluster": CLUSTER,
             "priority": spec.priority,
@@ -91,10 +102,10 @@ def node_config(
             "vrrp": {
                 "transport": "udp",
                 "version": 3,
-                "advert_interval": 0.1,
+                "advert_interval": ADVERT_INTERVAL_S,
                 "udp_port": vrrp_port,
                 "unicast_src_ip": spec.address,
-                "unicast_peers": [peer.address],
+                "unicast_peers": [peer.address, *advert_listeners],
             },
         },
     }
