@@ -10,7 +10,8 @@ context, so none is a throttled background tab). Real headless Chromium (Debian'
 
 * **page busy %**: main-thread busy time of the first page over the window, from the
   DevTools Performance domain (``Performance.getMetrics``: delta ``TaskDuration`` / delta
-  ``Timestamp``).
+  ``Timestamp``); **page CPU %** the same with ``ThreadTime``, the CPU the main thread
+  used, which unlike wall time does not grow when other processes hold the cores.
 * **first paint ms**, **tags visible ms**: since navigation start; "visible" is the first
   tag row with a value in the DOM (a MutationObserver installed before the page loads).
 * **hub CPU %**: the master's process (utime + stime from /proc) over the window, in % of one
@@ -156,11 +157,15 @@ class OpenPage:
     tags_visible_ms: float | None = None
     errors: list[str] = field(default_factory=list)
 
-    async def task_seconds(self) -> tuple[float, float]:
-        """(TaskDuration, Timestamp) of the page's main thread, in seconds."""
+    async def task_seconds(self) -> tuple[float, float, float]:
+        """(TaskDuration, ThreadTime, Timestamp) of the page's main thread, in seconds.
+
+        TaskDuration is wall time spent in tasks (what "busy" means to a user, and what grows
+        when the machine is loaded); ThreadTime is the CPU time the main thread used.
+        """
         metrics = (await self.cdp.send("Performance.getMetrics"))["metrics"]
         values = {m["name"]: m["value"] for m in metrics}
-        return values["TaskDuration"], values["Timestamp"]
+        return values["TaskDuration"], values["ThreadTime"], values["Timestamp"]
 
 
 async def open_page(browser: Browser, url: str, timeout_s: float = 30.0) -> OpenPage:
@@ -193,7 +198,8 @@ def cpu_seconds(pid: int) -> float:
 class Window:
     pages: int
     hub_cpu_pct: float
-    page_busy_pct: list[float]
+    page_busy_pct: list[float]  # TaskDuration
+    page_cpu_pct: list[float]  # ThreadTime
     adverts: AdvertGaps
 
 
@@ -205,13 +211,12 @@ async def measure(
     await asyncio.sleep(seconds)
     cpu1, wall1, t1 = cpu_seconds(pid), time.monotonic(), time.time()
     tasks1 = [await p.task_seconds() for p in pages]
-    busy = [
-        round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) for a, b in zip(tasks0, tasks1, strict=True)
-    ]
+    pairs = list(zip(tasks0, tasks1, strict=True))
     return Window(
         pages=len(pages),
         hub_cpu_pct=round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
-        page_busy_pct=busy,
+        page_busy_pct=[round(100 * (b[0] - a[0]) / (b[2] - a[2]), 1) for a, b in pairs],
+        page_cpu_pct=[round(100 * (b[1] - a[1]) / (b[2] - a[2]), 1) for a, b in pairs],
         adverts=advert_gaps(listener.between(src, t0, t1), ADVERT_INTERVAL_S),
     )
 
@@ -275,7 +280,9 @@ def summarize(
     return {
         "tags": tags,
         "page_busy_pct": one.page_busy_pct[0],
+        "page_cpu_pct": one.page_cpu_pct[0],
         "page_busy_pct_3_pages": three.page_busy_pct,
+        "page_cpu_pct_3_pages": three.page_cpu_pct,
         "first_paint_ms": first.first_paint_ms,
         "tags_visible_ms": first.tags_visible_ms,
         "hub_cpu_pct_idle": idle.hub_cpu_pct,
@@ -292,7 +299,7 @@ def summarize(
 # ---- output -----------------------------------------------------------------------------------
 
 COLUMNS = (
-    "tags", "page busy %", "first paint ms", "tags visible ms", "hub CPU % idle",
+    "tags", "page busy %", "page CPU %", "first paint ms", "tags visible ms", "hub CPU % idle",
     "hub CPU +%/viewer (1 page)", "hub CPU +%/viewer (3 pages)",
     "advert max gap ms (0/1/3 pages)", "gaps > 1.5x (0/1/3)",
 )  # fmt: skip
@@ -306,6 +313,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
             [
                 r["tags"],
                 r["page_busy_pct"],
+                r["page_cpu_pct"],
                 r["first_paint_ms"],
                 r["tags_visible_ms"],
                 r["hub_cpu_pct_idle"],
