@@ -69,7 +69,7 @@ def keepalived(
     from tandem.config.keepalived import check_file, parse_file
 
     if test:
-        problems = check_file(config_file)
+        problems = check_file(config_file, scripts=True)
         for p in problems:
             typer.echo(str(p), err=True)
         if problems:
@@ -407,8 +407,8 @@ def config_export_keepalived(
     """Write keepalived.conf and scripts that start/stop the hub (cold standby, as in the guide)."""
     from pathlib import PurePosixPath
 
+    from tandem.config.export import export_keepalived, write_files
     from tandem.config.hub import load_config
-    from tandem.config.migrate import export_keepalived, write_files
 
     try:
         config = load_config(config_file)
@@ -427,7 +427,7 @@ def config_export_keepalived(
 @config_app.command("reference")
 def config_reference() -> None:
     """Print the Markdown reference of every config key (docs/configuration.md)."""
-    from tandem.config.migrate import render_reference
+    from tandem.config.reference import render_reference
 
     typer.echo(render_reference(), nl=False)
 

@@ -14,11 +14,13 @@ import errno
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from tandem.health.process import CommandError, CommandResult, command_argv, run_command
+from tandem.health.spawn import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,9 @@ class NotifyConfig:
     notify: str | None = None
     fifo: Path | None = None
     timeout: float = 30.0
-    user: str | None = None
+    user: str | RunAs | None = None  # every hook's user, unless `users` names its own
+    users: Mapping[str, RunAs] = field(default_factory=dict)  # by hook: "notify_master", ...
+    fifo_owner: RunAs | None = None  # who a FIFO created here belongs to, as in keepalived
 
     def script_for(self, state: str) -> str | None:
         """The state-specific script (notify_master for MASTER, ...), if configured."""
@@ -66,17 +70,20 @@ def fifo_line(instance: str, state: str, priority: int) -> str:
     return f'INSTANCE "{instance}" {state} {priority}\n'
 
 
-def write_fifo_line(path: Path, line: str) -> bool:
+def write_fifo_line(path: Path, line: str, owner: RunAs | None = None) -> bool:
     """Write one line to a FIFO without ever blocking; False (and a log line) when skipped.
 
     A FIFO nobody reads would block open() forever, and a full one would block write(), so
     both are opened non-blocking and the line is dropped instead: a missing reader must never
-    delay failover. The FIFO is created if missing, as keepalived does.
+    delay failover. The FIFO is created if missing, as keepalived does, and handed to `owner`
+    (keepalived's `vrrp_notify_fifo PATH USER [GROUP]`) so that user can read it.
     """
     try:
         if not path.exists():
             os.mkfifo(path, 0o600)
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if owner is not None and (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
+                os.chown(path, owner.uid, owner.gid)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             log.info("notify fifo %s has no reader, line skipped: %s", path, line.rstrip())
@@ -180,7 +187,8 @@ class NotifyRunner:
             extra = ("INSTANCE", config.instance, state, str(priority))
             await self._run_hook("notify", config.notify, extra, state)
         if config.fifo is not None:
-            write_fifo_line(config.fifo, fifo_line(config.instance, state, priority))
+            line = fifo_line(config.instance, state, priority)
+            write_fifo_line(config.fifo, line, config.fifo_owner)
 
     async def _run_hook(
         self, name: str, command: str, extra_args: tuple[str, ...], state: str
@@ -190,7 +198,8 @@ class NotifyRunner:
         except CommandError as exc:
             log.warning("notify %s %s: %s", self.config.instance, name, exc)
             return
-        result = await run_command(argv, self.config.timeout, self.kill_after, self.config.user)
+        user = self.config.users.get(name, self.config.user)
+        result = await run_command(argv, self.config.timeout, self.kill_after, user)
         self._remember(name, state, result)
 
     def _remember(self, name: str, state: str, result: CommandResult) -> None:

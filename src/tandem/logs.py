@@ -37,3 +37,10 @@ def setup_logging(fmt: str = "text", verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("pymodbus", "uvicorn.access", "pyroute2", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def current_settings() -> tuple[str, bool]:
+    """(format, verbose) as set up in this process, for a child process to log the same way."""
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
+    return fmt, root.level <= logging.DEBUG

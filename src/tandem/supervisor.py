@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 from tandem.config.hub import TandemConfig, load_config
 from tandem.hub.runtime import Hub
+from tandem.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def run_node(config_path: Path) -> int:
@@ -26,9 +22,9 @@ async def run_node(config_path: Path) -> int:
     cfg = load_config(config_path)
     if getattr(cfg, "ha", None) is not None:
         # Imported here: a single node needs none of the HA machinery.
-        from tandem.ha.node import run_ha_node  # type: ignore[import-not-found]
+        from tandem.ha.warden import run_ha_node
 
-        return int(await run_ha_node(cfg, config_path))
+        return await run_ha_node(cfg, config_path)
     return await run_single_node(cfg)
 
 
@@ -54,23 +50,3 @@ async def run_single_node(cfg: TandemConfig) -> int:
             stopped.cancel()
             log.info("node %s stopping on signal", cfg.node)
     return 0
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` during the block; the default handling comes back after."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s", sig.name)
-        stop.set()
-
-    installed: list[signal.Signals] = []
-    try:
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,13 +24,46 @@ def _tandem(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _with_scripts_in(directory: Path, name: str) -> Path:
+    """The seed config with its /etc/keepalived scripts present, in a root-owned 0755 dir."""
+    directory.chmod(0o755)
+    text = (DATA / name).read_text()
+    for script in set(re.findall(r"/etc/keepalived/(\w+\.sh)", text)):
+        path = directory / script
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    conf = directory / name
+    conf.write_text(text.replace("/etc/keepalived/", f"{directory}/"))
+    return conf
+
+
 @pytest.mark.parametrize("name", ["seed_master.conf", "seed_backup.conf"])
-def test_cli_keepalived_config_test_seed_config_exits_0(name: str) -> None:
-    done = _tandem("-t", "-f", str(DATA / name))
+def test_cli_keepalived_config_test_seed_config_with_scripts_exits_0(name: str) -> None:
+    # Under /tmp, not pytest's 0700 tmp_path: a root script's directories must be safe.
+    directory = Path(tempfile.mkdtemp(prefix="tdm-seed-", dir="/tmp"))
+    try:
+        done = _tandem("-t", "-f", str(_with_scripts_in(directory, name)))
+    finally:
+        shutil.rmtree(directory)
 
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["seed_master.conf", "seed_backup.conf"])
+def test_cli_keepalived_config_test_missing_scripts_named_with_line_and_exit_2(name: str) -> None:
+    # keepalived -t fails here too ("Disabling track script ... since not found/accessible").
+    done = _tandem("-t", "-f", str(DATA / name))
+
+    assert done.returncode == EXIT_CONFIG
+    lines = done.stderr.strip().splitlines()
+    text = (DATA / name).read_text().splitlines()
+    assert lines and all(PROBLEM.match(line) for line in lines)
+    for line in lines:
+        match = PROBLEM.match(line)
+        assert match is not None and "cannot access /etc/keepalived/" in match["rest"]
+        assert "/etc/keepalived/" in text[int(match["line"]) - 1] or "vrrp_script" in match["rest"]
 
 
 def test_cli_keepalived_config_test_broken_file_prints_file_line_and_exits_2(

@@ -31,8 +31,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tandem.ha.audit import Arrival, DeliveryAudit
-from tandem.ha.observer import Delivered
+from tandem.ha.audit import Arrival, Delivered, DeliveryAudit
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +221,12 @@ class ServiceBroker:
 class PlcSimulator:
     """`tandem simulate-plc` on `address`, on a port the kernel chose inside the place."""
 
-    def __init__(self, place: Place, address: str, workdir: Path) -> None:
+    def __init__(
+        self, place: Place, address: str, workdir: Path, load_registers: int = 1000
+    ) -> None:
         self.place = place
         self.host = address
+        self.load_registers = load_registers
         self.port = place.free_port(address)
         self.log = workdir / "plc.log"
         self.process: subprocess.Popen[Any] | None = None
@@ -232,7 +234,16 @@ class PlcSimulator:
     def start(self, timeout: float = 15.0) -> None:
         with self.log.open("ab") as out:
             self.process = self.place.popen(
-                [str(TANDEM), "simulate-plc", "--host", self.host, "--port", str(self.port)],
+                [
+                    str(TANDEM),
+                    "simulate-plc",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--load-registers",
+                    str(self.load_registers),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -294,11 +305,12 @@ class AuditProcess:
                         Arrival(
                             doc["at"],
                             Delivered(
-                                doc["device"],
-                                doc["group"],
-                                doc["slot"],
-                                doc["term"],
-                                doc["source_node"],
+                                device=doc["device"],
+                                group=doc["group"],
+                                slot=doc["slot"],
+                                seq=doc.get("seq", 0),
+                                term=doc["term"],
+                                source_node=doc["source_node"],
                             ),
                         )
                     )
@@ -324,7 +336,7 @@ def _values(payload: bytes) -> bool:
 async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
     import aiomqtt
 
-    from tandem.ha.observer import parse_delivered
+    from tandem.ha.audit import parse_delivered
 
     with out.open("a", buffering=1) as sink:
         while True:
@@ -346,6 +358,7 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
                             "device": d.device,
                             "group": d.group,
                             "slot": d.slot,
+                            "seq": d.seq,
                             "term": d.term,
                             "source_node": d.source_node,
                             # Identical bytes again is a QoS 1 redelivery on some hop, not
@@ -516,8 +529,13 @@ def node_config(
     plc: tuple[str, int],
     standby: Standby = "hot",
     recovery: Literal["automatic", "manual"] = "automatic",
+    load_tags: int = 0,
 ) -> dict[str, Any]:
-    """A full `tandem run` config for one node of the pair (JSON is valid YAML)."""
+    """A full `tandem run` config for one node of the pair (JSON is valid YAML).
+
+    `load_tags` adds a group "load" of that many registers (the simulator's load block), for
+    tests and benchmarks of a pair under a realistic tag count.
+    """
     vrrp: dict[str, Any] = {
         "transport": plan.transport,
         "version": 3,
@@ -558,6 +576,7 @@ def node_config(
                         "interval": GROUP_INTERVAL,
                         "tags": [{"name": "coil0", "area": "coil", "address": 0, "type": "bool"}],
                     },
+                    *load_group(load_tags),
                 ],
             }
         ],
@@ -571,6 +590,18 @@ def node_config(
             "vrrp": vrrp,
         },
     }
+
+
+def load_group(tags: int) -> list[dict[str, Any]]:
+    if tags <= 0:
+        return []
+    return [
+        {
+            "name": "load",
+            "interval": GROUP_INTERVAL,
+            "tags": [{"name": f"r{i}", "address": 100 + i} for i in range(tags)],
+        }
+    ]
 
 
 class TandemNode:
@@ -645,8 +676,14 @@ class TandemNode:
         return body
 
     def role(self) -> str | None:
+        """The role from status; "MASTER" only once it publishes (not while taking over)."""
         s = self.status()
-        return None if s is None else str(s.get("role"))
+        if s is None:
+            return None
+        role = str(s.get("role"))
+        if role == "MASTER" and not s.get("publishing"):
+            return f"MASTER ({s.get('phase')})"
+        return role
 
     def switchover(self) -> httpx.Response:
         return self.place.request("POST", f"{self.url}/api/v1/switchover", timeout=15.0)
@@ -781,11 +818,12 @@ def build_cluster(
     api_ports: tuple[int, int] | None = None,
     udp_port: int = 5112,
     vip: str | None = None,
+    load_tags: int = 0,
 ) -> HaCluster:
     """Write both configs and make (not start) every process of the pair."""
     workdir.mkdir(parents=True, exist_ok=True)
     broker = ServiceBroker(services, broker_address, workdir / "broker")
-    plc = PlcSimulator(services, plc_address, workdir)
+    plc = PlcSimulator(services, plc_address, workdir, max(1000, load_tags))
     ports = api_ports or (
         node_places[0].free_port(node_addresses[0]),
         node_places[1].free_port(node_addresses[1]),
@@ -812,6 +850,7 @@ def build_cluster(
             plc=(plc.host, plc.port),
             standby=standby,
             recovery=recovery,
+            load_tags=load_tags,
         )
         (workdir / name).mkdir(exist_ok=True)
         path = workdir / name / "node.yaml"
@@ -869,7 +908,7 @@ def free_udp_port_on_both(a: str = LOOPBACK_A, b: str = LOOPBACK_B) -> int:
     raise RuntimeError("no UDP port free on both loopback addresses")
 
 
-def loopback_cluster(workdir: Path, standby: Standby = "hot") -> HaCluster:
+def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
     return build_cluster(
@@ -882,6 +921,7 @@ def loopback_cluster(workdir: Path, standby: Standby = "hot") -> HaCluster:
         transport="udp",
         standby=standby,
         udp_port=free_udp_port_on_both(),
+        load_tags=load_tags,
     )
 
 

@@ -60,6 +60,8 @@ class NodeSpec:
     fail_flag: Path | None = None
     track_interval: int = 1
     track_fall: int = 2
+    # More vrrp_instance lines, verbatim (track_interface, check_unicast_src, ...).
+    extra: tuple[str, ...] = ()
 
     @property
     def master_down(self) -> float:
@@ -145,6 +147,7 @@ def render_conf(spec: NodeSpec, notify: str, check_script: Path | None = None) -
     lines += ["  }"]
     if spec.fail_flag is not None:
         lines += ["  track_script {", "    check_alive", "  }"]
+    lines += [f"  {line}" for line in spec.extra]
     lines += [f'  notify "{notify}"', "}", ""]
     return "\n".join(lines)
 

@@ -279,14 +279,28 @@ async def test_metrics_endpoint_exposition_parses() -> None:
 
 
 def test_metrics_unknown_role_gets_its_own_series() -> None:
-    text = render_metrics(make_status(role="INIT")).decode()
+    text = render_metrics(make_status(role="ODD")).decode()
     roles = {
         s.labels["role"]: s.value
         for f in text_string_to_metric_families(text)
         if f.name == "tandem_role"
         for s in f.samples
     }
-    assert roles == {"MASTER": 0, "BACKUP": 0, "FAULT": 0, "SINGLE": 0, "INIT": 1}
+    known = {"MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED"}
+    assert roles == {**dict.fromkeys(known, 0), "ODD": 1}
+
+
+def test_metrics_role_series_do_not_grow_with_terms_or_phases() -> None:
+    names = set()
+    for term, phase in ((1, "barrier"), (2, "quiet"), (3, "active"), (9, "acquiring")):
+        text = render_metrics(make_status(role="MASTER", term=term, phase=phase)).decode()
+        names |= {
+            s.labels["role"]
+            for f in text_string_to_metric_families(text)
+            if f.name == "tandem_role"
+            for s in f.samples
+        }
+    assert names == {"MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED"}
 
 
 def test_metrics_watermark_lag_only_when_known() -> None:
@@ -465,3 +479,20 @@ def test_metrics_include_vrrp_counters_when_status_has_vrrp() -> None:
     key = ("tandem_vrrp_transitions_total", (("reason", "master_down_timer_expired"),))
     assert samples[key] == 2
     assert samples[("tandem_health_check", (("check", "devices"),))] == 0
+
+
+def test_metrics_ha_phase_drops_and_spurious_takeovers() -> None:
+    vrrp = {"broker_drops": {"unsigned": 3, "future_slot": 1}, "spurious_takeovers": 2}
+    status = make_status(phase="quiet", publishing=False, vrrp=vrrp, ha=HaInfo(peer="edge-b"))
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(status).decode())}
+    phases = {s.labels["phase"]: s.value for s in families["tandem_ha_phase"].samples}
+    assert phases["quiet"] == 1 and sum(phases.values()) == 1
+    drops = {
+        s.labels["reason"]: s.value
+        for s in families["tandem_broker_messages_dropped"].samples
+        if s.name.endswith("_total")
+    }
+    assert drops == {"unsigned": 3, "future_slot": 1}
+    spurious = families["tandem_vrrp_spurious_takeovers"].samples
+    assert [s.value for s in spurious if s.name.endswith("_total")] == [2]
+    assert families["tandem_publishing"].samples[0].value == 0

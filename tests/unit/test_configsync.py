@@ -28,7 +28,6 @@ from tandem.ha.configsync import (
     shared_sections,
     with_shared,
 )
-from tandem.ha.controller import HaController
 from tandem.ha.peer import PeerState
 from tandem.hub.modbus import DeviceStatus
 from tandem.hub.model import Sample
@@ -119,7 +118,8 @@ def make_sync(
 def master_state(sha: str, version: int, publishing: bool = True) -> PeerState:
     return PeerState(
         node="node-b",
-        vrrp="MASTER" if publishing else "BACKUP",
+        role="MASTER" if publishing else "BACKUP",
+        coordinator_state="MASTER" if publishing else "BACKUP",
         publishing=publishing,
         term=3,
         priority=100,
@@ -454,7 +454,7 @@ async def test_hub_reconfigure_changed_devices_replaced_unchanged_kept_outbox_ke
         depth = hub.outbox.depth()
         publisher = hub.publisher
         new_cfg = hub_config(tmp_path, {"plc1": 1, "plc2": 2, "plc3": 1})
-        await hub.reconfigure(new_cfg, poller_factory=FakePoller, publisher_factory=FakePublisher)
+        await hub.reconfigure(new_cfg)
         await asyncio.sleep(0.02)
         assert hub.config is new_cfg
         assert hub.pollers[0] is plc1 and plc1.runs == 1 and plc1.running
@@ -464,11 +464,7 @@ async def test_hub_reconfigure_changed_devices_replaced_unchanged_kept_outbox_ke
         assert hub.publisher is publisher  # mqtt unchanged
         assert hub.outbox.depth() == depth == 1
 
-        await hub.reconfigure(
-            hub_config(tmp_path, {"plc1": 1}, mqtt_port=1884),
-            poller_factory=FakePoller,
-            publisher_factory=FakePublisher,
-        )
+        await hub.reconfigure(hub_config(tmp_path, {"plc1": 1}, mqtt_port=1884))
         await asyncio.sleep(0.02)
         assert hub.publisher is not publisher
         assert isinstance(publisher, FakePublisher) and not publisher.running
@@ -502,37 +498,6 @@ async def test_configsync_apply_fails_synced_file_not_kept(tmp_path: Path) -> No
         await sync.sync_once(body["sha"], "node-b")
     assert sync.version == 1 and sync.sha != body["sha"]
     assert not (sync.cfg.data_dir / SYNCED_FILE).exists()
-
-
-# ---- the controller's side of require_same_config ---------------------------------------------
-
-
-def ha_controller(config_ok: bool) -> HaController:
-    c = HaController(
-        node="node-b",
-        base_priority=90,
-        standby="hot",
-        recovery="manual",
-        fence_window=0.3,
-        peer_timeout=0.5,
-    )
-    c.observer_ready = True
-    c.config_ok = config_ok
-    c.vrrp_changed("BACKUP")
-    return c
-
-
-def test_controller_config_differs_handover_refused_and_no_term() -> None:
-    differs = ha_controller(config_ok=False)
-    ok, reason = differs.accept_handover("node-a", 4, {}, False, now=10.0)
-    assert not ok and "config differs" in reason
-    differs.vrrp_changed("MASTER")
-    assert differs.plan(now=100.0).acquire is False
-
-    same = ha_controller(config_ok=True)
-    assert same.accept_handover("node-a", 4, {}, False, now=10.0) == (True, "accepted")
-    same.vrrp_changed("MASTER")
-    assert same.plan(now=100.0).acquire is True
 
 
 async def test_configsync_older_config_of_new_master_not_taken_newer_of_backup_is(

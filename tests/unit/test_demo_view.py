@@ -6,8 +6,7 @@ from rich.console import Console
 
 from tandem.demo.scenario import StepResult, measure_step
 from tandem.demo.view import AuditTotals, NodeView, Snapshot, render_summary, results_table
-from tandem.ha.audit import DeliveryAudit
-from tandem.ha.observer import Delivered
+from tandem.ha.audit import Delivered, DeliveryAudit
 
 LONG_REASON = (
     "VRRP BACKUP -> MASTER (master_down_timer_expired: last master advert 0.361 s ago, "
@@ -19,7 +18,7 @@ def audit_of(*arrivals: tuple[float, int, str, int]) -> DeliveryAudit:
     """(at, slot, source_node, term) arrivals of one stream."""
     audit = DeliveryAudit()
     for at, slot, node, term in arrivals:
-        audit.add(Delivered("plc1", "fast", slot, term, node), at=at)
+        audit.add(Delivered("plc1", "fast", slot, slot, term, node), at=at)
     return audit
 
 
@@ -43,7 +42,7 @@ def test_measure_step_takeover_names_old_and_new_publisher_and_terms() -> None:
 
 def test_measure_step_counts_only_this_steps_losses_and_duplicates() -> None:
     audit = audit_of((1.0, 1, "node-a", 1), (1.1, 2, "node-a", 1), (2.0, 5, "node-b", 2))
-    audit.add(Delivered("plc1", "fast", 5, 2, "node-b"), at=2.1)
+    audit.add(Delivered("plc1", "fast", 5, 5, 2, "node-b"), at=2.1)
     before = AuditTotals(2, 0, 0, 0, "node-a")
 
     result = measure_step(audit, "step", "node-b", 1.5, before)

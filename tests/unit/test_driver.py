@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 import pytest
 
-from tandem.net.driver import VrrpDriver
+from tandem.net.driver import (
+    MAX_TRACKED_SOURCES,
+    TRANSITION_HISTORY,
+    DriverStats,
+    RateLimitedLog,
+    VrrpDriver,
+)
 from tandem.net.transport import Received
 from tandem.vrrp import packet
 from tandem.vrrp.types import (
@@ -181,3 +188,67 @@ async def test_driver_cancelled_still_resigns() -> None:
         await task
     last = packet.decode(t.sent[-1][0], A, B)
     assert not isinstance(last, Drop) and last.priority == 0
+
+
+def _advert_from(src: IPv4Address, dst: IPv4Address, cfg: InstanceConfig) -> Received:
+    payload = packet.encode(packet.advert_for(cfg, 200, cfg.advert_interval), src, dst)
+    return Received(payload, IpHeader(src, dst, 255, 0, 0xC0, 20 + len(payload), 20))
+
+
+async def test_driver_unknown_source_counted_and_logged_once_naming_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wire = Wire()
+    t = MemoryTransport(wire, A)
+    d = VrrpDriver(config(A, B, 100), t)
+    task = asyncio.create_task(d.run())
+    stranger = IPv4Address("192.0.2.66")
+    try:
+        await asyncio.sleep(0.01)
+        with caplog.at_level(logging.WARNING, logger="tandem.net.driver"):
+            for n in range(50):
+                spoofed = IPv4Address(int(stranger) + n)
+                t.inbox.put_nowait(_advert_from(spoofed, A, d.config))
+            await asyncio.sleep(0.05)
+        assert d.stats.drops == {"unknown_source": 50}
+        lines = [r.getMessage() for r in caplog.records if "unicast peer" in r.getMessage()]
+        assert lines == [f"VI_1: dropped advert from {stranger}: not a configured unicast peer"]
+        assert d.stats.mismatched_peers == {}
+        assert d.state is not State.BACKUP or d.machine.master_address != stranger
+    finally:
+        d.stop()
+        await task
+
+
+def test_driver_stats_keep_bounded_history_and_counts_by_reason() -> None:
+    stats = DriverStats()
+    flip = [
+        Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN, 100),
+        Transition(State.MASTER, State.BACKUP, Reason.HIGHER_PRIORITY_ADVERT, 100),
+    ]
+    for n in range(TRANSITION_HISTORY * 3):
+        stats.transition(flip[n % 2])
+    assert len(stats.transitions) == TRANSITION_HISTORY
+    assert stats.transition_counts == {
+        "master_down_timer_expired": TRANSITION_HISTORY * 3 // 2,
+        "higher_priority_advert": TRANSITION_HISTORY * 3 // 2,
+    }
+    assert stats.transitions[-1] == flip[1]
+
+
+def test_driver_stats_mismatched_peers_bounded_newest_kept() -> None:
+    stats = DriverStats()
+    first = IPv4Address("198.51.100.1")
+    for n in range(MAX_TRACKED_SOURCES + 10):
+        stats.mismatch(IPv4Address(int(first) + n), DropReason.AUTH_MISMATCH)
+    assert len(stats.mismatched_peers) == MAX_TRACKED_SOURCES
+    newest = str(IPv4Address(int(first) + MAX_TRACKED_SOURCES + 9))
+    assert newest in stats.mismatched_peers and str(first) not in stats.mismatched_peers
+
+
+def test_rate_limited_log_forgets_oldest_keys_beyond_bound() -> None:
+    now = [0.0]
+    limiter = RateLimitedLog(period=10.0, clock=lambda: now[0], max_keys=4)
+    for n in range(20):
+        limiter.warning(f"k{n}", "message %s", n)
+    assert len(limiter._last) == 4 and set(limiter._last) == {"k16", "k17", "k18", "k19"}

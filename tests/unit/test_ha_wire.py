@@ -1,13 +1,26 @@
-"""Reading delivered slots off the wire, restamping terms, and judging delivery."""
+"""Reading delivered slots off the wire, signing and checking them, and judging delivery."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from tandem.ha.audit import DeliveryAudit, StreamAudit
-from tandem.ha.observer import Delivered, parse_delivered, restamp, wildcard
+from tandem.ha.audit import Delivered, DeliveryAudit, StreamAudit, parse_delivered
+from tandem.ha.hubside import wire_payload
+from tandem.ha.wire import (
+    MAX_INT,
+    BrokerDrop,
+    Control,
+    DataIdentity,
+    Signer,
+    parse_control,
+    parse_data,
+    wildcard,
+)
 from tandem.hub.model import Sample
-from tandem.hub.outbox import encode_payload
+from tandem.hub.outbox import OutboxRow, encode_payload
+
+SIGNER = Signer(b"k" * 32, "line1")
 
 
 def payload(**kw: object) -> bytes:
@@ -26,31 +39,98 @@ def payload(**kw: object) -> bytes:
     return encode_payload(Sample(**fields))  # type: ignore[arg-type]
 
 
-def test_parse_delivered_reads_identity_fields() -> None:
-    assert parse_delivered(payload()) == Delivered("plc1", "fast", 42, 2, "node-a")
+def signed(term: int = 2, **kw: object) -> bytes:
+    raw = payload(**kw)
+    d = parse_data(raw)
+    assert isinstance(d, DataIdentity)
+    row = OutboxRow(1, d.device, d.group, d.slot, d.seq, d.source_node, 1, raw)
+    return wire_payload(
+        row, term, SIGNER.data(d.device, d.group, d.slot, d.seq, term, d.source_node)
+    )
 
 
-def test_parse_delivered_ignores_tags_named_like_identity_fields() -> None:
+def test_parse_data_reads_identity_fields() -> None:
+    assert parse_data(payload()) == DataIdentity("plc1", "fast", 42, 7, 2, "node-a")
+
+
+def test_parse_data_ignores_tags_named_like_identity_fields() -> None:
     tricky = payload(values={"slot": 3, "term": 9, "source_node": "evil", "node": "x"})
-    assert parse_delivered(tricky) == Delivered("plc1", "fast", 42, 2, "node-a")
+    assert parse_data(tricky) == DataIdentity("plc1", "fast", 42, 7, 2, "node-a")
 
 
-def test_parse_delivered_handles_escaped_names() -> None:
-    d = parse_delivered(payload(node='pl"c', source_node="n\\1"))
-    assert d is not None and (d.device, d.source_node) == ('pl"c', "n\\1")
+@pytest.mark.parametrize(
+    ("junk", "reason"),
+    [
+        (b"", BrokerDrop.MALFORMED),
+        (b"{}", BrokerDrop.MALFORMED),
+        (b"not json", BrokerDrop.MALFORMED),
+        (b'{"slot":1}', BrokerDrop.MALFORMED),
+        (payload()[:-1], BrokerDrop.MALFORMED),
+        (payload(node='pl"c'), BrokerDrop.MALFORMED),  # not a name a config can hold
+        (payload().replace(b'"slot":42', b'"slot":' + b"9" * 19), BrokerDrop.OUT_OF_RANGE),
+        (payload().replace(b'"slot":42', b'"slot":' + b"9" * 40), BrokerDrop.MALFORMED),
+        (payload().replace(b'"slot":42', b'"slot":-1'), BrokerDrop.MALFORMED),
+        (payload().replace(b'"term":2', b'"term":1e400'), BrokerDrop.MALFORMED),
+    ],
+)
+def test_parse_data_refuses_foreign_and_hostile_payloads(junk: bytes, reason: BrokerDrop) -> None:
+    assert parse_data(junk) == reason
 
 
-@pytest.mark.parametrize("junk", [b"", b"{}", b"not json", b'{"slot":1}', payload()[:-1]])
-def test_parse_delivered_returns_none_for_foreign_payloads(junk: bytes) -> None:
-    assert parse_delivered(junk) is None
+def test_signed_payload_verifies_and_any_change_breaks_it() -> None:
+    wire = signed(term=15)
+    d = parse_data(wire)
+    assert isinstance(d, DataIdentity) and d.term == 15 and d.sig is not None
+    assert SIGNER.data_valid(d)
+    assert wire.endswith(b'"source_node":"node-a","sig":"' + d.sig.encode() + b'"}')
+    forged = parse_data(wire.replace(b'"term":15', b'"term":16'))
+    assert isinstance(forged, DataIdentity) and not SIGNER.data_valid(forged)
+    assert not Signer(b"x" * 32, "line1").data_valid(d)
 
 
-def test_restamp_replaces_only_the_term() -> None:
-    original = payload(values={"term": 9})
-    stamped = restamp(original, 15)
-    d = parse_delivered(stamped)
-    assert d is not None and d.term == 15 and d.slot == 42
-    assert stamped.replace(b'"term":15,', b'"term":2,') == original
+def test_signed_payload_is_still_valid_json_for_consumers() -> None:
+    doc = orjson.loads(signed(term=3))
+    assert doc["term"] == 3 and doc["values"] == {"x": 1.5} and len(doc["sig"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"term": Infinity, "node": "x"}', BrokerDrop.MALFORMED),
+        (b'{"term": NaN, "node": "x"}', BrokerDrop.MALFORMED),
+        (b"[" * 5000, BrokerDrop.MALFORMED),
+        (b'{"term": 1e30, "node": "x"}', BrokerDrop.MALFORMED),
+        (b'{"term": true, "node": "x"}', BrokerDrop.MALFORMED),
+        (b'{"term": "4", "node": "x"}', BrokerDrop.MALFORMED),
+        (b'{"term": 4, "node": 5}', BrokerDrop.MALFORMED),
+        (b'{"term": -1, "node": "x"}', BrokerDrop.OUT_OF_RANGE),
+        (b'{"term": ' + str(MAX_INT + 1).encode() + b', "node": "x"}', BrokerDrop.OUT_OF_RANGE),
+        (b'{"term": 4, "node": "a/b"}', BrokerDrop.BAD_NAME),
+        (b'{"term": 4, "node": "x", "sig": 12}', BrokerDrop.MALFORMED),
+        (b'"just a string"', BrokerDrop.MALFORMED),
+        (b"\xff\xfe", BrokerDrop.MALFORMED),
+    ],
+)
+def test_parse_control_refuses_hostile_messages(raw: bytes, reason: BrokerDrop) -> None:
+    assert parse_control(raw) == reason
+
+
+def test_control_signature_binds_kind_cluster_node_term_and_time() -> None:
+    body = SIGNER.control_payload("heartbeat", "node-a", 4, 1000)
+    c = parse_control(body)
+    assert isinstance(c, Control) and SIGNER.control_valid("heartbeat", c)
+    assert not SIGNER.control_valid("state", c)  # a heartbeat is not a state message
+    assert not Signer(b"k" * 32, "line2").control_valid("heartbeat", c)
+    for field, value in (("term", 5), ("node", "node-b"), ("ts_ms", 1001)):
+        doc = orjson.loads(body)
+        doc[field] = value
+        changed = parse_control(orjson.dumps(doc))
+        assert isinstance(changed, Control) and not SIGNER.control_valid("heartbeat", changed)
+
+
+def test_parse_delivered_is_lenient_for_the_audit() -> None:
+    assert parse_delivered(payload()) == Delivered("plc1", "fast", 42, 7, 2, "node-a")
+    assert parse_delivered(b"junk") is None
 
 
 def test_wildcard_replaces_every_variable() -> None:
@@ -70,7 +150,7 @@ def test_stream_audit_counts_lost_duplicate_and_out_of_order() -> None:
 def test_delivery_audit_tracks_publishers_and_first_after() -> None:
     audit = DeliveryAudit()
     for at, slot, src in ((1.0, 1, "a"), (2.0, 2, "a"), (3.0, 3, "b"), (4.0, 4, "a")):
-        audit.add(Delivered("plc1", "fast", slot, 1, src), at=at)
+        audit.add(Delivered("plc1", "fast", slot, 0, 1, src), at=at)
     assert audit.publishers() == ["a", "b", "a"]
     first = audit.first_after(2.5, "b")
     assert first is not None and first.delivered.slot == 3

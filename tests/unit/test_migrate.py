@@ -8,18 +8,16 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from tandem.config.export import export_keepalived
 from tandem.config.hub import load_config_text
 from tandem.config.keepalived import KeepalivedConfig, parse_file
-from tandem.config.migrate import (
-    ImportOptions,
+from tandem.config.migrate import ImportOptions, hub_part, import_keepalived
+from tandem.config.reference import render_reference
+from tandem.config.scriptread import (
     ScriptText,
-    export_keepalived,
-    hub_part,
-    import_keepalived,
     only_switches_service,
     polls_local_api,
     read_scripts,
-    render_reference,
 )
 from tandem.errors import ConfigError
 

@@ -173,10 +173,58 @@ async def test_hub_status_single_node_reports_devices_outbox_and_publisher(hub: 
     assert status.uptime_s >= 0
 
 
-async def test_hub_status_with_ha_callbacks_includes_their_answers(hub: Hub) -> None:
-    hub.ha_info = lambda: HaInfo(peer="edge-b", peer_state="BACKUP", watermark_lag=3)
-    hub.vrrp_info = lambda: {"state": "MASTER", "priority": 150}
-    hub.standby_mode = "hot"
+class FakeHa:
+    """The HA hooks a hub gets at construction; records what the hub hands it."""
+
+    standby = "hot"
+
+    def __init__(self) -> None:
+        self.batches: list[list[Sample]] = []
+        self.floor = -1
+
+    def make_publisher(self, outbox: Outbox, may_publish: Callable[[], bool]) -> FakePublisher:
+        return FakePublisher(outbox, may_publish)
+
+    def admit(self, sample: Sample) -> bool:
+        return sample.slot > self.floor
+
+    def stored(self, samples: list[Sample]) -> None:
+        self.batches.append(samples)
+
+    def ha_info(self) -> HaInfo:
+        return HaInfo(peer="edge-b", peer_state="BACKUP", watermark_lag=3)
+
+    def vrrp_info(self) -> dict[str, Any]:
+        return {"state": "MASTER", "priority": 150}
+
+    async def switchover(self) -> dict[str, Any]:
+        return {"accepted": True}
+
+
+async def ha_hub(tmp_path: Path) -> tuple[Hub, FakeHa]:
+    ha = FakeHa()
+    return Hub(make_config(tmp_path), poller_factory=FakePoller, ha=ha), ha
+
+
+async def test_hub_late_slots_dropped_before_the_append_and_stored_reported(
+    tmp_path: Path,
+) -> None:
+    hub, ha = await ha_hub(tmp_path)
+    try:
+        ha.floor = 10
+        plc1, _ = pollers(hub)
+        for slot in (9, 10, 11, 12):
+            plc1.sample("fast", slot, {"t1": slot}, {})
+        await settle()
+        assert [s.slot for batch in ha.batches for s in batch] == [11, 12]
+        assert hub.outbox.depth() == 2
+    finally:
+        hub.outbox.close()
+
+
+async def test_hub_status_with_ha_hooks_includes_their_answers(tmp_path: Path) -> None:
+    hub, _ = await ha_hub(tmp_path)
+    hub.outbox.close()
     status = hub.status()
     assert status.ha is not None and status.ha.peer == "edge-b" and status.ha.watermark_lag == 3
     assert status.vrrp == {"state": "MASTER", "priority": 150}
@@ -254,6 +302,8 @@ async def test_hub_set_role_updates_gate_timeline_and_status(hub: Hub) -> None:
         "role": "MASTER",
         "term": 4,
         "reason": "peer silent for 3 adverts",
+        "phase": None,
+        "detail": "",
     }
 
 
@@ -318,12 +368,11 @@ async def test_hub_switchover_without_handler_not_implemented(hub: Hub) -> None:
         await hub.switchover()
 
 
-async def test_hub_switchover_calls_handler(hub: Hub) -> None:
-    async def handler() -> dict[str, Any]:
-        return {"accepted": True}
-
-    hub.switchover_handler = handler
+async def test_hub_switchover_goes_to_the_ha_hooks(tmp_path: Path) -> None:
+    hub, _ = await ha_hub(tmp_path)
+    hub.outbox.close()
     assert await hub.switchover() == {"accepted": True}
+    assert (hub.gate.role, hub.gate.publishing) == ("INIT", False)  # an HA hub starts closed
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -280,7 +280,7 @@ async def test_script_check_term_ignoring_script_is_killed_after_grace(
     start_check(check)
     await wait_until(lambda: check.runs == 1, timeout=5.0)
     assert check.last_exit == -9
-    assert 0.3 + 0.6 <= check.last_duration < 0.3 + 0.6 + 1.5
+    assert 0.3 + 0.6 <= check.last_duration < 0.3 + 0.6 + 5.0  # generous: a loaded CI host
     assert processes_with_argv(["sleep", seconds]) == []
 
 

@@ -69,7 +69,8 @@ class PendingEvents:
     """
 
     def __init__(self) -> None:
-        self._items: dict[str, Any] = {}
+        # Insertion-ordered; "rows" holds None: its event is built from _rows when popped.
+        self._items: dict[str, LiveEvent | None] = {}
         self._rows: dict[str, dict[str, Any]] = {}
         self._groups: dict[GroupKey, dict[str, Any]] = {}
         self._rows_seq = 0

@@ -31,6 +31,15 @@ Metrics (all prefixed ``tandem_``; labels in braces):
   a receive check (auth_mismatch, version_mismatch, interval_mismatch, bad_checksum, ...).
 - ``tandem_vrrp_transitions_total{reason}`` counter: role changes by reason.
 - ``tandem_health_check{check}`` gauge: 1 while a health check (loops, devices, broker) passes.
+- ``tandem_publishing`` gauge: 1 while this node publishes (an active master).
+- ``tandem_ha_phase{phase}`` gauge: 1 for the current HA phase (standby, barrier, quiet,
+  acquiring, active, revalidating, handing_over), 0 for the others.
+- ``tandem_vrrp_spurious_takeovers_total`` counter: leaderships lost again before a term was
+  taken (a late advert from a live master: no term war).
+- ``tandem_broker_messages_dropped_total{reason}`` counter: broker messages the HA layer did
+  not use (malformed, out_of_range, unsigned, bad_signature, future_slot, replayed, ...).
+- ``tandem_security_events_total`` counter: messages only a forger (or a bug) can produce,
+  such as a term naming this node that it never acquired.
 """
 
 from __future__ import annotations
@@ -147,8 +156,25 @@ def status_metrics(status: Status) -> Iterator[Metric]:
             "Samples the peer is behind this node",
             value=status.ha.watermark_lag,
         )
+    if status.phase is not None or status.ha is not None:
+        yield from ha_metrics(status)
     if status.vrrp:
         yield from vrrp_metrics(status.vrrp)
+
+
+PHASES = ("standby", "barrier", "quiet", "acquiring", "active", "revalidating", "handing_over")
+
+
+def ha_metrics(status: Status) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tandem_publishing", "1 while this node publishes", value=1 if status.publishing else 0
+    )
+    phase = GaugeMetricFamily(
+        "tandem_ha_phase", "Current HA phase (1 = this one)", labels=["phase"]
+    )
+    for name in PHASES:
+        phase.add_metric([name], 1 if name == status.phase else 0)
+    yield phase
 
 
 def vrrp_metrics(vrrp: dict[str, Any]) -> Iterator[Metric]:
@@ -181,6 +207,24 @@ def vrrp_metrics(vrrp: dict[str, Any]) -> Iterator[Metric]:
     for check, ok in sorted((vrrp.get("checks") or {}).items()):
         checks.add_metric([check], 1 if ok else 0)
     yield checks
+    yield CounterMetricFamily(
+        "tandem_vrrp_spurious_takeovers",
+        "Leaderships lost again before a term was taken",
+        value=vrrp.get("spurious_takeovers", 0),
+    )
+    broker = CounterMetricFamily(
+        "tandem_broker_messages_dropped",
+        "Broker messages not used by the HA layer, by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted((vrrp.get("broker_drops") or {}).items()):
+        broker.add_metric([reason], count)
+    yield broker
+    yield CounterMetricFamily(
+        "tandem_security_events",
+        "Messages only a forger or a bug can produce",
+        value=vrrp.get("security_events", 0),
+    )
 
 
 def render_metrics(status: Status) -> bytes:

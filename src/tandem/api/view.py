@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tandem.api.live import LiveFeed
 
 # Roles the dashboard and the metrics know by name; the status may carry others (e.g. "INIT").
-KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE")
+KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED")
 
 TimelineKind = Literal["role", "device", "broker", "config", "info"]
 LiveEventType = Literal["hello", "status", "timeline", "page", "rows"]
@@ -89,6 +89,8 @@ class Status(_Model):
 
     node: str
     role: str  # one of KNOWN_ROLES, or whatever else the runtime reports
+    phase: str | None = None  # within the role: active, barrier, quiet, acquiring, ...
+    publishing: bool = False
     term: int = 0
     standby_mode: str | None = None
     uptime_s: float = 0.0

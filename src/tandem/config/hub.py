@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
@@ -208,6 +208,12 @@ class HealthSection(_Model):
     fail_after: float = Field(
         default=0.3, ge=0, description="seconds a broker/devices check must fail before it counts"
     )
+    deadline: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds without a health report from the hub process before it counts as "
+        "hung (the node goes FAULT and the peer takes over)",
+    )
 
 
 class HooksSection(_Model):
@@ -243,6 +249,11 @@ class HaConfig(_Model):
         if (self.secret is None) == (self.secret_file is None):
             raise _field_error("secret", "set exactly one of secret and secret_file")
         return self
+
+    @property
+    def peer_fresh_s(self) -> float:
+        """How old a peer-link state may be and still count as the peer's current state."""
+        return max(3 * self.vrrp.advert_interval, 0.5)
 
     def shared_secret(self) -> str:
         """The peer-link secret, read from secret_file when that is how it was given."""
@@ -366,7 +377,10 @@ def cross_field_problems(data: Any) -> list[tuple[FieldPath, str]]:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def _pydantic_problems(doc: LocatedDocument, exc: ValidationError) -> list[ConfigProblem]:
+Locate = Callable[[FieldPath, str], ConfigProblem]
+
+
+def _pydantic_problems(locate: Locate, exc: ValidationError) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for err in exc.errors(include_url=False):
         loc: FieldPath = tuple(err["loc"])
@@ -378,21 +392,30 @@ def _pydantic_problems(doc: LocatedDocument, exc: ValidationError) -> list[Confi
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required field is missing"
-        problems.append(doc.problem(loc, message))
+        problems.append(locate(loc, message))
     return problems
 
 
 def validate_document(doc: LocatedDocument) -> TandemConfig:
     """Validate parsed YAML; raises ConfigError with every problem found, sorted by line."""
+    return validate_mapping(doc.data, doc.problem)
+
+
+def validate_mapping(data: Any, locate: Locate) -> TandemConfig:
+    """The one validation of a whole config (a file, a PUT, a peer's shared sections).
+
+    `locate` turns a field path into a problem naming where it is (file and line for a YAML
+    file, the source and the dotted path otherwise). Raises ConfigError with every problem.
+    """
     problems: list[ConfigProblem] = []
     config: TandemConfig | None = None
-    if not isinstance(doc.data, dict):
-        raise ConfigError([doc.problem((), "the top level must be a mapping")])
+    if not isinstance(data, dict):
+        raise ConfigError([locate((), "the top level must be a mapping")])
     try:
-        config = TandemConfig.model_validate(doc.data)
+        config = TandemConfig.model_validate(data)
     except ValidationError as exc:
-        problems += _pydantic_problems(doc, exc)
-    problems += [doc.problem(path, message) for path, message in cross_field_problems(doc.data)]
+        problems += _pydantic_problems(locate, exc)
+    problems += [locate(path, message) for path, message in cross_field_problems(data)]
     if problems:
         problems.sort(key=lambda p: (p.line if p.line is not None else 0, p.field))
         raise ConfigError(problems)

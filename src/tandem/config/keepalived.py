@@ -43,7 +43,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValu
 from pathlib import Path
 
 from tandem.errors import ConfigError, ConfigProblem
-from tandem.vrrp.types import InstanceConfig, State
+from tandem.vrrp.types import InstanceConfig, SourceCheck, State
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ WEIGHT_LIMIT = 253  # keepalived's range for vrrp_script / track_script weights
 V2_MAX_ADVERT_INT = 255  # RFC 3768 §5.3.7: 8-bit seconds
 V3_MAX_ADVERT_CS = 4095  # RFC 5798 §5.2.7: 12-bit centiseconds
 MAX_PREEMPT_DELAY = 1000  # keepalived's upper bound, seconds
+MAX_GARP_DELAY = 4294  # keepalived reads garp_master_delay as unsigned seconds
+MAX_GARP_REPEAT = 1000  # keepalived takes any unsigned; more frames per VIP is a flood
 
 # ---------------------------------------------------------------------------------------------
 # locations and the statement tree
@@ -100,6 +102,15 @@ class Statement:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptUser:
+    """`USER [GROUP]` as written; resolved against the system's users when the engine starts."""
+
+    user: str
+    group: str | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GlobalDefs:
     skip_check_adv_addr: bool = False
     strict: bool = False
@@ -107,11 +118,15 @@ class GlobalDefs:
     gna_interval: float = 0.0
     vrrp_version: int = 2
     notify_fifo: Path | None = None
+    notify_fifo_owner: ScriptUser | None = None
     router_id: str | None = None
     script_user: str | None = None
     script_group: str | None = None
+    script_user_at: ScriptUser | None = None  # the same, with where it was written
     enable_script_security: bool = False
+    check_unicast_src: bool = False
     garp_master_delay: int = 5
+    garp_master_repeat: int = 5
     location: Location | None = None
 
 
@@ -145,11 +160,18 @@ class TrackedInterface:
 
 @dataclass(frozen=True, slots=True)
 class VirtualAddress:
-    """A virtual_ipaddress line with the options the network layer needs."""
+    """A virtual_ipaddress line with the options the network layer needs.
+
+    `dev` None means the instance's interface; `track` False is keepalived's `no_track`
+    (the address's interface going down does not put the instance in FAULT).
+    """
 
     address: IPv4Interface
     dev: str | None = None
     label: str | None = None
+    broadcast: IPv4Address | None = None
+    scope: int | None = None
+    track: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +198,24 @@ class VrrpInstance:
     notify: str | None = None
     location: Location | None = None
     garp_master_delay: int | None = None  # None: global vrrp_garp_master_delay
+    garp_master_repeat: int | None = None  # None: global vrrp_garp_master_repeat
     dont_track_primary: bool = False
     track_interfaces: tuple[TrackedInterface, ...] = ()
     virtual_addresses: tuple[VirtualAddress, ...] = ()
+    check_unicast_src: bool = False  # effective: the instance's or global_defs' keyword
+    notify_users: dict[str, ScriptUser] = field(default_factory=dict)  # by notify keyword
+    notify_locations: dict[str, Location] = field(default_factory=dict)
+
+    def notify_commands(self) -> dict[str, str]:
+        """The configured notify scripts by keyword (notify_master, ..., notify)."""
+        found = {
+            "notify_master": self.notify_master,
+            "notify_backup": self.notify_backup,
+            "notify_fault": self.notify_fault,
+            "notify_stop": self.notify_stop,
+            "notify": self.notify,
+        }
+        return {key: command for key, command in found.items() if command is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +256,19 @@ def parse_file(path: Path) -> KeepalivedConfig:
     return result.config
 
 
-def check_file(path: Path) -> list[ConfigProblem]:
-    """The errors of a config file, sorted by file and line; empty means `parse_file` succeeds."""
-    return list(analyse_file(path).errors)
+def check_file(path: Path, scripts: bool = False) -> list[ConfigProblem]:
+    """The errors of a config file, sorted by file and line; empty means `parse_file` succeeds.
+
+    With `scripts`, also what keepalived finds when it starts (`keepalived -t`): users that do
+    not exist, scripts that are missing, not executable or unsafe under
+    enable_script_security. Those depend on this machine, not only on the file.
+    """
+    result = analyse_file(path)
+    if result.errors or result.config is None or not scripts:
+        return list(result.errors)
+    from tandem.health.scriptplan import plan_scripts  # the system's users and files
+
+    return sorted(plan_scripts(result.config).errors, key=_problem_order)
 
 
 def analyse_file(path: Path) -> CheckResult:
@@ -262,6 +309,14 @@ def to_instance_config(
         auth_pass=auth_pass,
         skip_check_adv_addr=cfg.globals.skip_check_adv_addr,
         unicast_peers=inst.unicast_peers,
+        # keepalived believes any sender unless check_unicast_src is set.
+        source_check=SourceCheck.KEEPALIVED if inst.check_unicast_src else SourceCheck.OFF,
+        garp_master_delay=float(
+            cfg.globals.garp_master_delay
+            if inst.garp_master_delay is None
+            else inst.garp_master_delay
+        ),
+        garp_master_repeat=inst.garp_master_repeat or cfg.globals.garp_master_repeat,
     )
 
 
@@ -480,7 +535,6 @@ _IGNORED_GLOBALS = frozenset(
 )
 _NOTIFY_KEYS = ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
 _VIP_OPTIONS_WITH_VALUE = frozenset({"dev", "label", "brd", "broadcast", "scope"})
-_VIP_FLAGS = frozenset({"no_track"})
 
 
 def _command(stmt: Statement) -> str:
@@ -657,58 +711,102 @@ class _Checker:
                 self._unknown(item, "global_defs")
                 continue
             self._repeated(seen, item, path)
-            if key == "vrrp_skip_check_adv_addr":
-                values["skip_check_adv_addr"] = self._flag(item, path)
-            elif key == "vrrp_strict":
-                if self._flag(item, path):
-                    values["strict"] = True
-                    self.p.warn(
-                        item.location,
-                        path,
-                        "accepted, not enforced: Tandem has no RFC-strict mode or firewall rules",
-                    )
-            elif key in ("vrrp_garp_interval", "vrrp_gna_interval"):
-                # keepalived rejects 0 and keeps its default, which is 0 (the seed guide's value),
-                # so 0 is accepted here as "no delay".
-                value = self._decimal(item, path, 0, 4294.967295)
-                if value == 0:
-                    self.p.warn(
-                        item.location,
-                        path,
-                        "keepalived 2.2.7 calls 0 invalid and keeps its default, also 0: no delay",
-                    )
-                if value is not None:
-                    values[key.removeprefix("vrrp_")] = value
-            elif key == "vrrp_version":
-                version = self._int(item, path, 2, 3)
-                if version is not None:
-                    values["vrrp_version"] = version
-            elif key == "vrrp_notify_fifo":
-                if self._block_not_expected(item, path):
-                    continue
-                if not 1 <= len(item.args) <= 3:
-                    self.p.error(item.location, path, "expects PATH [USER [GROUP]]")
-                else:
-                    values["notify_fifo"] = Path(item.args[0])
-            elif key == "router_id":
-                text = self._one(item, path)
-                if text is not None:
-                    values["router_id"] = text
-            elif key == "script_user":
-                if self._block_not_expected(item, path):
-                    continue
-                if not 1 <= len(item.args) <= 2:
-                    self.p.error(item.location, path, "expects USER [GROUP]")
-                else:
-                    values["script_user"] = item.args[0]
-                    values["script_group"] = item.args[1] if len(item.args) == 2 else None
-            elif key == "enable_script_security":
-                values["enable_script_security"] = self._flag(item, path)
-            elif key == "vrrp_garp_master_delay":
-                delay = self._int(item, path, 0, 255)
-                if delay is not None:
-                    values["garp_master_delay"] = delay
+            values.update(self._global_value(key, item, path))
         return replace(earlier, **values)  # type: ignore[arg-type]
+
+    def _global_value(self, key: str, item: Statement, path: str) -> dict[str, object]:
+        """The GlobalDefs fields one global_defs line sets; empty after reporting a problem."""
+        if key in _GLOBAL_FLAGS:
+            return {_GLOBAL_FLAGS[key]: True} if self._flag(item, path) else {}
+        if key == "vrrp_strict":
+            if not self._flag(item, path):
+                return {}
+            self.p.warn(
+                item.location,
+                path,
+                "accepted, not enforced: Tandem has no RFC-strict mode or firewall rules",
+            )
+            return {"strict": True}
+        if key in ("vrrp_garp_interval", "vrrp_gna_interval"):
+            return self._garp_interval(key, item, path)
+        if key == "vrrp_version":
+            version = self._int(item, path, 2, 3)
+            return {} if version is None else {"vrrp_version": version}
+        if key == "vrrp_notify_fifo":
+            return self._notify_fifo(item, path)
+        if key == "router_id":
+            text = self._one(item, path)
+            return {} if text is None else {"router_id": text}
+        if key == "script_user":
+            user = self._user_group(item, path, 1)
+            if user is None:
+                return {}
+            return {"script_user": user.user, "script_group": user.group, "script_user_at": user}
+        if key == "vrrp_garp_master_delay":
+            delay = self._int(item, path, 0, MAX_GARP_DELAY)
+            return {} if delay is None else {"garp_master_delay": delay}
+        if key == "vrrp_garp_master_repeat":
+            repeat = self._garp_repeat(item, path)
+            return {} if repeat is None else {"garp_master_repeat": repeat}
+        raise AssertionError(f"global keyword {key} has no reader")
+
+    def _garp_interval(self, key: str, item: Statement, path: str) -> dict[str, object]:
+        value = self._decimal(item, path, 0, 4294.967295)
+        if value is None:
+            return {}
+        field_name = key.removeprefix("vrrp_")
+        if value == 0:
+            # keepalived rejects 0 and keeps its default, which is 0 (the seed guide's value).
+            self.p.warn(
+                item.location,
+                path,
+                "keepalived 2.2.7 calls 0 invalid and keeps its default, also 0: no delay",
+            )
+        elif key == "vrrp_gna_interval":
+            self.p.warn(
+                item.location,
+                path,
+                "no effect: it spaces IPv6 neighbour adverts, and Tandem's VIPs are IPv4",
+            )
+        else:
+            self.p.error(
+                item.location,
+                path,
+                f"{value:g} s between gratuitous ARPs is not supported; Tandem sends each "
+                "burst back to back (use 0)",
+            )
+            return {}
+        return {field_name: value}
+
+    def _garp_repeat(self, item: Statement, path: str) -> int | None:
+        repeat = self._int(item, path, 0, MAX_GARP_REPEAT)
+        if repeat == 0:
+            self.p.warn(item.location, path, "must be greater than 0; 1 is used, as keepalived")
+            return 1
+        return repeat
+
+    def _notify_fifo(self, item: Statement, path: str) -> dict[str, object]:
+        if self._block_not_expected(item, path):
+            return {}
+        if not 1 <= len(item.args) <= 3:
+            self.p.error(item.location, path, "expects PATH [USER [GROUP]]")
+            return {}
+        values: dict[str, object] = {"notify_fifo": Path(item.args[0])}
+        if len(item.args) > 1:
+            values["notify_fifo_owner"] = ScriptUser(
+                item.args[1], item.args[2] if len(item.args) == 3 else None, item.location
+            )
+        return values
+
+    def _user_group(self, item: Statement, path: str, offset: int) -> ScriptUser | None:
+        """`USER [GROUP]` from the words at `offset`; None (reported) when malformed."""
+        if self._block_not_expected(item, path):
+            return None
+        words = item.args[offset - 1 :]
+        if not 1 <= len(words) <= 2 or not all(words):
+            self.p.error(item.location, path, "expects USER [GROUP]")
+            return None
+        return ScriptUser(words[0], words[1] if len(words) == 2 else None, item.location)
 
     # -- vrrp_script --
 
@@ -743,8 +841,8 @@ class _Checker:
                 timeout = self._decimal(item, path, 0.001, 86400) or timeout
             elif key == "weight":
                 if item.args[1:] == ("reverse",):
-                    item = Statement(item.keyword, item.args[:1], item.location, item.block)
-                    self.p.warn(item.location, path, "'reverse' is not supported and is ignored")
+                    self.p.error(item.location, path, "'weight N reverse' is not supported")
+                    continue
                 value = self._int(item, path, -WEIGHT_LIMIT, WEIGHT_LIMIT)
                 weight = value if value is not None else weight
             elif key == "rise":
@@ -752,13 +850,9 @@ class _Checker:
             elif key == "fall":
                 fall = self._int(item, path, 1, 1_000_000) or fall
             elif key == "user":
-                if self._block_not_expected(item, path):
-                    continue
-                if not 1 <= len(item.args) <= 2:
-                    self.p.error(item.location, path, "expects USER [GROUP]")
-                else:
-                    user = item.args[0]
-                    group = item.args[1] if len(item.args) == 2 else None
+                run_as = self._user_group(item, path, 1)
+                if run_as is not None:
+                    user, group = run_as.user, run_as.group
         if command is None:
             self.p.error(stmt.location, f"{section}.script", "vrrp_script has no 'script' line")
             return None
@@ -780,202 +874,242 @@ class _Checker:
         block = self._block(stmt, "vrrp_instance", args=1)
         if block is None or len(stmt.args) != 1:
             return None
-        name = stmt.args[0]
-        section = f"vrrp_instance {name}"
-        v: dict[str, object] = {}
-        loc: dict[str, Location] = {}
-        vips: list[VirtualAddress] = []
-        peers: list[IPv4Address] = []
-        tracked: list[TrackedScript] = []
-        tracked_ifs: list[TrackedInterface] = []
-        advert_text: str | None = None
+        parts = _InstanceParts(stmt.args[0])
+        declared = {s.args[0] for s in script_stmts if len(s.args) == 1}
         seen: dict[str, Location] = {}
         for item in block:
-            path = f"{section}.{item.keyword}"
+            path = f"{parts.section}.{item.keyword}"
             key = item.keyword
             if key not in _INSTANCE_KEYS:
-                self._unknown(item, section)
+                self._unknown(item, parts.section)
                 continue
             if key not in _INSTANCE_LISTS:
                 self._repeated(seen, item, path)
-            loc[key] = item.location
-            if key == "state":
-                state = self._one(item, path)
-                if state is not None and state not in ("MASTER", "BACKUP"):
-                    self.p.error(item.location, path, f"{state!r} is not MASTER or BACKUP")
-                elif state is not None:
-                    v["state"] = state
-            elif key == "interface":
-                text = self._one(item, path)
-                if text is not None:
-                    v["interface"] = text
-            elif key == "virtual_router_id":
-                v["vrid"] = self._int(item, path, 1, 255)
-            elif key == "priority":
-                v["priority"] = self._int(item, path, 1, 255)
-            elif key == "advert_int":
-                # Range depends on the version, which may be set later in the block.
-                text = self._one(item, path)
-                if text is not None and not _DECIMAL_RE.fullmatch(text):
-                    self.p.error(item.location, path, f"{text!r} is not a number")
-                elif text is not None:
-                    advert_text = text
-            elif key == "version":
-                v["version"] = self._int(item, path, 2, 3)
-            elif key == "nopreempt":
-                v["nopreempt"] = self._flag(item, path)
-            elif key == "preempt_delay":
-                v["preempt_delay"] = self._decimal(item, path, 0, MAX_PREEMPT_DELAY)
-            elif key == "authentication":
-                self._authentication(item, section, v)
-            elif key == "virtual_ipaddress":
-                vips.extend(self._virtual_ipaddress(item, path))
-            elif key == "unicast_src_ip":
-                text = self._one(item, path)
-                if text is not None:
-                    v["unicast_src_ip"] = self._ipv4(text, item.location, path)
-            elif key == "unicast_peer":
-                peers.extend(self._unicast_peer(item, path))
-            elif key == "track_script":
-                tracked.extend(self._track_script(item, path, scripts, script_stmts))
-            elif key == "track_interface":
-                tracked_ifs.extend(self._track_interface(item, path))
+            parts.loc[key] = item.location
+            if key in _INSTANCE_LISTS:
+                self._instance_list(key, item, path, parts, declared)
             elif key in _NOTIFY_KEYS:
-                if self._block_not_expected(item, path):
-                    continue
-                if not item.args or not item.args[0].strip():
-                    self.p.error(item.location, path, "expects a command")
-                else:
-                    v[key] = _command(item)
-            elif key == "garp_master_delay":
-                v["garp_master_delay"] = self._int(item, path, 0, 255)
-            elif key == "dont_track_primary":
-                v["dont_track_primary"] = self._flag(item, path)
+                self._notify(key, item, path, parts)
+            elif key == "authentication":
+                self._authentication(item, parts.section, parts.v)
+            else:
+                parts.v.update(self._instance_value(key, item, path, parts))
+        return self._finish_instance(stmt, parts, globals_)
 
-        return self._finish_instance(
-            stmt, name, section, v, loc, vips, peers, tracked, tracked_ifs, advert_text, globals_
-        )
+    def _instance_value(
+        self, key: str, item: Statement, path: str, parts: _InstanceParts
+    ) -> dict[str, object]:
+        """The values one single-valued instance keyword sets; empty after a reported problem."""
+        if key in _INSTANCE_FLAGS:
+            return {key: True} if self._flag(item, path) else {}
+        if key in _INSTANCE_INTS:
+            low, high = _INSTANCE_INTS[key]
+            value = self._int(item, path, low, high)
+            return {} if value is None else {key: value}
+        if key == "garp_master_repeat":
+            repeat = self._garp_repeat(item, path)
+            return {} if repeat is None else {key: repeat}
+        if key == "preempt_delay":
+            return {key: self._decimal(item, path, 0, MAX_PREEMPT_DELAY)}
+        text = self._one(item, path)
+        if text is None:
+            return {}
+        if key == "state":
+            if text not in ("MASTER", "BACKUP"):
+                self.p.error(item.location, path, f"{text!r} is not MASTER or BACKUP")
+                return {}
+            return {key: text}
+        if key == "advert_int":
+            # Its range depends on the version, which may be set later in the block.
+            if not _DECIMAL_RE.fullmatch(text):
+                self.p.error(item.location, path, f"{text!r} is not a number")
+                return {}
+            parts.advert_text = text
+            return {}
+        if key == "unicast_src_ip":
+            return {key: self._ipv4(text, item.location, path)}
+        return {key: text}  # interface
+
+    def _instance_list(
+        self, key: str, item: Statement, path: str, parts: _InstanceParts, declared: set[str]
+    ) -> None:
+        if key == "virtual_ipaddress":
+            parts.vips.extend(self._virtual_ipaddress(item, path))
+        elif key == "unicast_peer":
+            parts.peers.extend(self._unicast_peer(item, path))
+        elif key == "track_script":
+            parts.tracked.extend(self._track_script(item, path, declared))
+        else:
+            parts.tracked_ifs.extend(self._track_interface(item, path))
+
+    def _notify(self, key: str, item: Statement, path: str, parts: _InstanceParts) -> None:
+        """keepalived's `notify_* SCRIPT [USER [GROUP]]`: the words after the script name the
+        user it runs as, so a command with arguments must be quoted."""
+        if self._block_not_expected(item, path):
+            return
+        if not item.args or not item.args[0].strip():
+            self.p.error(item.location, path, "expects a command")
+            return
+        if len(item.args) > 3:
+            self.p.error(
+                item.location,
+                path,
+                "expects SCRIPT [USER [GROUP]]; quote a command that has arguments",
+            )
+            return
+        parts.v[key] = item.args[0]
+        if len(item.args) == 1:
+            return
+        run_as = self._user_group(item, path, 2)
+        if run_as is None:
+            return
+        parts.notify_users[key] = run_as
+        if not (item.quoted[0] if item.quoted else False):
+            self.p.warn(
+                item.location,
+                path,
+                f"runs {item.args[0]!r} as user {run_as.user!r}: keepalived reads the words "
+                "after an unquoted script as USER [GROUP]; quote the command to pass arguments",
+            )
 
     def _finish_instance(
-        self,
-        stmt: Statement,
-        name: str,
-        section: str,
-        v: dict[str, object],
-        loc: dict[str, Location],
-        vips: list[VirtualAddress],
-        peers: list[IPv4Address],
-        tracked: list[TrackedScript],
-        tracked_ifs: list[TrackedInterface],
-        advert_text: str | None,
-        globals_: GlobalDefs,
+        self, stmt: Statement, parts: _InstanceParts, globals_: GlobalDefs
     ) -> VrrpInstance:
         """Checks that need the whole block: required keys, version-dependent ranges, conflicts."""
+        v, loc, section = parts.v, parts.loc, parts.section
         if "interface" not in v:
             self.p.error(stmt.location, f"{section}.interface", "no 'interface' given")
         if "virtual_router_id" not in loc:
             self.p.error(
                 stmt.location, f"{section}.virtual_router_id", "no 'virtual_router_id' given"
             )
-        version = v.get("version") or globals_.vrrp_version
-        assert isinstance(version, int)
+        version = _int_or(v.get("version"), globals_.vrrp_version)
         state = str(v.get("state", "BACKUP"))
-        priority = v.get("priority") or 100
-        assert isinstance(priority, int)
-
+        priority = _int_or(v.get("priority"), 100)
         advert_int = 1.0
-        if advert_text is not None:
+        if parts.advert_text is not None:
             advert_int = self._advert_int(
-                advert_text, version, loc["advert_int"], f"{section}.advert_int"
+                parts.advert_text, version, loc["advert_int"], f"{section}.advert_int"
             )
-
-        nopreempt = bool(v.get("nopreempt", False))
-        if nopreempt and (state == "MASTER" or priority == 255):
-            why = "state MASTER" if state == "MASTER" else "priority 255"
-            self.p.warn(
-                loc["nopreempt"],
-                f"{section}.nopreempt",
-                f"ignored with {why}, as keepalived does: this node will preempt",
-            )
-            nopreempt = False
-
-        auth_type = v.get("auth_type")
-        auth_pass = v.get("auth_pass")
+        auth_type, auth_pass = v.get("auth_type"), v.get("auth_pass")
         if auth_type is not None and version == 3:
             self.p.warn(
                 loc["authentication"],
                 f"{section}.authentication",
                 "VRRPv3 has no authentication; ignored, as keepalived does",
             )
-
         src = v.get("unicast_src_ip")
-        unique_peers: list[IPv4Address] = []
-        for peer in peers:
-            if peer in unique_peers:
-                self.p.warn(loc["unicast_peer"], f"{section}.unicast_peer", f"{peer} listed twice")
-                continue
-            if src is not None and peer == src:
-                self.p.error(
-                    loc["unicast_peer"],
-                    f"{section}.unicast_peer",
-                    f"{peer} is this node's own unicast_src_ip",
-                )
-                continue
-            unique_peers.append(peer)
-        if src is not None and not peers:
-            self.p.warn(
-                loc["unicast_src_ip"],
-                f"{section}.unicast_src_ip",
-                "has no effect without unicast_peer (adverts go to multicast 224.0.0.18)",
-            )
-
-        unique_vips: list[VirtualAddress] = []
-        for vip in vips:
-            if any(u.address == vip.address for u in unique_vips):
-                self.p.warn(
-                    loc["virtual_ipaddress"],
-                    f"{section}.virtual_ipaddress",
-                    f"{vip.address} listed twice",
-                )
-                continue
-            unique_vips.append(vip)
-        if "virtual_ipaddress" not in loc:
-            where = loc.get("virtual_ipaddress", stmt.location)
-            self.p.warn(where, f"{section}.virtual_ipaddress", "no virtual address configured")
-        if len(unique_vips) > 255:  # RFC 3768 §5.3.5: naddr is 8 bits
-            self.p.error(
-                loc["virtual_ipaddress"],
-                f"{section}.virtual_ipaddress",
-                f"{len(unique_vips)} addresses; at most 255 fit in an advert",
-            )
-
+        unique_vips = self._unique_vips(parts, stmt.location)
         return VrrpInstance(
-            name=name,
+            name=parts.name,
             state=state,
             interface=str(v.get("interface", "")),
-            vrid=int(v.get("vrid") or 0),  # type: ignore[call-overload]
+            vrid=_int_or(v.get("virtual_router_id"), 0),
             priority=priority,
             advert_int=advert_int,
             version=version,
-            nopreempt=nopreempt,
+            nopreempt=self._effective_nopreempt(parts, state, priority),
             preempt_delay=float(v.get("preempt_delay") or 0.0),  # type: ignore[arg-type]
             auth_type=auth_type if isinstance(auth_type, str) else None,
             auth_pass=auth_pass if isinstance(auth_pass, str) else None,
             vips=tuple(u.address for u in unique_vips),
             unicast_src_ip=src if isinstance(src, IPv4Address) else None,
-            unicast_peers=tuple(unique_peers),
-            track_scripts=tuple(tracked),
+            unicast_peers=self._unique_peers(parts, src),
+            track_scripts=tuple(parts.tracked),
             notify_master=_opt_str(v.get("notify_master")),
             notify_backup=_opt_str(v.get("notify_backup")),
             notify_fault=_opt_str(v.get("notify_fault")),
             notify_stop=_opt_str(v.get("notify_stop")),
             notify=_opt_str(v.get("notify")),
             location=stmt.location,
-            garp_master_delay=v.get("garp_master_delay"),  # type: ignore[arg-type]
+            garp_master_delay=_opt_int(v.get("garp_master_delay")),
+            garp_master_repeat=_opt_int(v.get("garp_master_repeat")),
             dont_track_primary=bool(v.get("dont_track_primary", False)),
-            track_interfaces=tuple(tracked_ifs),
+            track_interfaces=self._own_interface_untracked(parts, str(v.get("interface", ""))),
             virtual_addresses=tuple(unique_vips),
+            check_unicast_src=bool(v.get("check_unicast_src")) or globals_.check_unicast_src,
+            notify_users=dict(parts.notify_users),
+            notify_locations={k: loc[k] for k in _NOTIFY_KEYS if k in v},
         )
+
+    def _effective_nopreempt(self, parts: _InstanceParts, state: str, priority: int) -> bool:
+        nopreempt = bool(parts.v.get("nopreempt", False))
+        if nopreempt and (state == "MASTER" or priority == 255):
+            why = "state MASTER" if state == "MASTER" else "priority 255"
+            self.p.warn(
+                parts.loc["nopreempt"],
+                f"{parts.section}.nopreempt",
+                f"ignored with {why}, as keepalived does: this node will preempt",
+            )
+            return False
+        return nopreempt
+
+    def _unique_peers(self, parts: _InstanceParts, src: object) -> tuple[IPv4Address, ...]:
+        path = f"{parts.section}.unicast_peer"
+        unique: list[IPv4Address] = []
+        for peer in parts.peers:
+            if peer in unique:
+                self.p.warn(parts.loc["unicast_peer"], path, f"{peer} listed twice")
+            elif src is not None and peer == src:
+                self.p.error(
+                    parts.loc["unicast_peer"], path, f"{peer} is this node's own unicast_src_ip"
+                )
+            else:
+                unique.append(peer)
+        if src is not None and not parts.peers:
+            self.p.warn(
+                parts.loc["unicast_src_ip"],
+                f"{parts.section}.unicast_src_ip",
+                "has no effect without unicast_peer (adverts go to multicast 224.0.0.18)",
+            )
+        if "check_unicast_src" in parts.v and not parts.peers:
+            self.p.warn(
+                parts.loc["check_unicast_src"],
+                f"{parts.section}.check_unicast_src",
+                "has no effect without unicast_peer, as in keepalived",
+            )
+        return tuple(unique)
+
+    def _unique_vips(self, parts: _InstanceParts, where: Location) -> list[VirtualAddress]:
+        path = f"{parts.section}.virtual_ipaddress"
+        unique: list[VirtualAddress] = []
+        for vip in parts.vips:
+            if any(u.address == vip.address for u in unique):
+                self.p.warn(parts.loc["virtual_ipaddress"], path, f"{vip.address} listed twice")
+                continue
+            unique.append(vip)
+        if "virtual_ipaddress" not in parts.loc:
+            self.p.warn(where, path, "no virtual address configured")
+        if len(unique) > 255:  # RFC 3768 §5.3.5: naddr is 8 bits
+            self.p.error(
+                parts.loc["virtual_ipaddress"],
+                path,
+                f"{len(unique)} addresses; at most 255 fit in an advert",
+            )
+        return unique
+
+    def _own_interface_untracked(
+        self, parts: _InstanceParts, interface: str
+    ) -> tuple[TrackedInterface, ...]:
+        """keepalived ignores a track_interface naming the instance's own interface."""
+        kept: list[TrackedInterface] = []
+        for tracked in parts.tracked_ifs:
+            if tracked.name == interface:
+                self.p.warn(
+                    parts.loc["track_interface"],
+                    f"{parts.section}.track_interface",
+                    f"{interface} is this instance's own interface (tracked unless "
+                    "dont_track_primary); ignored, as keepalived does",
+                )
+            elif any(k.name == tracked.name for k in kept):
+                self.p.warn(
+                    parts.loc["track_interface"],
+                    f"{parts.section}.track_interface",
+                    f"{tracked.name!r} tracked twice",
+                )
+            else:
+                kept.append(tracked)
+        return tuple(kept)
 
     def _advert_int(self, text: str, version: int, where: Location, path: str) -> float:
         value = float(text)
@@ -1054,25 +1188,78 @@ class _Checker:
             if item.block is not None:
                 self.p.error(item.location, path, "unexpected '{ ... }' block in virtual_ipaddress")
                 continue
-            words = (item.keyword, *item.args)
-            address = self._interface_address(words[0], item.location, path)
-            options: dict[str, str] = {}
-            i = 1
-            while i < len(words):
-                word = words[i]
-                if word in _VIP_FLAGS:
-                    i += 1
-                elif word in _VIP_OPTIONS_WITH_VALUE and i + 1 < len(words):
-                    options[word] = words[i + 1]
-                    i += 2
-                else:
-                    self.p.error(
-                        item.location, path, f"unsupported virtual_ipaddress option {word!r}"
-                    )
-                    break
-            if address is not None:
-                found.append(VirtualAddress(address, options.get("dev"), options.get("label")))
+            address = self._interface_address(item.keyword, item.location, path)
+            options = self._vip_options(item, path)
+            if address is not None and options is not None:
+                found.append(self._vip(address, options, item.location, path))
         return found
+
+    def _vip_options(self, item: Statement, path: str) -> dict[str, str] | None:
+        """`ADDRESS [dev D] [label L] [brd B] [scope S] [no_track]`; None after a problem."""
+        options: dict[str, str] = {}
+        words = item.args
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word == "no_track":
+                options[word] = ""
+                i += 1
+                continue
+            if word not in _VIP_OPTIONS_WITH_VALUE:
+                self.p.error(item.location, path, f"unsupported virtual_ipaddress option {word!r}")
+                return None
+            if i + 1 >= len(words):
+                self.p.error(item.location, path, f"{word!r} needs a value")
+                return None
+            name = "brd" if word == "broadcast" else word
+            if name in options:
+                self.p.error(item.location, path, f"{word!r} given twice for {item.keyword}")
+                return None
+            options[name] = words[i + 1]
+            i += 2
+        return options
+
+    def _vip(
+        self, address: IPv4Interface, options: dict[str, str], where: Location, path: str
+    ) -> VirtualAddress:
+        for key in ("dev", "label"):
+            value = options.get(key)
+            if value is not None and not 1 <= len(value.encode()) < _IFNAMSIZ:
+                self.p.error(where, path, f"{key} {value!r} is not 1..15 bytes long")
+        return VirtualAddress(
+            address,
+            dev=options.get("dev"),
+            label=options.get("label"),
+            broadcast=self._vip_broadcast(address, options.get("brd"), where, path),
+            scope=self._vip_scope(options.get("scope"), where, path),
+            track="no_track" not in options,
+        )
+
+    def _vip_broadcast(
+        self, address: IPv4Interface, text: str | None, where: Location, path: str
+    ) -> IPv4Address | None:
+        """`brd ADDRESS`, or keepalived's `+` / `-`: host bits set / cleared."""
+        if text is None:
+            return None
+        if text in ("+", "-"):
+            if address.network.prefixlen > 30:
+                self.p.error(
+                    where, path, f"prefix /{address.network.prefixlen} is too long for brd"
+                )
+                return None
+            net = address.network
+            return net.broadcast_address if text == "+" else net.network_address
+        return self._ipv4(text, where, path)
+
+    def _vip_scope(self, text: str | None, where: Location, path: str) -> int | None:
+        if text is None:
+            return None
+        if text in _SCOPES:
+            return _SCOPES[text]
+        if _INT_RE.fullmatch(text) and 0 <= int(text) <= 255:
+            return int(text)
+        self.p.error(where, path, f"scope {text!r} is not one of {', '.join(_SCOPES)} or 0..255")
+        return None
 
     def _interface_address(self, text: str, where: Location, path: str) -> IPv4Interface | None:
         if ":" in text:
@@ -1102,15 +1289,8 @@ class _Checker:
                 found.append(address)
         return found
 
-    def _track_script(
-        self,
-        stmt: Statement,
-        path: str,
-        scripts: dict[str, VrrpScript],
-        script_stmts: list[Statement],
-    ) -> list[TrackedScript]:
+    def _track_script(self, stmt: Statement, path: str, declared: set[str]) -> list[TrackedScript]:
         block = self._block(stmt, path)
-        declared = {s.args[0] for s in script_stmts if len(s.args) == 1}
         found: list[TrackedScript] = []
         for item in block or ():
             weight = self._weight_option(item, path)
@@ -1141,6 +1321,9 @@ class _Checker:
             return False
         if not item.args:
             return None
+        if item.args[2:] in (("reverse",), ("noreverse",), ("no_reverse",)):
+            self.p.error(item.location, path, f"'weight N {item.args[2]}' is not supported")
+            return False
         if len(item.args) != 2 or item.args[0] != "weight":
             self.p.error(
                 item.location, path, f"expects NAME [weight N], got {' '.join(item.args)!r}"
@@ -1161,9 +1344,14 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_GLOBAL_FLAGS = {
+    "vrrp_skip_check_adv_addr": "skip_check_adv_addr",
+    "enable_script_security": "enable_script_security",
+    "vrrp_check_unicast_src": "check_unicast_src",
+}
 _GLOBAL_KEYS = frozenset(
     {
-        "vrrp_skip_check_adv_addr",
+        *_GLOBAL_FLAGS,
         "vrrp_strict",
         "vrrp_garp_interval",
         "vrrp_gna_interval",
@@ -1171,29 +1359,63 @@ _GLOBAL_KEYS = frozenset(
         "vrrp_notify_fifo",
         "router_id",
         "script_user",
-        "enable_script_security",
         "vrrp_garp_master_delay",
+        "vrrp_garp_master_repeat",
     }
 )
 _SCRIPT_KEYS = frozenset({"script", "interval", "timeout", "weight", "rise", "fall", "user"})
 _INSTANCE_LISTS = frozenset(
     {"virtual_ipaddress", "unicast_peer", "track_script", "track_interface"}
 )
+_INSTANCE_FLAGS = frozenset({"nopreempt", "dont_track_primary", "check_unicast_src"})
+_INSTANCE_INTS = {
+    "virtual_router_id": (1, 255),
+    "priority": (1, 255),
+    "version": (2, 3),
+    "garp_master_delay": (0, MAX_GARP_DELAY),
+}
 _INSTANCE_KEYS = frozenset(
     {
         "state",
         "interface",
-        "virtual_router_id",
-        "priority",
         "advert_int",
-        "version",
-        "nopreempt",
         "preempt_delay",
         "authentication",
         "unicast_src_ip",
-        "garp_master_delay",
-        "dont_track_primary",
+        "garp_master_repeat",
+        *_INSTANCE_FLAGS,
+        *_INSTANCE_INTS,
         *_INSTANCE_LISTS,
         *_NOTIFY_KEYS,
     }
 )
+# rtnetlink address scopes by the names `ip address` and keepalived accept (rt_scopes).
+_SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+_IFNAMSIZ = 16
+
+
+@dataclass(slots=True)
+class _InstanceParts:
+    """What the lines of one vrrp_instance block collected, before the whole-block checks."""
+
+    name: str
+    v: dict[str, object] = field(default_factory=dict)
+    loc: dict[str, Location] = field(default_factory=dict)
+    vips: list[VirtualAddress] = field(default_factory=list)
+    peers: list[IPv4Address] = field(default_factory=list)
+    tracked: list[TrackedScript] = field(default_factory=list)
+    tracked_ifs: list[TrackedInterface] = field(default_factory=list)
+    notify_users: dict[str, ScriptUser] = field(default_factory=dict)
+    advert_text: str | None = None
+
+    @property
+    def section(self) -> str:
+        return f"vrrp_instance {self.name}"
+
+
+def _int_or(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

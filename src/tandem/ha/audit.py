@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from tandem.ha.observer import Delivered, parse_delivered, wildcard
+from tandem.ha.wire import DataIdentity, parse_data, wildcard
+
+Delivered = DataIdentity  # what one data message says it is, as the audit reads it
+
+
+def parse_delivered(payload: bytes) -> DataIdentity | None:
+    """The identity of a data message, or None for anything else (the audit does not verify)."""
+    d = parse_data(payload)
+    return d if isinstance(d, DataIdentity) else None
 
 
 @dataclass(slots=True)

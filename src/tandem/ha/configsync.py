@@ -25,235 +25,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
-from pydantic import ValidationError
 
-from tandem.config.hub import TandemConfig, cross_field_problems, load_config, load_config_text
+from tandem.config.hub import TandemConfig, load_config, load_config_text
 from tandem.errors import ConfigError, ConfigProblem
+from tandem.files import write_atomic
+from tandem.ha.configstamp import (
+    SHARED_SECTIONS,
+    SYNCED_FILE,
+    VERSION_FILE,
+    ConfigStamp,
+    Transfer,
+    TransferRejected,
+    canonical,
+    check_transfer,
+    config_sha,
+    identity_problem,
+    local_fields_changed,
+    next_stamp,
+    read_synced_file,
+    read_version_file,
+    shared_digest,
+    shared_sections,
+    stamp_label,
+    stat_key,
+    with_shared,
+)
 from tandem.ha.peer import PeerState, check_secret
 
 log = logging.getLogger(__name__)
 
-SHARED_SECTIONS: tuple[str, ...] = ("devices", "mqtt", "outbox")
-VERSION_FILE = "config-version.json"
-SYNCED_FILE = "synced-config.json"
+
 CONFIG_API = "/api/v1/config"
 WATCH_INTERVAL_S = 0.5
 # A rejected transfer of one digest is not retried on every advert: the log stays readable.
 RETRY_REJECTED_S = 5.0
 RETRY_UNREACHABLE_S = 0.5
-# How long a peer state counts as current for "is the peer the publishing master".
-PEER_FRESH_S = 2.0
-SYNC_SOURCE = "<synced config>"
 
 Shared = dict[str, Any]
-
-
-# ---- pure: digests, stamps, merging -------------------------------------------------------------
-
-
-def shared_sections(cfg: TandemConfig) -> Shared:
-    """The sections both nodes must agree on, as plain JSON values."""
-    data = cfg.model_dump(mode="json")
-    return {name: data[name] for name in SHARED_SECTIONS}
-
-
-def canonical(shared: Shared) -> str:
-    return json.dumps(shared, sort_keys=True, separators=(",", ":"))
-
-
-def shared_digest(shared: Shared) -> str:
-    return hashlib.sha256(canonical(shared).encode()).hexdigest()
-
-
-def config_sha(cfg: TandemConfig) -> str:
-    return shared_digest(shared_sections(cfg))
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigStamp:
-    """Which shared config a node runs: a version for people, a digest for comparison."""
-
-    version: int
-    sha: str
-
-    @property
-    def label(self) -> str:
-        return stamp_label(self.version, self.sha)
-
-
-def stamp_label(version: int, sha: str) -> str:
-    """How status shows a config: ``v3 1a2b3c4d5e6f``."""
-    return f"v{version} {sha[:12]}"
-
-
-def next_stamp(previous: ConfigStamp | None, sha: str, *, at_least: int = 0) -> ConfigStamp:
-    """The stamp after a local change: the same one if the digest did not change.
-
-    ``at_least`` is the highest version seen elsewhere (the peer), so a new master's first edit
-    does not reuse a number the old master already gave out.
-    """
-    if previous is not None and previous.sha == sha:
-        return previous
-    base = max(previous.version if previous is not None else 0, at_least)
-    return ConfigStamp(base + 1, sha)
-
-
-def with_shared(cfg: TandemConfig, shared: Shared, source: str = SYNC_SOURCE) -> TandemConfig:
-    """This node's local fields with the given shared sections, validated like a config file.
-
-    Raises ConfigError with every problem (no lines: the sections did not come from a file).
-    """
-    if not isinstance(shared, dict) or set(shared) != set(SHARED_SECTIONS):
-        got = sorted(shared) if isinstance(shared, dict) else type(shared).__name__
-        raise ConfigError(
-            [
-                ConfigProblem(
-                    source, None, "", f"expected sections {list(SHARED_SECTIONS)}, got {got}"
-                )
-            ]
-        )
-    data = cfg.model_dump(mode="json")
-    data.update(shared)
-    problems: list[ConfigProblem] = []
-    merged: TandemConfig | None = None
-    try:
-        merged = TandemConfig.model_validate(data)
-    except ValidationError as exc:
-        problems += [
-            ConfigProblem(source, None, _dotted(err["loc"]), err["msg"])
-            for err in exc.errors(include_url=False)
-        ]
-    problems += [
-        ConfigProblem(source, None, _dotted(path), message)
-        for path, message in cross_field_problems(data)
-    ]
-    if problems:
-        raise ConfigError(problems)
-    assert merged is not None
-    return merged
-
-
-def _dotted(path: Any) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def identity_problem(current: TandemConfig, new: TandemConfig, file: str) -> ConfigProblem | None:
-    """A config for another node must never be applied here (a copied file, a wrong PUT)."""
-    if new.node != current.node:
-        return ConfigProblem(
-            file, None, "node", f"node identity cannot change ({current.node!r} -> {new.node!r})"
-        )
-    return None
-
-
-def local_fields_changed(current: TandemConfig, new: TandemConfig) -> list[str]:
-    """Node-local sections that differ: they are not applied live and need a restart."""
-    a, b = current.model_dump(mode="json"), new.model_dump(mode="json")
-    return sorted(
-        k for k in a.keys() | b.keys() if k not in SHARED_SECTIONS and a.get(k) != b.get(k)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """A config received from the peer, already checked against its own and the advertised sha."""
-
-    version: int
-    sha: str
-    shared: Shared
-
-
-class TransferRejected(Exception):
-    """A received config that must not be applied; the message is the reason."""
-
-
-def check_transfer(body: Any, advertised_sha: str) -> Transfer:
-    """Verify a GET /api/v1/peer/config answer; raises TransferRejected with the reason."""
-    if not isinstance(body, dict) or not isinstance(body.get("shared"), dict):
-        raise TransferRejected("corrupted transfer: no shared sections in the answer")
-    version, sha, shared = body.get("version"), body.get("sha"), body["shared"]
-    if not isinstance(version, int) or not isinstance(sha, str):
-        raise TransferRejected("corrupted transfer: version or sha missing")
-    actual = shared_digest(shared)
-    if actual != sha:
-        raise TransferRejected(
-            f"corrupted transfer: content digest {actual[:12]} != stated sha {sha[:12]}"
-        )
-    if sha != advertised_sha:
-        raise TransferRejected(
-            f"corrupted transfer: sha {sha[:12]} != advertised {advertised_sha[:12]}"
-        )
-    return Transfer(version, sha, shared)
-
-
-# ---- files --------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """tmp + fsync + rename (+ fsync of the directory): a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    with contextlib.suppress(FileNotFoundError):
-        # A config file may hold the MQTT password: the new one keeps the old one's mode.
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_version_file(path: Path) -> ConfigStamp | None:
-    try:
-        data = json.loads(path.read_text())
-        version, sha = data["version"], data["sha"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(version, int) or not isinstance(sha, str):
-        return None
-    return ConfigStamp(version, sha)
-
-
-def read_synced_file(path: Path) -> Transfer | None:
-    """The synced config if the file exists and is intact; a damaged file is ignored (logged)."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        stated = data.get("sha") if isinstance(data, dict) else None
-        return check_transfer(data, stated if isinstance(stated, str) else "")
-    except (OSError, ValueError, TransferRejected) as exc:
-        log.warning("ignoring %s: %s", path, exc)
-        return None
-
-
-def _stat_key(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
 
 
 # ---- the component ------------------------------------------------------------------------------
@@ -283,12 +100,16 @@ class ConfigSync:
         on_apply: Callable[[TandemConfig], Awaitable[None]],
         peer_client: PeerConfigClient | None,
         timeline: Timeline,
+        *,
+        peer_fresh_s: float = 2.0,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self._on_apply = on_apply
         self._peer = peer_client
         self._timeline = timeline
+        # How long a peer state counts as current for "is the peer the publishing master".
+        self._peer_fresh_s = peer_fresh_s
         self._version_path = cfg.data_dir / VERSION_FILE
         self._synced_path = cfg.data_dir / SYNCED_FILE
         self._secret = cfg.ha.shared_secret() if cfg.ha is not None else None
@@ -303,7 +124,7 @@ class ConfigSync:
         self._master_sha: str | None = None  # last digest a publishing peer advertised
         self._peer_version = 0
         self._peer_publishing_at = float("-inf")
-        self._file_key = _stat_key(config_path) if config_path is not None else None
+        self._file_key = stat_key(config_path) if config_path is not None else None
         self.stamp = self._initial_stamp()
 
     def _initial_stamp(self) -> ConfigStamp:
@@ -342,7 +163,7 @@ class ConfigSync:
         return self._master_sha is None or self._master_sha == self.sha
 
     def _following_master(self) -> bool:
-        return time.monotonic() - self._peer_publishing_at <= PEER_FRESH_S
+        return time.monotonic() - self._peer_publishing_at <= self._peer_fresh_s
 
     # ---- start-up precedence ----
 
@@ -445,7 +266,7 @@ class ConfigSync:
     async def reload_file(self) -> bool:
         """Re-read the config file after a change; True if a new shared config was applied."""
         assert self.config_path is not None
-        self._file_key = _stat_key(self.config_path)
+        self._file_key = stat_key(self.config_path)
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
@@ -510,7 +331,7 @@ class ConfigSync:
             )
         # Through a symlink to the real file: replacing the link would cut it off.
         write_atomic(self.config_path.resolve(), text)
-        self._file_key = _stat_key(self.config_path)
+        self._file_key = stat_key(self.config_path)
         await self._local_change(new, "API")
         return self.stamp
 
@@ -559,7 +380,7 @@ class ConfigSync:
         assert self.config_path is not None
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            key = _stat_key(self.config_path)
+            key = stat_key(self.config_path)
             if key is not None and key != self._file_key:
                 try:
                     await self.reload_file()

@@ -12,18 +12,22 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from tandem.ha.controller import Key, PeerView
+from tandem.ha.types import HandoverOffer, PeerView
 
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/api/v1/peer"
+# Peer input is authenticated but still checked: numbers in range, names bounded.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+Marks = dict[Annotated[str, Field(max_length=300)], Count]
 
 
 class PeerState(BaseModel):
@@ -31,19 +35,20 @@ class PeerState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    node: str
-    vrrp: str
+    node: Name
+    role: Annotated[str, Field(max_length=32)]
+    coordinator_state: Annotated[str, Field(max_length=32)]
     publishing: bool
-    term: int
-    priority: int
-    base_priority: int
-    standby: str
-    watermarks: dict[Key, int]
-    buffer_from: dict[Key, int]
+    term: Count
+    priority: Annotated[int, Field(ge=0, le=255)]
+    base_priority: Annotated[int, Field(ge=0, le=255)]
+    standby: Literal["hot", "warm", "cold"]
+    watermarks: Marks
+    buffer_from: Marks
     healthy: bool
     started_at: float
-    config_version: int = 0
-    config_sha: str = ""
+    config_version: Count = 0
+    config_sha: Annotated[str, Field(max_length=64)] = ""
 
     def view(self, received_at: float) -> PeerView:
         return PeerView(**self.model_dump(), received_at=received_at)
@@ -52,16 +57,32 @@ class PeerState(BaseModel):
 class HandoverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    from_node: str
-    term: int
-    watermarks: dict[Key, int]
+    from_node: Name
+    term: Count
+    watermarks: Marks
     manual: bool = False
-    reason: str = ""
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+    @classmethod
+    def of(cls, offer: HandoverOffer) -> HandoverRequest:
+        return cls(
+            from_node=offer.from_node,
+            term=offer.term,
+            watermarks=dict(offer.watermarks),
+            manual=offer.manual,
+            reason=offer.reason,
+        )
+
+    def offer(self) -> HandoverOffer:
+        return HandoverOffer(
+            self.from_node, self.term, dict(self.watermarks), self.manual, self.reason
+        )
 
 
 class HandoverAnswer(BaseModel):
     accepted: bool
     reason: str
+    refused: str | None = None  # the typed reason (ha.types.Refused) when not accepted
 
 
 def check_secret(expected: str, authorization: str | None) -> None:

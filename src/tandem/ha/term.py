@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from tandem.files import write_atomic
 
 
 class TermStore:
@@ -38,15 +39,4 @@ class TermStore:
             raise ValueError(f"{self.path}: corrupt term file ({exc}); refusing to guess") from exc
 
     def _write(self, term: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"term": term}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, json.dumps({"term": term}), mode=0o600)

@@ -14,9 +14,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from tandem.errors import TandemError
+from tandem.health.spawn import RunAs, kill_group, spawn, wait_exit
 
 log = logging.getLogger(__name__)
 
@@ -115,32 +116,12 @@ def command_argv(command: str, extra_args: Sequence[str] = ()) -> list[str]:
     return [*shlex.split(command), *extra_args]
 
 
-def _user_arguments(user: str | None) -> dict[str, Any]:
-    """Popen arguments that drop to `user` with its own primary and supplementary groups."""
-    if user is None:
-        return {}
+def resolve_user(user: str | RunAs | None) -> RunAs | None:
+    """A user name becomes that user with its primary group; KeyError when it does not exist."""
+    if user is None or isinstance(user, RunAs):
+        return user
     entry = pwd.getpwnam(user)
-    return {
-        "user": entry.pw_uid,
-        "group": entry.pw_gid,
-        "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
-    }
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    """Signal the whole process group: a timed-out pipeline's children must die too."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-async def _kill_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
-    try:
-        process = await spawn
-    except Exception:
-        return  # never started, nothing to kill
-    _signal_group(process.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        await process.wait()
+    return RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
 def _read_tail(stream: IO[bytes]) -> str:
@@ -150,41 +131,50 @@ def _read_tail(stream: IO[bytes]) -> str:
     return stream.read().decode("utf-8", errors="replace")
 
 
+async def _wait_or_kill(
+    process: subprocess.Popen[bytes], timeout: float | None, kill_after: float
+) -> bool:
+    """Wait for the child; on timeout SIGTERM its group, SIGKILL `kill_after` later. True if
+    it timed out. Cancelled while it runs, the whole group is killed before the cancel goes on."""
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(wait_exit(process), timeout)
+        except TimeoutError:
+            timed_out = True
+            kill_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait_exit(process), kill_after)
+            # Stragglers of a timed-out run are of no use, even if the leader is gone.
+            kill_group(process.pid, signal.SIGKILL)
+            await wait_exit(process)
+    finally:
+        if process.returncode is None:
+            kill_group(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                await wait_exit(process)
+    return timed_out
+
+
 async def run_command(
     argv: Sequence[str],
     timeout: float | None,
     kill_after: float = 2.0,
-    user: str | None = None,
+    user: str | RunAs | None = None,
 ) -> CommandResult:
     """Run `argv` in its own session and wait for it, never longer than timeout + kill_after.
 
-    On timeout the process group gets SIGTERM, then SIGKILL `kill_after` seconds later (at once
-    if the leader is already gone, since stragglers of a timed-out run are of no use). Output
-    goes to an unlinked temporary file rather than a pipe: a daemon started in the background
-    by a hook keeps its stdout without holding us up or dying of SIGPIPE later. Cancelling
-    this coroutine kills the process group before the cancellation propagates.
+    The child starts without CAP_NET_ADMIN / CAP_NET_RAW (see tandem.health.spawn) and, with
+    `user`, as that user. Output goes to an unlinked temporary file rather than a pipe: a daemon
+    started in the background by a hook keeps its stdout without holding us up or dying of
+    SIGPIPE later. Cancelling this coroutine kills the process group before the cancellation
+    propagates.
     """
     argv = tuple(argv)
     started = time.monotonic()
     with tempfile.TemporaryFile() as output:
         try:
-            spawn = asyncio.ensure_future(
-                asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=output,
-                    start_new_session=True,
-                    **_user_arguments(user),
-                )
-            )
-            try:
-                process = await asyncio.shield(spawn)
-            except asyncio.CancelledError:
-                # Cancelled after fork but before we hold the process: asyncio would kill
-                # only the leader, so wait for it and take the whole group down ourselves.
-                await _kill_spawned(spawn)
-                raise
+            process = await spawn(argv, output, resolve_user(user))
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
             return CommandResult(
                 argv=argv,
@@ -192,28 +182,11 @@ async def run_command(
                 duration=time.monotonic() - started,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        timed_out = False
-        try:
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                timed_out = True
-                _signal_group(process.pid, signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), kill_after)
-                _signal_group(process.pid, signal.SIGKILL)
-                await process.wait()
-        finally:
-            if process.returncode is None:
-                # Cancelled while running: leave nothing behind.
-                _signal_group(process.pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    await process.wait()
-        duration = time.monotonic() - started
+        timed_out = await _wait_or_kill(process, timeout, kill_after)
         return CommandResult(
             argv=argv,
             exit_code=process.returncode,
-            duration=duration,
+            duration=time.monotonic() - started,
             timed_out=timed_out,
             output=_read_tail(output),
         )

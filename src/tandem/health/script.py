@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tandem.health.process import CommandResult, command_argv, run_command
+from tandem.health.spawn import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ScriptCheck:
         weight: int = 0,
         on_change: Callable[[CheckResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        user: str | None = None,
+        user: str | RunAs | None = None,
         kill_after: float = 2.0,
     ) -> None:
         if interval <= 0:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol
@@ -55,10 +55,13 @@ class RoleGate:
     polling: bool = True
     publishing: bool = True
     term: int = 0
+    phase: str | None = None
 
 
 class Poller(Protocol):
     """What the hub needs from a device poller (DevicePoller, or a fake in unit tests)."""
+
+    paused: bool  # a warm standby's pollers stay connected but do not poll
 
     def status(self) -> DeviceStatus: ...
 
@@ -77,6 +80,29 @@ class Publisher(Protocol):
 
 PollerFactory = Callable[[DeviceConfig, str, Callable[[Sample], None]], Poller]
 PublisherFactory = Callable[[Outbox, Callable[[], bool]], Publisher]
+
+
+class HaHooks(Protocol):
+    """What an HA layer adds to a hub, given at construction; a single node has none.
+
+    The data path stays one way: the HA layer decides what is admitted (late slots of
+    delivered streams are dropped before the append), hears what was stored, and wraps the
+    publisher (term, signature and lease at send time). It never reaches into the pollers.
+    """
+
+    standby: str
+
+    def make_publisher(self, outbox: Outbox, may_publish: Callable[[], bool]) -> Publisher: ...
+
+    def admit(self, sample: Sample) -> bool: ...
+
+    def stored(self, samples: list[Sample]) -> None: ...
+
+    def ha_info(self) -> HaInfo | None: ...
+
+    def vrrp_info(self) -> dict[str, Any] | None: ...
+
+    async def switchover(self) -> dict[str, Any]: ...
 
 
 def _now_ms() -> int:
@@ -126,13 +152,18 @@ class Hub:
         *,
         poller_factory: PollerFactory | None = None,
         publisher_factory: PublisherFactory | None = None,
+        ha: HaHooks | None = None,
     ) -> None:
         self.config = config
         self.gate = RoleGate()
-        self.standby_mode: str | None = None
-        self.ha_info: Callable[[], HaInfo | None] | None = None
-        self.vrrp_info: Callable[[], dict[str, Any] | None] | None = None
-        self.switchover_handler: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.ha = ha
+        self.standby_mode: str | None = ha.standby if ha is not None else None
+        if ha is not None:
+            publisher_factory = ha.make_publisher
+            # An HA node starts closed: the HA layer opens what its role allows.
+            self.gate = RoleGate(role="INIT", polling=ha.standby != "cold", publishing=False)
+        self._publisher_factory = publisher_factory
+        self._poller_factory = poller_factory
         self.on_sample: list[Callable[[Sample], None]] = []
         self.outbox = Outbox(
             config.data_dir / "outbox.sqlite3",
@@ -144,13 +175,8 @@ class Hub:
             self.pollers: list[Poller] = [
                 make_poller(device, config.node, self._on_sample) for device in config.devices
             ]
-            if publisher_factory is None:
-                settings = MqttSettings.from_config(config.mqtt)
-                self.publisher: Publisher = MqttPublisher(
-                    settings, self.outbox, may_publish=lambda: self.gate.publishing
-                )
-            else:
-                self.publisher = publisher_factory(self.outbox, lambda: self.gate.publishing)
+            self._pause_idle_pollers()
+            self.publisher: Publisher = self._make_publisher(config)
             self.app: FastAPI = create_app(self, title=f"Tandem {config.node}")
         except BaseException:
             self.outbox.close()
@@ -239,7 +265,7 @@ class Hub:
                     tasks.create_task(self.live.run(), name="hub-live"),
                     tasks.create_task(self._watch_transitions(), name="hub-transitions"),
                 ]
-                if self.gate.polling:
+                if self.gate.polling or self.standby_mode == "warm":
                     self._start_pollers()
                 await api_ready.wait()
                 self.add_timeline("info", f"node {self.config.node} started")
@@ -256,9 +282,7 @@ class Hub:
         log.info("hub %s stopping", self.config.node)
         await self._stop_pollers()
         self._pending.flush()
-        deadline = time.monotonic() + PUBLISH_GRACE_S
-        while time.monotonic() < deadline and self.publisher.status().inflight > 0:
-            await asyncio.sleep(0.02)
+        await self.drain_inflight()
         for task in (self._publisher_task, api, *watchers):
             if task is None:
                 continue
@@ -269,9 +293,16 @@ class Hub:
     # --- role gate ----------------------------------------------------------------------------
 
     def set_polling(self, on: bool) -> None:
-        """Start or cancel the poller tasks; the outbox keeps everything already collected."""
+        """Start or cancel the poller tasks; the outbox keeps everything already collected.
+
+        A warm standby keeps its pollers running, connected but paused, so taking over costs
+        no connection set-up; hot and cold start and stop them.
+        """
         changed = on != self.gate.polling
         self.gate.polling = on
+        if self.standby_mode == "warm":
+            self._pause_idle_pollers()
+            on = True
         if self._tasks is not None:  # before run(), run() starts them if the gate is open
             if on:
                 self._start_pollers()
@@ -280,6 +311,20 @@ class Hub:
                     task.cancel()
         if changed:
             log.info("polling %s", "on" if on else "off")
+
+    def _pause_idle_pollers(self) -> None:
+        if self.standby_mode == "warm":
+            for poller in self.pollers:
+                poller.paused = not self.gate.polling
+
+    def _make_publisher(self, config: TandemConfig) -> Publisher:
+        if self._publisher_factory is not None:
+            return self._publisher_factory(self.outbox, lambda: self.gate.publishing)
+        return MqttPublisher(
+            MqttSettings.from_config(config.mqtt),
+            self.outbox,
+            may_publish=lambda: self.gate.publishing,
+        )
 
     def set_publishing(self, on: bool) -> None:
         """Open or close the publisher's gate; the publisher re-checks it before every message."""
@@ -290,16 +335,37 @@ class Hub:
         if on:
             self.publisher.notify()
 
-    def set_role(self, role: str, term: int, reason: str) -> None:
-        """Record a role decision: one log line, one timeline event, one status push."""
+    async def drain_inflight(self, timeout: float = PUBLISH_GRACE_S) -> None:
+        """Until every message handed to the broker got its PUBACK (or `timeout`), and the
+        acks of the last loop step were committed: those rows are not sent again."""
+        deadline = time.monotonic() + timeout
+        while self.publisher.status().inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+
+    def set_role(
+        self, role: str, term: int, reason: str, *, phase: str | None = None, detail: str = ""
+    ) -> None:
+        """Record a role decision: one log line, one timeline event, one status push.
+
+        `role` is one of a small fixed set (it labels metrics); `phase` and `detail` say what
+        is happening within it ("MASTER, acquiring term 2: waiting for the broker barrier").
+        """
         previous = self.gate.role
-        self.gate.role = role
-        self.gate.term = term
-        log.info("role %s -> %s (term %s): %s", previous, role, term, reason)
+        self.gate.role, self.gate.term, self.gate.phase = role, term, phase
+        said = f"{role}, {detail}" if detail else f"{role} (term {term})"
+        log.info("role %s -> %s: %s (%s)", previous, said, reason, phase or "-")
         self.add_timeline(
             "role",
-            f"became {role} (term {term}): {reason}",
-            {"from": previous, "role": role, "term": term, "reason": reason},
+            f"{said} [{reason}]" if detail else f"became {said}: {reason}",
+            {
+                "from": previous,
+                "role": role,
+                "term": term,
+                "reason": reason,
+                "phase": phase,
+                "detail": detail,
+            },
         )
         self.live.push(LiveEvent("status", self.status()))
 
@@ -360,7 +426,9 @@ class Hub:
         self._pending.add(sample)
 
     def _store(self, batch: list[Sample]) -> None:
-        node, term = self.config.node, self.gate.term
+        node, term, ha = self.config.node, self.gate.term, self.ha
+        if ha is not None:
+            batch = [s for s in batch if ha.admit(s)]
         try:
             stored = self.outbox.append_many(replace(s, source_node=node, term=term) for s in batch)
         except OutboxError:
@@ -368,6 +436,8 @@ class Hub:
             log.exception("outbox append failed; %s sample(s) lost", len(batch))
             return
         self.publisher.notify()
+        if ha is not None and stored:
+            ha.stored(stored)
         for sample in stored:
             self.live.note_values(sample)
             for hook in self.on_sample:
@@ -411,13 +481,7 @@ class Hub:
 
     # --- live reconfiguration -----------------------------------------------------------------
 
-    async def reconfigure(
-        self,
-        config: TandemConfig,
-        *,
-        poller_factory: PollerFactory | None = None,
-        publisher_factory: PublisherFactory | None = None,
-    ) -> None:
+    async def reconfigure(self, config: TandemConfig) -> None:
         """Apply new devices, mqtt and outbox sections without a restart or losing a row.
 
         Pollers of unchanged devices keep running (their slots have no gap); changed and removed
@@ -425,10 +489,9 @@ class Hub:
         mqtt section changed; rows it had in flight stay in the outbox and are sent again by the
         new one (at least once, as after a reconnect). Outbox max_rows and overflow apply to the
         next append. Node-local sections (node, data_dir, api, ha) apply at restart only.
-        Pass the factories the hub was built with (HaNode passes its publisher_factory).
         """
         old = self.config
-        make_poller = poller_factory or _default_poller
+        make_poller = self._poller_factory or _default_poller
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
         old_index = {device.name: i for i, device in enumerate(old.devices)}
         keep: dict[int, int] = {}  # new index -> old index of an unchanged device
@@ -440,16 +503,7 @@ class Hub:
                 pollers.append(self.pollers[old_i])
             else:
                 pollers.append(make_poller(device, config.node, self._on_sample))
-        new_publisher: Publisher | None = None
-        if config.mqtt != old.mqtt:
-            if publisher_factory is None:
-                new_publisher = MqttPublisher(
-                    MqttSettings.from_config(config.mqtt),
-                    self.outbox,
-                    may_publish=lambda: self.gate.publishing,
-                )
-            else:
-                new_publisher = publisher_factory(self.outbox, lambda: self.gate.publishing)
+        new_publisher = self._make_publisher(config) if config.mqtt != old.mqtt else None
 
         kept_old = set(keep.values())
         stopping = [t for i, t in self._poller_tasks.items() if i not in kept_old]
@@ -474,7 +528,8 @@ class Hub:
         for gone in [n for n in self._seen_devices if n not in names]:
             del self._seen_devices[gone]
 
-        if self._tasks is not None and self.gate.polling:
+        self._pause_idle_pollers()
+        if self._tasks is not None and (self.gate.polling or self.standby_mode == "warm"):
             self._start_pollers()
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)
@@ -492,9 +547,7 @@ class Hub:
         old_task = self._publisher_task
         if old_task is not None and not old_task.done():
             # Acks still on the way would otherwise make the new publisher send those rows again.
-            deadline = time.monotonic() + PUBLISH_GRACE_S
-            while time.monotonic() < deadline and self.publisher.status().inflight > 0:
-                await asyncio.sleep(0.02)
+            await self.drain_inflight()
             old_task.cancel()
             await asyncio.wait([old_task])
         self.publisher = publisher
@@ -527,6 +580,8 @@ class Hub:
         return Status(
             node=self.config.node,
             role=self.gate.role,
+            phase=self.gate.phase,
+            publishing=self.gate.publishing,
             term=self.gate.term,
             standby_mode=self.standby_mode,
             uptime_s=time.monotonic() - self.started_at,
@@ -542,8 +597,8 @@ class Hub:
                 last_error=pub.last_error,
                 reconnects=pub.reconnects,
             ),
-            ha=self.ha_info() if self.ha_info is not None else None,
-            vrrp=self.vrrp_info() if self.vrrp_info is not None else None,
+            ha=self.ha.ha_info() if self.ha is not None else None,
+            vrrp=self.ha.vrrp_info() if self.ha is not None else None,
         )
 
     @property
@@ -564,9 +619,9 @@ class Hub:
         return self.live.subscribe()
 
     async def switchover(self) -> dict[str, Any]:
-        if self.switchover_handler is None:
+        if self.ha is None:
             raise NotImplementedError("switchover needs an HA pair; this node runs alone")
-        return await self.switchover_handler()
+        return await self.ha.switchover()
 
 
 __all__ = [

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
+from tandem.net.transport import VrrpTransport
 from tandem.vrrp import packet
 from tandem.vrrp.machine import VrrpMachine
 from tandem.vrrp.types import (
@@ -44,20 +46,12 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-class Transport(Protocol):
-    local_address: IPv4Address
-
-    def send(self, payload: bytes, dst: IPv4Address) -> None: ...
-
-    async def recv(self) -> object: ...
-
-
 class VipControl(Protocol):
-    def add(self, vips: Sequence[object]) -> None: ...
+    def add(self, vips: Sequence[IPv4Interface]) -> None: ...
 
-    def remove(self, vips: Sequence[object]) -> None: ...
+    def remove(self, vips: Sequence[IPv4Interface]) -> None: ...
 
-    def gratuitous_arp(self, vips: Sequence[object]) -> None: ...
+    def gratuitous_arp(self, vips: Sequence[IPv4Interface], count: int = 1) -> None: ...
 
 
 class Notifier(Protocol):
@@ -77,13 +71,21 @@ MISMATCH_HINTS: dict[DropReason, str] = {
 }
 
 
+# Keys that senders choose (their address) are kept in bounded tables: a flood of spoofed
+# sources must not grow memory, only evict the oldest entries.
+MAX_TRACKED_SOURCES = 64
+TRANSITION_HISTORY = 100  # recent transitions kept for status; counters keep the totals
+
+
 @dataclass(slots=True)
 class RateLimitedLog:
     """Logs a repeated peer problem once per key per period, counting what it held back."""
 
     period: float = 10.0
     clock: Clock = time.monotonic
-    _last: dict[str, float] = field(default_factory=dict)
+    logger: logging.Logger = log
+    max_keys: int = MAX_TRACKED_SOURCES
+    _last: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _held: dict[str, int] = field(default_factory=dict)
 
     def warning(self, key: str, msg: str, *args: object) -> None:
@@ -94,23 +96,43 @@ class RateLimitedLog:
             return
         held = self._held.pop(key, 0)
         self._last[key] = now
+        self._last.move_to_end(key)
+        while len(self._last) > self.max_keys:
+            oldest, _ = self._last.popitem(last=False)
+            self._held.pop(oldest, None)
         suffix = f" (+{held} similar suppressed)" if held else ""
-        log.warning(msg + suffix, *args)
+        self.logger.warning(msg + suffix, *args)
 
 
 @dataclass(slots=True)
 class DriverStats:
-    """What the driver has seen and done, for status, metrics and tests."""
+    """What the driver has seen and done, for status, metrics and tests.
+
+    Everything here is bounded, however long the node runs and whatever peers send:
+    `transitions` keeps the recent history, `transition_counts` the totals by reason.
+    """
 
     adverts_sent: int = 0
     adverts_received: int = 0
     drops: dict[str, int] = field(default_factory=dict)
-    transitions: list[Transition] = field(default_factory=list)
+    transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=TRANSITION_HISTORY))
+    transition_counts: dict[str, int] = field(default_factory=dict)
     # Peers whose adverts we reject, by address: the classic cause of two MASTERs, by name.
-    mismatched_peers: dict[str, str] = field(default_factory=dict)
+    mismatched_peers: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def drop(self, reason: DropReason) -> None:
         self.drops[reason.value] = self.drops.get(reason.value, 0) + 1
+
+    def transition(self, t: Transition) -> None:
+        self.transitions.append(t)
+        self.transition_counts[t.reason.value] = self.transition_counts.get(t.reason.value, 0) + 1
+
+    def mismatch(self, src: IPv4Address, reason: DropReason) -> None:
+        key = str(src)
+        self.mismatched_peers[key] = reason.value
+        self.mismatched_peers.move_to_end(key)
+        while len(self.mismatched_peers) > MAX_TRACKED_SOURCES:
+            self.mismatched_peers.popitem(last=False)
 
 
 class VrrpDriver:
@@ -119,7 +141,7 @@ class VrrpDriver:
     def __init__(
         self,
         config: InstanceConfig,
-        transport: Transport,
+        transport: VrrpTransport,
         *,
         vips: VipControl | None = None,
         notifier: Notifier | None = None,
@@ -196,7 +218,7 @@ class VrrpDriver:
             if isinstance(got, Drop):
                 self._count_drop(got.reason, None, got.detail)
                 continue
-            header, payload = got.header, got.payload  # type: ignore[attr-defined]
+            header, payload = got.header, got.payload
             decoded = packet.decode(payload, header.src, header.dst)
             if isinstance(decoded, Drop):
                 self._count_drop(decoded.reason, header.src, decoded.detail)
@@ -228,7 +250,7 @@ class VrrpDriver:
                 self.vips.remove(action.vips)
         elif isinstance(action, GratuitousArp):
             if self.vips is not None and action.vips:
-                self.vips.gratuitous_arp(action.vips)
+                self.vips.gratuitous_arp(action.vips, action.count)
         elif isinstance(action, Transition):
             self._transition(action)
         elif isinstance(action, Dropped):
@@ -249,7 +271,7 @@ class VrrpDriver:
                     )
 
     def _transition(self, t: Transition) -> None:
-        self.stats.transitions.append(t)
+        self.stats.transition(t)
         detail = f": {t.detail}" if t.detail else ""
         log.info(
             "%s: %s -> %s (%s%s) priority %d",
@@ -270,9 +292,18 @@ class VrrpDriver:
         self.stats.drop(reason)
         if reason in (DropReason.UNKNOWN_VRID, DropReason.OWN_ADVERT):
             return  # keepalived ignores these silently too
+        if reason is DropReason.UNKNOWN_SOURCE:
+            # One key for all strangers: spoofing many sources cannot multiply the log lines.
+            self._drop_log.warning(
+                "unknown_source",
+                "%s: dropped advert from %s: not a configured unicast peer",
+                self.config.name,
+                src,
+            )
+            return
         hint = MISMATCH_HINTS.get(reason)
         if hint is not None and src is not None:
-            self.stats.mismatched_peers[str(src)] = reason.value
+            self.stats.mismatch(src, reason)
             self._drop_log.warning(
                 f"mismatch:{reason.value}:{src}",
                 "%s: rejecting adverts from %s (%s %s): both nodes will act as MASTER; %s",

@@ -7,14 +7,15 @@ resource is entered on the caller's exit stack and released in reverse order on 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Interface
 from typing import Any, Literal
 
 from tandem.hooks import NotifyConfig, NotifyRunner
 from tandem.net.driver import VrrpDriver
 from tandem.net.raw import RawTransport
 from tandem.net.udp import UdpTransport
-from tandem.net.vip import VipManager
+from tandem.net.vip import VipManager, VipPlacement
 from tandem.vrrp.types import InstanceConfig, Transition
 
 
@@ -28,8 +29,13 @@ async def open_instance(
     notify: NotifyConfig,
     manage_vips: bool = True,
     on_transition: Callable[[Transition], None] | None = None,
+    vip_placements: Mapping[IPv4Interface, VipPlacement] | None = None,
 ) -> VrrpDriver:
-    """A ready driver for `config`; raw protocol 112 on `interface`, or UDP on `udp_port`."""
+    """A ready driver for `config`; raw protocol 112 on `interface`, or UDP on `udp_port`.
+
+    `vip_placements` puts single VIPs on another interface, or with a label, broadcast or
+    scope (keepalived's virtual_ipaddress options); the others go on `interface`.
+    """
     if transport == "udp":
         peers = [(str(p), udp_port) for p in config.unicast_peers]
         wire: Any = UdpTransport(
@@ -44,7 +50,7 @@ async def open_instance(
         )
     wire = await stack.enter_async_context(wire)
     vips = (
-        stack.enter_context(VipManager(interface))
+        stack.enter_context(VipManager(interface, placements=vip_placements))
         if manage_vips and config.vips and interface
         else None
     )

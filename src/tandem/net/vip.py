@@ -7,8 +7,9 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from types import TracebackType
 from typing import Any, Self
@@ -97,32 +98,61 @@ def send_gratuitous_arp(
         announcer.close()
 
 
-class VipManager:
-    """Adds and removes virtual IPs on one interface; idempotent, like keepalived's netlink calls.
+@dataclass(frozen=True, slots=True)
+class VipPlacement:
+    """Where and how one VIP is added: keepalived's `dev`, `label`, `brd` and `scope`."""
 
-    Calls are synchronous and take well under a millisecond, so the VRRP driver can keep its
-    action order (VIPs, then ARP, then hooks) without awaiting. pyroute2's sync IPRoute cannot
-    run inside a running asyncio loop, so it lives on one private worker thread. That thread is
-    started by `open()`, so it inherits the network namespace the caller is in at that moment.
-    With `remove_on_close`, addresses this manager added are removed again on close, so a
-    crashed test or a stopped node does not leave a VIP behind.
+    interface: str
+    label: str | None = None
+    broadcast: IPv4Address | None = None
+    scope: int | None = None
+
+
+class VipManager:
+    """Adds and removes virtual IPs; idempotent, like keepalived's netlink calls.
+
+    VIPs go on `interface` unless `placements` puts one elsewhere (keepalived's
+    `virtual_ipaddress { ADDR dev IF label L brd B scope S }`); its gratuitous ARPs go out on
+    the interface that carries it. Calls are synchronous and take well under a millisecond, so
+    the VRRP driver can keep its action order (VIPs, then ARP, then hooks) without awaiting.
+    pyroute2's sync IPRoute cannot run inside a running asyncio loop, so it lives on one
+    private worker thread. That thread is started by `open()`, so it inherits the network
+    namespace the caller is in at that moment. With `remove_on_close`, addresses this manager
+    added are removed again on close, so a crashed test or a stopped node does not leave a
+    VIP behind.
     """
 
-    def __init__(self, interface: str, label: str | None = None, remove_on_close: bool = True):
+    def __init__(
+        self,
+        interface: str,
+        label: str | None = None,
+        remove_on_close: bool = True,
+        placements: Mapping[IPv4Interface, VipPlacement] | None = None,
+    ):
         self.interface = interface
         self.label = label
         self.remove_on_close = remove_on_close
+        self._default = VipPlacement(interface, label)
+        self._placements = dict(placements or {})
         self._executor: ThreadPoolExecutor | None = None
         self._ipr: IPRoute | None = None
-        self._ifindex = 0
+        self._ifindex: dict[str, int] = {}
         self._added: set[IPv4Interface] = set()
-        self._announcer: ArpAnnouncer | None = None
+        self._announcers: dict[str, ArpAnnouncer] = {}
         self._lock = threading.Lock()
 
     @property
     def added(self) -> frozenset[IPv4Interface]:
         """Addresses this manager added and has not removed since."""
         return frozenset(self._added)
+
+    @property
+    def interfaces(self) -> frozenset[str]:
+        """Every interface a VIP of this manager may go on."""
+        return frozenset({self.interface, *(p.interface for p in self._placements.values())})
+
+    def placement(self, vip: IPv4Interface) -> VipPlacement:
+        return self._placements.get(vip, self._default)
 
     def open(self) -> Self:
         if self._executor is not None:
@@ -134,24 +164,26 @@ class VipManager:
             executor.shutdown(wait=True)
             raise
         self._executor = executor
-        try:
-            self._announcer = ArpAnnouncer(self.interface)
-        except TransportError as exc:
-            log.warning("no gratuitous ARP on %s: %s", self.interface, exc)
-            self._announcer = None
+        for name in sorted(self.interfaces):
+            try:
+                self._announcers[name] = ArpAnnouncer(name)
+            except TransportError as exc:
+                log.warning("no gratuitous ARP on %s: %s", name, exc)
         return self
 
-    def _open_netlink(self) -> tuple[IPRoute, int]:
+    def _open_netlink(self) -> tuple[IPRoute, dict[str, int]]:
         ipr = IPRoute()
+        indexes: dict[str, int] = {}
         try:
-            found = ipr.link_lookup(ifname=self.interface)
+            for name in sorted(self.interfaces):
+                found = ipr.link_lookup(ifname=name)
+                if not found:
+                    raise TransportError(f"no interface {name!r} for virtual IPs")
+                indexes[name] = int(found[0])
         except BaseException:
             ipr.close()
             raise
-        if not found:
-            ipr.close()
-            raise TransportError(f"no interface {self.interface!r} for virtual IPs")
-        return ipr, int(found[0])
+        return ipr, indexes
 
     def close(self) -> None:
         if self._executor is None:
@@ -166,9 +198,9 @@ class VipManager:
             self._executor.shutdown(wait=True)
             self._executor = None
             self._ipr = None
-            if self._announcer is not None:
-                self._announcer.close()
-                self._announcer = None
+            for announcer in self._announcers.values():
+                announcer.close()
+            self._announcers.clear()
 
     def __enter__(self) -> Self:
         return self.open()
@@ -184,41 +216,55 @@ class VipManager:
     def add(self, vips: Sequence[IPv4Interface]) -> None:
         for vip in vips:
             if self._change("add", vip, already=errno.EEXIST):
-                log.debug("VIP %s already on %s", vip, self.interface)
+                log.debug("VIP %s already on %s", vip, self.placement(vip).interface)
             self._added.add(vip)
 
     def remove(self, vips: Sequence[IPv4Interface]) -> None:
         for vip in vips:
             if self._change("del", vip, already=errno.EADDRNOTAVAIL):
-                log.debug("VIP %s already absent from %s", vip, self.interface)
+                log.debug("VIP %s already absent from %s", vip, self.placement(vip).interface)
             self._added.discard(vip)
 
     def gratuitous_arp(self, vips: Sequence[IPv4Interface], count: int = 1) -> None:
-        """Announce the VIPs; a failure is logged, as a missed ARP must not stop a failover."""
-        if self._announcer is not None:
-            self._announcer.announce(vips, count)
+        """Announce each VIP on its own interface; a failure is logged, never raised, as a
+        missed ARP must not stop a failover."""
+        by_interface: dict[str, list[IPv4Interface]] = {}
+        for vip in vips:
+            by_interface.setdefault(self.placement(vip).interface, []).append(vip)
+        for name, group in by_interface.items():
+            announcer = self._announcers.get(name)
+            if announcer is not None:
+                announcer.announce(group, count)
+
+    def _request(self, vip: IPv4Interface) -> dict[str, Any]:
+        placement = self.placement(vip)
+        request: dict[str, Any] = {
+            "index": self._ifindex[placement.interface],
+            "address": str(vip.ip),
+            "prefixlen": vip.network.prefixlen,
+        }
+        if placement.label is not None:
+            request["label"] = placement.label
+        if placement.broadcast is not None:
+            request["broadcast"] = str(placement.broadcast)
+        if placement.scope is not None:
+            request["scope"] = placement.scope
+        return request
 
     def _change(self, command: str, vip: IPv4Interface, already: int) -> bool:
         """Apply one change; True if it was already in effect (not an error: idempotent)."""
         if self._executor is None:
             self.open()
         assert self._executor is not None
-        request: dict[str, Any] = {
-            "index": self._ifindex,
-            "address": str(vip.ip),
-            "prefixlen": vip.network.prefixlen,
-        }
-        if self.label is not None:
-            request["label"] = self.label
+        request = self._request(vip)
         with self._lock:
             try:
                 self._executor.submit(self._netlink_addr, command, request).result()
             except NetlinkError as exc:
                 if exc.code == already:
                     return True
-                raise TransportError(
-                    f"cannot {command} VIP {vip} on {self.interface}: {exc}"
-                ) from exc
+                where = self.placement(vip).interface
+                raise TransportError(f"cannot {command} VIP {vip} on {where}: {exc}") from exc
         return False
 
     def _netlink_addr(self, command: str, request: dict[str, Any]) -> None:

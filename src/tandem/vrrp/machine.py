@@ -24,6 +24,7 @@ from tandem.vrrp.types import (
     RemoveVips,
     Resign,
     SendAdvert,
+    SourceCheck,
     Start,
     State,
     Stop,
@@ -31,13 +32,12 @@ from tandem.vrrp.types import (
     Transition,
 )
 
-__all__ = ["GARP_MASTER_DELAY", "VrrpMachine", "master_down_interval", "skew_time"]
+__all__ = ["VrrpMachine", "master_down_interval", "skew_time"]
 
 logger = logging.getLogger(__name__)
 
 RESIGN_PRIORITY = 0  # RFC 3768 §5.3.4: "stop participating", the backup takes over after skew
 FAULT_RESIGN_COUNT = 2  # keepalived sends two priority-0 adverts on MASTER -> FAULT
-GARP_MASTER_DELAY = 5.0  # keepalived's garp_master_delay: repeat the ARPs once switches settled
 
 
 def skew_time(version: int, priority: int, master_adver_int: float) -> float:
@@ -181,13 +181,19 @@ class VrrpMachine:
         self._master_address = config.local_address
         self._down_at = None
         self._advert_at = now + config.advert_interval
-        self._garp_at = now + GARP_MASTER_DELAY
         return [
             SendAdvert(self.effective_priority, config.advert_interval),
             AddVips(config.vips),
-            GratuitousArp(config.vips),
+            self._garp_burst(now),
             self._transition(State.MASTER, reason, detail),
         ]
+
+    def _garp_burst(self, now: float) -> GratuitousArp:
+        """keepalived's garp_master_repeat ARPs now, and as many again garp_master_delay later
+        (the second burst reaches switches that were still learning during the first)."""
+        delay = self._config.garp_master_delay
+        self._garp_at = now + delay if delay > 0 else None
+        return GratuitousArp(self._config.vips, self._config.garp_master_repeat)
 
     def _resign_and_leave(
         self, new: State, reason: Reason, adverts: int, detail: str = ""
@@ -252,7 +258,7 @@ class VrrpMachine:
             scheduled = self._advert_at + self._config.advert_interval
             self._advert_at = scheduled if scheduled > now else now + self._config.advert_interval
         if self._garp_at is not None and now >= self._garp_at:
-            actions.append(GratuitousArp(self._config.vips))
+            actions.append(GratuitousArp(self._config.vips, self._config.garp_master_repeat))
             self._garp_at = None
         return actions
 
@@ -304,6 +310,11 @@ class VrrpMachine:
             return Drop(DropReason.NOT_LISTENING, f"instance is {self._state}")
         if event.src == config.local_address:
             return Drop(DropReason.OWN_ADVERT, "looped back")
+        if config.source_check is SourceCheck.PEERS_ONLY:
+            # Tandem's rule: nothing from a stranger is looked at, not even its password.
+            unknown = self._unknown_source(event)
+            if unknown is not None:
+                return unknown
         if event.multicast and event.ttl != VRRP_TTL:
             # RFC 3768 §7.1: only multicast must arrive with TTL 255; keepalived lets unicast pass.
             return Drop(DropReason.BAD_TTL, f"TTL {event.ttl}")
@@ -337,7 +348,17 @@ class VrrpMachine:
         if set(advert.addresses) != {vip.ip for vip in config.vips}:
             theirs = ",".join(str(a) for a in advert.addresses)
             return Drop(DropReason.VIP_MISMATCH, f"addresses {theirs}")
+        if config.source_check is SourceCheck.KEEPALIVED:
+            # keepalived's check_unicast_src sits here, inside the address checks it skips.
+            return self._unknown_source(event)
         return None
+
+    def _unknown_source(self, event: AdvertIn) -> Drop | None:
+        """A unicast instance's sender must be one of its peers; multicast has no such list."""
+        peers = self._config.unicast_peers
+        if not peers or event.src in peers:
+            return None
+        return Drop(DropReason.UNKNOWN_SOURCE, f"{event.src} is not a unicast peer")
 
     def _backup_receive(self, event: AdvertIn, now: float) -> list[Action]:
         advert = event.advert
@@ -383,8 +404,10 @@ class VrrpMachine:
             advert.priority == ours and event.src < config.local_address
         )
         if we_win:
+            # keepalived: advert and ARPs again (garp_lower_prio_repeat/_delay default to the
+            # garp_master_* values), so the stray master's neighbours learn where the VIPs are.
             self._advert_at = now + config.advert_interval
-            return [SendAdvert(ours, config.advert_interval), GratuitousArp(config.vips)]
+            return [SendAdvert(ours, config.advert_interval), self._garp_burst(now)]
         reason = Reason.HIGHER_PRIORITY_ADVERT if advert.priority > ours else Reason.TIE_BREAK_LOST
         self._master_address = event.src
         if advert.version == 3 and advert.interval > 0:

@@ -42,6 +42,22 @@ class DropReason(StrEnum):
     VIP_MISMATCH = "vip_mismatch"
     NOT_LISTENING = "not_listening"  # instance in INIT or FAULT ignores every advert
     OWN_ADVERT = "own_advert"  # looped-back multicast from ourselves
+    UNKNOWN_SOURCE = "unknown_source"  # unicast mode: the sender is not a configured peer
+
+
+class SourceCheck(StrEnum):
+    """Which senders a unicast instance listens to (no effect without unicast peers).
+
+    PEERS_ONLY is Tandem's own rule: an advert from anyone but a configured peer is dropped
+    before any other check looks at it. KEEPALIVED is keepalived's `check_unicast_src`, in
+    keepalived's place: after the address checks, and skipped with the address checks when
+    `vrrp_skip_check_adv_addr` sees the master already accepted. OFF is keepalived's default:
+    the source is not checked, any sender with a matching advert is believed.
+    """
+
+    PEERS_ONLY = "peers_only"
+    KEEPALIVED = "keepalived"
+    OFF = "off"
 
 
 class Reason(StrEnum):
@@ -116,6 +132,9 @@ class InstanceConfig:
     auth_pass: bytes | None = None  # v2 PASS; None = no authentication
     skip_check_adv_addr: bool = False
     unicast_peers: tuple[IPv4Address, ...] = ()  # empty = multicast 224.0.0.18
+    source_check: SourceCheck = SourceCheck.PEERS_ONLY
+    garp_master_delay: float = 5.0  # keepalived's default; 0 = no second burst
+    garp_master_repeat: int = 5  # gratuitous ARPs per VIP in each burst, as keepalived
 
 
 # ---- events (driver -> machine) ----
@@ -190,7 +209,10 @@ class RemoveVips:
 
 @dataclass(frozen=True, slots=True)
 class GratuitousArp:
+    """One burst: `count` announcements per VIP, back to back."""
+
     vips: tuple[IPv4Interface, ...]
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Credentials and keys: users, tokens, derived keys, certificates."""
