@@ -14,8 +14,10 @@ context, so none is a throttled background tab). Real headless Chromium (Debian'
   used, which unlike wall time does not grow when other processes hold the cores.
 * **first paint ms**, **tags visible ms**: since navigation start; "visible" is the first
   tag row with a value in the DOM (a MutationObserver installed before the page loads).
-* **hub CPU %**: the master's process (utime + stime from /proc) over the window, in % of one
-  core; per viewer = (with pages - without) / pages.
+* **hub CPU %**: the master's hub process (utime + stime from /proc) over the window, in %
+  of one core; per viewer = (with pages - without) / pages. An HA node runs VRRP and the HA
+  core in a warden process and the hub (API included) in a child process; the warden's CPU
+  is recorded in the JSON too.
 * **advert gaps**: the master also sends its adverts to a listener on 127.0.0.9 (kernel
   receive timestamps); the longest gap between two adverts in the window, and how many gaps
   exceeded 1.5 x the advert interval.
@@ -194,27 +196,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def hub_process(node_pid: int) -> int:
+    """The process that serves the API: an HA node's hub child (tandem.ha.hubproc), or the node."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if ppid == node_pid and b"tandem.ha.hubproc" in cmdline:
+            return int(entry.name)
+    return node_pid
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     pages: int
-    hub_cpu_pct: float
+    hub_cpu_pct: float  # the hub process: API, live view, pollers, outbox, publisher
+    warden_cpu_pct: float | None  # VRRP and the HA core, when they run in a process of their own
     page_busy_pct: list[float]  # TaskDuration
     page_cpu_pct: list[float]  # ThreadTime
     adverts: AdvertGaps
 
 
 async def measure(
-    pages: list[OpenPage], pid: int, listener: AdvertListener, src: str, seconds: float
+    pages: list[OpenPage], node_pid: int, listener: AdvertListener, src: str, seconds: float
 ) -> Window:
+    hub = hub_process(node_pid)
+    pids = [hub] if hub == node_pid else [hub, node_pid]
     tasks0 = [await p.task_seconds() for p in pages]
-    cpu0, wall0, t0 = cpu_seconds(pid), time.monotonic(), time.time()
+    cpu0, wall0, t0 = [cpu_seconds(p) for p in pids], time.monotonic(), time.time()
     await asyncio.sleep(seconds)
-    cpu1, wall1, t1 = cpu_seconds(pid), time.monotonic(), time.time()
+    cpu1, wall1, t1 = [cpu_seconds(p) for p in pids], time.monotonic(), time.time()
     tasks1 = [await p.task_seconds() for p in pages]
     pairs = list(zip(tasks0, tasks1, strict=True))
+    pct = [round(100 * (b - a) / (wall1 - wall0), 1) for a, b in zip(cpu0, cpu1, strict=True)]
     return Window(
         pages=len(pages),
-        hub_cpu_pct=round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
+        hub_cpu_pct=pct[0],
+        warden_cpu_pct=pct[1] if len(pct) > 1 else None,
         page_busy_pct=[round(100 * (b[0] - a[0]) / (b[2] - a[2]), 1) for a, b in pairs],
         page_cpu_pct=[round(100 * (b[1] - a[1]) / (b[2] - a[2]), 1) for a, b in pairs],
         adverts=advert_gaps(listener.between(src, t0, t1), ADVERT_INTERVAL_S),
@@ -290,6 +312,7 @@ def summarize(
         "hub_cpu_pct_3_pages": three.hub_cpu_pct,
         "hub_cpu_per_viewer_1": round(one.hub_cpu_pct - idle.hub_cpu_pct, 1),
         "hub_cpu_per_viewer_3": round((three.hub_cpu_pct - idle.hub_cpu_pct) / 3, 1),
+        "warden_cpu_pct": [w.warden_cpu_pct for w in windows],
         "adverts": {str(w.pages): asdict(w.adverts) for w in windows},
         "master_kept_role": still_master,
         "page_errors": errors,
