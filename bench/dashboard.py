@@ -158,6 +158,7 @@ class OpenPage:
     first_paint_ms: float | None = None
     tags_visible_ms: float | None = None
     errors: list[str] = field(default_factory=list)
+    requests: list[list[Any]] = field(default_factory=list)  # [path, start ms, end ms]
 
     async def task_seconds(self) -> tuple[float, float, float]:
         """(TaskDuration, ThreadTime, Timestamp) of the page's main thread, in seconds.
@@ -185,6 +186,11 @@ async def open_page(browser: Browser, url: str, timeout_s: float = 30.0) -> Open
         "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime ?? null"
     )
     opened.first_paint_ms = None if paint is None else round(paint, 1)
+    opened.requests = await page.evaluate(
+        """() => performance.getEntriesByType("resource").map((e) => [
+            e.name.replace(location.origin, ""), Math.round(e.startTime), Math.round(e.responseEnd),
+        ])"""
+    )
     return opened
 
 
@@ -219,17 +225,35 @@ class Window:
     page_busy_pct: list[float]  # TaskDuration
     page_cpu_pct: list[float]  # ThreadTime
     adverts: AdvertGaps
+    overruns: int  # polls the master's hub missed during the window
+
+
+@dataclass(frozen=True, slots=True)
+class Master:
+    """The node measured: its process, its advert source address, and its API."""
+
+    pid: int
+    address: str
+    cluster: DemoCluster
+    name: str
+
+    async def overruns(self) -> int:
+        """Polls the master's groups have missed so far: the hub falling behind shows here."""
+        status = (await self.cluster.refresh()).get(self.name) or {}
+        return sum(g["overruns"] for d in status.get("devices", []) for g in d["groups"])
 
 
 async def measure(
-    pages: list[OpenPage], node_pid: int, listener: AdvertListener, src: str, seconds: float
+    pages: list[OpenPage], master: Master, listener: AdvertListener, seconds: float
 ) -> Window:
-    hub = hub_process(node_pid)
-    pids = [hub] if hub == node_pid else [hub, node_pid]
+    hub = hub_process(master.pid)
+    pids = [hub] if hub == master.pid else [hub, master.pid]
     tasks0 = [await p.task_seconds() for p in pages]
+    overruns0 = await master.overruns()
     cpu0, wall0, t0 = [cpu_seconds(p) for p in pids], time.monotonic(), time.time()
     await asyncio.sleep(seconds)
     cpu1, wall1, t1 = [cpu_seconds(p) for p in pids], time.monotonic(), time.time()
+    overruns1 = await master.overruns()
     tasks1 = [await p.task_seconds() for p in pages]
     pairs = list(zip(tasks0, tasks1, strict=True))
     pct = [round(100 * (b - a) / (wall1 - wall0), 1) for a, b in zip(cpu0, cpu1, strict=True)]
@@ -239,7 +263,8 @@ async def measure(
         warden_cpu_pct=pct[1] if len(pct) > 1 else None,
         page_busy_pct=[round(100 * (b[0] - a[0]) / (b[2] - a[2]), 1) for a, b in pairs],
         page_cpu_pct=[round(100 * (b[1] - a[1]) / (b[2] - a[2]), 1) for a, b in pairs],
-        adverts=advert_gaps(listener.between(src, t0, t1), ADVERT_INTERVAL_S),
+        adverts=advert_gaps(listener.between(master.address, t0, t1), ADVERT_INTERVAL_S),
+        overruns=overruns1 - overruns0,
     )
 
 
@@ -272,26 +297,27 @@ async def run_case(browser: Browser, tags: int, args: argparse.Namespace) -> dic
     vrrp_port = shared_udp_port(("127.0.0.2", "127.0.0.3", LISTENER))
     with AdvertListener(vrrp_port) as listener:
         async with running_pair(tags, args.standby, vrrp_port) as cluster:
-            master = cluster.master()
-            assert master is not None
-            pid = cluster.nodes[master].pid
+            name = cluster.master()
+            assert name is not None and cluster.specs is not None
+            pid = cluster.nodes[name].pid
             assert pid is not None
-            src = next(s.address for s in cluster.specs or () if s.name == master)
-            url = cluster.url(master) + "/"
+            address = next(s.address for s in cluster.specs if s.name == name)
+            master = Master(pid, address, cluster, name)
+            url = cluster.url(name) + "/"
             await asyncio.sleep(args.settle)
-            windows = [await measure([], pid, listener, src, args.window)]
+            windows = [await measure([], master, listener, args.window)]
             pages = [await open_page(browser, url)]
             await asyncio.sleep(args.settle)
-            windows.append(await measure(pages, pid, listener, src, args.window))
+            windows.append(await measure(pages, master, listener, args.window))
             pages += [await open_page(browser, url) for _ in range(2)]
             await asyncio.sleep(args.settle)
-            windows.append(await measure(pages, pid, listener, src, args.window))
+            windows.append(await measure(pages, master, listener, args.window))
             errors = [e for p in pages for e in p.errors]
             first = pages[0]
             for p in pages:
                 await p.context.close()
             await cluster.refresh()
-            still_master = cluster.master() == master
+            still_master = cluster.master() == name
     return summarize(tags, windows, first, errors, still_master)
 
 
@@ -314,6 +340,8 @@ def summarize(
         "hub_cpu_per_viewer_3": round((three.hub_cpu_pct - idle.hub_cpu_pct) / 3, 1),
         "warden_cpu_pct": [w.warden_cpu_pct for w in windows],
         "adverts": {str(w.pages): asdict(w.adverts) for w in windows},
+        "overruns": {str(w.pages): w.overruns for w in windows},
+        "first_page_requests": first.requests,
         "master_kept_role": still_master,
         "page_errors": errors,
     }
@@ -324,7 +352,7 @@ def summarize(
 COLUMNS = (
     "tags", "page busy %", "page CPU %", "first paint ms", "tags visible ms", "hub CPU % idle",
     "hub CPU +%/viewer (1 page)", "hub CPU +%/viewer (3 pages)",
-    "advert max gap ms (0/1/3 pages)", "gaps > 1.5x (0/1/3)",
+    "advert max gap ms (0/1/3 pages)", "gaps > 1.5x (0/1/3)", "hub overruns (0/1/3)",
 )  # fmt: skip
 
 
@@ -346,6 +374,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
                     "-" if a["max_gap_ms"] is None else f"{a['max_gap_ms']:.0f}" for a in adverts
                 ),
                 " / ".join(str(a["late"]) for a in adverts),
+                " / ".join(str(r["overruns"][k]) for k in ("0", "1", "3")),
             ]
         )
     return rows

@@ -37,10 +37,11 @@ def test_table_rows_one_row_per_tag_count_gaps_per_window() -> None:
         "hub_cpu_per_viewer_1": 0.5,
         "hub_cpu_per_viewer_3": 0.4,
         "adverts": {"0": window, "1": {**window, "max_gap_ms": 160.0, "late": 2}, "3": window},
+        "overruns": {"0": 0, "1": 0, "3": 4},
     }
     (row,) = table_rows([result])
     assert row[:4] == [1000, 4.5, 3.0, 300.0]
-    assert row[-2:] == ["104 / 160 / 104", "0 / 2 / 0"]
+    assert row[-3:] == ["104 / 160 / 104", "0 / 2 / 0", "0 / 0 / 4"]
 
 
 @pytest.mark.slow

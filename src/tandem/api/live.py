@@ -194,6 +194,7 @@ class LiveFeed:
         """A new configuration: forget groups that are gone, re-match every open view."""
         self.catalog = catalog
         self.history = RecentHistory(catalog)
+        catalog.warm()
         for stale in [k for k in self._latest if k not in catalog.by_group]:
             del self._latest[stale]
         for sub in self._subscribers.values():
@@ -381,6 +382,7 @@ class LiveFeed:
         """Row updates every LIVE_PERIOD_S, status and re-matching every STATUS_PERIOD_S."""
         ticks_per_status = max(1, round(STATUS_PERIOD_S / LIVE_PERIOD_S))
         n = 0
+        self.catalog.warm()
         while True:
             await asyncio.sleep(LIVE_PERIOD_S)
             n += 1
