@@ -329,3 +329,17 @@ async def test_feed_non_finite_float_sent_as_text_json_can_carry(value: float, s
     await events.aclose()
     assert [r["value"] for r in rows.data["rows"] if r["key"] == "plc1/fast/r0"] == [shown]
     assert live.page(TagQuery(search="plc1 r0")).rows[0].value == shown
+
+
+def test_history_reconfiguration_keeps_unchanged_groups() -> None:
+    before = RecentHistory(catalog(2))
+    before.record(sample("plc1", 1, {"r0": 1.0}))
+    before.record(sample("plc2", 1, {"r0": 2.0}))
+    # plc2 gains a tag; plc1 is as it was.
+    changed = TagCatalog(
+        [*catalog(2).entries, TagEntry("plc2", "fast", "extra")],
+        {("plc1", "fast"): 0.1, ("plc2", "fast"): 0.1},
+    )
+    after = RecentHistory(changed, previous=before)
+    assert after.series(("plc1", "fast"), "r0")[1] == [1.0]
+    assert after.series(("plc2", "fast"), "r0") == ([], [])

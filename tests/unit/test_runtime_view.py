@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tandem.api.live import TIMELINE_BACKLOG
-from tandem.api.view import HaInfo, HubView, LiveEvent
+from tandem.api.view import HaInfo, HubView, LiveEvent, TagQuery
 from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.errors import TandemError
 from tandem.hub.modbus import DeviceStatus, GroupStatus
@@ -428,3 +428,29 @@ async def test_hub_api_port_taken_fails_to_start_and_closes_outbox(tmp_path: Pat
                 pass
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         hub.outbox.peek(1)
+
+
+async def test_hub_live_view_pages_stored_samples_and_follows_reconfiguration(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(make_config(tmp_path), poller_factory=FakePoller, publisher_factory=FakePublisher)
+    async with hub:
+        plc1, plc2 = pollers(hub)
+        plc1.sample("fast", 3, {"t1": 10, "t2": 20}, {})
+        plc2.sample("slow", 3, {"t1": 1}, {"t2": 1001})
+        await settle()
+        page = hub.live.page(TagQuery(error="error"))
+        assert [(r.key, r.error) for r in page.rows] == [("plc2/slow/t2", 1001)]
+        assert hub.live.page(TagQuery()).catalog_total == 4
+
+        doc = make_config(tmp_path).model_dump(mode="json")
+        doc["devices"] = doc["devices"][:1]
+        await hub.reconfigure(TandemConfig.model_validate(doc))
+
+        after = hub.live.page(TagQuery())
+        assert (after.catalog_total, after.devices) == (2, ["plc1"])
+        assert [(r.key, r.value) for r in after.rows] == [
+            ("plc1/fast/t1", 10),
+            ("plc1/fast/t2", 20),
+        ]
+        assert {t.device for t in hub.tags()} == {"plc1"}

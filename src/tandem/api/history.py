@@ -57,7 +57,10 @@ class RecentHistory:
         *,
         window_s: float = HISTORY_WINDOW_S,
         budget_values: int = HISTORY_BUDGET_VALUES,
+        previous: RecentHistory | None = None,
     ) -> None:
+        """`previous`: the history before a reconfiguration; groups whose tags and resolution
+        are unchanged keep what they recorded."""
         self.window_s = window_s
         self._rings: dict[GroupKey, _GroupRing] = {}
         numeric = {key: catalog.numeric_tags(key) for key in catalog.by_group}
@@ -68,6 +71,14 @@ class RecentHistory:
             interval = catalog.intervals.get(key, 1.0)
             points = max(2, min(int(window_s / interval), budget_values // max(total, 1)))
             step_ms = max(int(interval * 1000), int(window_s * 1000 / points))
+            old = previous._rings.get(key) if previous is not None else None
+            if old is not None and (old.names, old.step_ms, old.rows.maxlen) == (
+                names,
+                step_ms,
+                points,
+            ):
+                self._rings[key] = old
+                continue
             self._rings[key] = _GroupRing(
                 names=names,
                 step_ms=step_ms,

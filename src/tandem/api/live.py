@@ -12,9 +12,9 @@ import asyncio
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from tandem.api.history import RecentHistory
 from tandem.api.tagindex import GroupKey, NameFilter, TagCatalog, TagEntry
@@ -41,10 +41,6 @@ TIMELINE_BACKLOG = 100
 MAX_TREND_TAGS = 8
 
 _NO_VALUE = object()
-
-
-class StatusSource(Protocol):
-    def __call__(self) -> Status: ...
 
 
 def tag_values(sample: Sample) -> list[TagValue]:
@@ -168,7 +164,7 @@ def _state(sample: Sample | None, tag: str) -> tuple[Any, int | None]:
 class LiveFeed:
     """Latest sample per group, recent history, and the live events of every open page."""
 
-    def __init__(self, status: StatusSource, catalog: TagCatalog | None = None) -> None:
+    def __init__(self, status: Callable[[], Status], catalog: TagCatalog | None = None) -> None:
         self._status = status
         self.catalog = catalog or TagCatalog([])
         self.history = RecentHistory(self.catalog)
@@ -193,7 +189,7 @@ class LiveFeed:
     def set_catalog(self, catalog: TagCatalog) -> None:
         """A new configuration: forget groups that are gone, re-match every open view."""
         self.catalog = catalog
-        self.history = RecentHistory(catalog)
+        self.history = RecentHistory(catalog, previous=self.history)
         catalog.warm()
         for stale in [k for k in self._latest if k not in catalog.by_group]:
             del self._latest[stale]
