@@ -14,10 +14,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic_core import to_jsonable_python
 
+from tandem.api.assets import StaticAssets
 from tandem.api.live_routes import live_router
 from tandem.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tandem.api.metrics import render_metrics
@@ -136,6 +136,7 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
         title=title, version="1", docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json"
     )
     streams = LiveStreams()
+    assets = StaticAssets(STATIC_DIR)
     app.state.view = view
     app.state.streams = streams
     # Every handler is `async def` on purpose: the view is read on the event loop thread that
@@ -181,11 +182,14 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
         return Response(render_metrics(view.status()), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
-    async def dashboard() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def dashboard(request: Request) -> Response:
+        return assets.response("index.html", request)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str, request: Request) -> Response:
+        return assets.response(name, request)
 
     app.include_router(live_router(view), prefix=API)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
