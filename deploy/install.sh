@@ -56,19 +56,26 @@ if [ ! -x "$PREFIX/.venv/bin/python" ]; then
 fi
 run "$PREFIX/.venv/bin/pip" install --quiet --upgrade "$SRC"
 run mkdir -p "$PREFIX/docs"
-run install -m 0644 "$SRC/docs/configuration.md" "$PREFIX/docs/configuration.md"
+for doc in configuration.md deployment.md; do
+    run install -m 0644 "$SRC/docs/$doc" "$PREFIX/docs/$doc"
+done
 
-# 3. Config: installed once, never overwritten; readable by the service, not by everyone
-#    (it holds the peer-link secret and broker password).
-run install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC"
+# 3. Config: installed once, never overwritten. Owned by the service and readable by nobody
+#    else: it holds the peer-link secret and the broker password, and the node rewrites it
+#    when a new config is PUT (the unit lets it write /etc/tandem and nothing else of /etc).
+#    An upgrade from an older layout (root:tandem 0640) gets the same ownership and modes.
+run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$ETC"
 if [ -e "$ETC/tandem.yaml" ]; then
     echo "$ETC/tandem.yaml exists, kept"
 else
-    run install -m 0640 -o root -g "$SERVICE_USER" "$SRC/deploy/tandem.yaml" "$ETC/tandem.yaml"
+    run install -m 0600 -o "$SERVICE_USER" -g "$SERVICE_USER" "$SRC/deploy/tandem.yaml" "$ETC/tandem.yaml"
 fi
+# Secret files (ha.secret_file, keys) beside it: 0600, the service's own.
+run chown -R "$SERVICE_USER:$SERVICE_USER" "$ETC"
+run chmod -R u=rwX,go= "$ETC"
 
-# 4. State directory for the outbox.
-run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
+# 4. State directory for the outbox, term and tokens (the unit's UMask=0077 keeps new files 0600).
+run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
 
 # 5. The unit: enable it, and restart it so an upgrade takes effect.
 run install -m 0644 "$SRC/deploy/tandem.service" "$UNIT_DIR/tandem.service"

@@ -176,6 +176,10 @@ def _status_rows(body: dict[str, Any]) -> dict[str, str]:
         "publish rate": f"{float(publisher.get('publish_rate', 0.0)):.1f} msg/s",
         "broker connected": "yes" if publisher.get("connected") else "no",
     }
+    if outbox.get("fault"):
+        rows["outbox"] = f"NOT WRITABLE: {outbox['fault']}"
+    if outbox.get("recovered_to"):
+        rows["outbox recovered"] = f"corrupt file moved to {outbox['recovered_to']}"
     vrrp = body.get("vrrp")
     if vrrp:
         rows["priority"] = f"{vrrp.get('priority', '?')} (base {vrrp.get('base_priority', '?')})"

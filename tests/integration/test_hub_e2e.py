@@ -179,12 +179,13 @@ MAX_REDELIVERIES = 20
 
 def drop_redeliveries(bodies: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The bodies with exact repeats of an earlier message removed, and how many there were."""
-    seen: set[tuple[str, int]] = set()
-    first: dict[tuple[str, int], dict[str, Any]] = {}
+    # (node, group, seq): seq counts per device and group, and group names repeat per device
+    seen: set[tuple[str, str, int]] = set()
+    first: dict[tuple[str, str, int], dict[str, Any]] = {}
     kept: list[dict[str, Any]] = []
     repeats = 0
     for body in bodies:
-        key = (body["group"], body["seq"])
+        key = (body["node"], body["group"], body["seq"])
         if key in seen:
             assert body == first[key], f"seq {key} arrived twice with different content"
             repeats += 1
@@ -478,7 +479,11 @@ async def test_hub_health_ok_and_metrics_carry_real_values(
         status = node.status()
         assert node.terminate() == 0
 
-    assert health == {"ok": True, "checks": {"loops": True, "devices": True, "broker": True}}
+    assert health == {
+        "ok": True,
+        "checks": {"loops": True, "devices": True, "broker": True, "outbox": True},
+        "reasons": {},
+    }
 
     def metric(name: str) -> float:
         match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
@@ -491,5 +496,8 @@ async def test_hub_health_ok_and_metrics_carry_real_values(
     assert metric("tandem_published_total") >= 20
     assert metric('tandem_group_polls_total{device="plc1",group="fast"}') >= 20
     assert metric("tandem_publisher_connected") == 1
+    assert metric("tandem_outbox_writable") == 1
+    assert metric("tandem_outbox_write_errors_total") == 0
+    assert metric("tandem_outbox_recovered_total") == 0
     assert metric("tandem_uptime_seconds") > 0
     assert status["role"] == "SINGLE" and status["term"] == 0

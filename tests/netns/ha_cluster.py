@@ -279,6 +279,7 @@ class AuditProcess:
         self.digests: list[str] = []  # parallel to the arrivals
         self.empties: list[bool] = []  # parallel to the arrivals: published without values
         self._offset = 0
+        self.unsigned = 0
 
     def start(self, timeout: float = 15.0) -> None:
         with self.log.open("ab") as out:
@@ -298,7 +299,9 @@ class AuditProcess:
             self._offset += complete
             for line in chunk[:complete].splitlines():
                 doc = json.loads(line)
-                if "slot" in doc:
+                if "slot" in doc and not doc.get("signed", True):
+                    self.unsigned += 1  # not the pair's (a test's forgery): not judged
+                elif "slot" in doc:
                     self.digests.append(doc.get("digest", ""))
                     self.empties.append(bool(doc.get("empty", False)))
                     self._cache.append(
@@ -337,7 +340,11 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
     import aiomqtt
 
     from tandem.ha.audit import parse_delivered
+    from tandem.ha.wire import Signer
+    from tandem.security.keys import broker_hmac_key
 
+    # A consumer that checks `sig`: only what the pair signed is judged.
+    signer = Signer(broker_hmac_key(SECRET), CLUSTER)
     with out.open("a", buffering=1) as sink:
         while True:
             try:
@@ -364,6 +371,7 @@ async def _audit_main(host: str, port: int, out: Path, client_id: str) -> None:
                             # Identical bytes again is a QoS 1 redelivery on some hop, not
                             # a second publish of the slot: the judge tells them apart.
                             "digest": hashlib.blake2b(payload, digest_size=8).hexdigest(),
+                            "signed": signer.data_valid(d) and d.source_node in (NODE_A, NODE_B),
                             # A poll that failed is published with errors and no values: the
                             # slot is there, its data is not.
                             "empty": not _values(bytes(payload)),

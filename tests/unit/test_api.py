@@ -168,7 +168,11 @@ async def test_health_all_checks_pass_returns_200() -> None:
     async with client_for(FakeView()) as client:
         response = await client.get("/api/v1/health")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "checks": {"outbox": True, "poller": True}}
+    assert response.json() == {
+        "ok": True,
+        "checks": {"outbox": True, "poller": True},
+        "reasons": {},
+    }
 
 
 async def test_health_failing_check_returns_503_with_body() -> None:

@@ -19,6 +19,7 @@ from tandem.ha.wire import (
 )
 from tandem.hub.model import Sample
 from tandem.hub.outbox import OutboxRow, encode_payload
+from tandem.hub.wire import body_of_message
 
 SIGNER = Signer(b"k" * 32, "line1")
 
@@ -43,7 +44,9 @@ def signed(term: int = 2, **kw: object) -> bytes:
     raw = payload(**kw)
     d = parse_data(raw)
     assert isinstance(d, DataIdentity)
-    row = OutboxRow(1, d.device, d.group, d.slot, d.seq, d.source_node, 1, raw)
+    body = body_of_message(raw)
+    assert body is not None
+    row = OutboxRow(1, d.device, d.group, d.slot, d.seq, d.source_node, 1, body)
     return wire_payload(
         row, term, SIGNER.data(d.device, d.group, d.slot, d.seq, term, d.source_node)
     )

@@ -15,6 +15,7 @@ from tandem.ha.wire import DataIdentity, Signer, parse_data
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttSettings
 from tandem.hub.outbox import OutboxRow, encode_payload
+from tandem.hub.wire import body_of_message
 
 KEY = "plc1/fast"
 INTERVAL = 0.1
@@ -48,7 +49,9 @@ def data(
         return raw
     d = parse_data(raw)
     assert isinstance(d, DataIdentity)
-    row = OutboxRow(1, d.device, d.group, d.slot, d.seq, d.source_node, 1, raw)
+    body = body_of_message(raw)
+    assert body is not None
+    row = OutboxRow(1, d.device, d.group, d.slot, d.seq, d.source_node, 1, body)
     return wire_payload(
         row, term, signer.data(d.device, d.group, d.slot, d.seq, term, d.source_node)
     )

@@ -7,10 +7,12 @@ import logging
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tandem.hub.model import Sample
-from tandem.hub.outbox import Outbox, OutboxRow, encode_payload
+from tandem.hub.outbox import Outbox, OutboxRow
+from tandem.hub.wire import encode_payload
 
 
 def make_sample(group: str = "g1", slot: int = 0, *, node: str = "plc1", n: int = 2) -> Sample:
@@ -38,7 +40,7 @@ def test_append_first_sample_gets_seq_one_and_payload_fields(db_path: Path) -> N
         rows = ob.peek(10)
     assert stamped.seq == 1
     assert len(rows) == 1
-    body = json.loads(rows[0].payload)
+    body = json.loads(rows[0].payload(5))
     assert body == {
         "timestamp": 1_700_000_000_042,
         "node": "plc1",
@@ -47,22 +49,62 @@ def test_append_first_sample_gets_seq_one_and_payload_fields(db_path: Path) -> N
         "errors": {"bad": 1002},
         "slot": 42,
         "seq": 1,
-        "term": 3,
+        "term": 5,  # the sender's term, not the one the sample was made with
         "source_node": "tandem-a",
     }
-    assert rows[0].payload == encode_payload(stamped)
-    assert b" " not in rows[0].payload  # compact separators
+    assert b" " not in rows[0].payload(0)  # compact separators
     assert (rows[0].node, rows[0].group, rows[0].slot, rows[0].seq) == ("plc1", "g1", 42, 1)
     assert rows[0].source_node == "tandem-a"
     assert rows[0].value_count == 2
+
+
+def test_outbox_row_payload_byte_identical_to_encoding_the_whole_message(db_path: Path) -> None:
+    with Outbox(db_path) as ob:
+        stamped = ob.append(make_sample(slot=7, n=5))
+        (row,) = ob.peek(1)
+    for term in (0, 3, 12345):
+        expected = orjson.dumps({**stamped.payload(), "term": term})
+        assert row.payload(term) == expected
+    assert row.payload(3) == encode_payload(stamped)
+    # the stored body is the message up to the identity fields, without its closing brace
+    assert list(json.loads(row.body + b"}")) == ["timestamp", "node", "group", "values", "errors"]
+
+
+def test_outbox_row_payload_with_sig_before_closing_brace(db_path: Path) -> None:
+    sig = "ab" * 32
+    with Outbox(db_path) as ob:
+        ob.append(make_sample(slot=1))
+        (row,) = ob.peek(1)
+    signed = row.payload(4, sig)
+    assert signed.endswith(b',"source_node":"tandem-a","sig":"' + sig.encode() + b'"}')
+    assert json.loads(signed)["sig"] == sig
+    assert signed.replace(b',"sig":"' + sig.encode() + b'"', b"") == row.payload(4)
 
 
 def test_append_seq_per_group_independent(db_path: Path) -> None:
     with Outbox(db_path) as ob:
         seqs = [ob.append(make_sample(g, s)).seq for s in range(3) for g in ("a", "b")]
         assert seqs == [1, 1, 2, 2, 3, 3]
-        assert ob.last_seq("a") == 3
-        assert ob.last_seq("unknown") == 0
+        assert ob.last_seq("a", "plc1") == 3
+        assert ob.last_seq("unknown", "plc1") == 0
+
+
+def test_append_same_group_name_on_two_devices_counts_seq_per_device(db_path: Path) -> None:
+    with Outbox(db_path) as ob:
+        out = ob.append_many(
+            [make_sample("fast", s, node=device) for s in range(3) for device in ("plc1", "plc2")]
+        )
+        assert [(s.node, s.seq) for s in out] == [
+            ("plc1", 1),
+            ("plc2", 1),
+            ("plc1", 2),
+            ("plc2", 2),
+            ("plc1", 3),
+            ("plc2", 3),
+        ]
+    with Outbox(db_path) as ob:  # and across a restart
+        assert ob.append(make_sample("fast", 3, node="plc2")).seq == 4
+        assert ob.last_seq("fast", "plc1") == 3
 
 
 def test_seq_after_reopen_continues(db_path: Path) -> None:
@@ -81,7 +123,7 @@ def test_seq_after_all_rows_acked_and_reopen_not_reset(db_path: Path) -> None:
         ob.ack(r.id for r in ob.peek(100))
         assert ob.depth() == 0
     with Outbox(db_path) as ob:
-        assert ob.last_seq("g1") == 4
+        assert ob.last_seq("g1", "plc1") == 4
         assert ob.append(make_sample(slot=9)).seq == 5
         # ids keep growing too, so id order stays append order
         assert ob.peek(1)[0].id > 4
@@ -186,6 +228,7 @@ def test_outbox_invalid_max_rows_rejected(db_path: Path) -> None:
 def test_outbox_full_synchronous_option_works(db_path: Path) -> None:
     with Outbox(db_path, synchronous="FULL") as ob:
         ob.append(make_sample())
+        assert ob._db is not None
         assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

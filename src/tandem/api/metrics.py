@@ -18,6 +18,13 @@ Metrics (all prefixed ``tandem_``; labels in braces):
 - ``tandem_group_last_slot{device,group}`` gauge: slot of the last poll.
 - ``tandem_outbox_depth`` gauge: samples committed but not yet acknowledged by the broker.
 - ``tandem_outbox_overflow_dropped_total`` counter: samples dropped because the outbox was full.
+- ``tandem_outbox_writable`` gauge: 0 from a failed outbox write (disk full, read-only data
+  dir) until a write succeeds again.
+- ``tandem_outbox_write_errors_total`` counter: outbox write transactions that failed.
+- ``tandem_outbox_retry_queue`` gauge: samples held in memory because they could not be
+  committed yet.
+- ``tandem_outbox_retry_dropped_total`` counter: samples dropped because that queue was full.
+- ``tandem_outbox_recovered_total`` counter: corrupt outbox files moved aside at start.
 - ``tandem_publisher_connected`` gauge: 1 while connected to the MQTT broker.
 - ``tandem_published_total`` counter: messages acknowledged by the broker (PUBACK).
 - ``tandem_publish_rate`` gauge: messages per second, as averaged by the runtime.
@@ -51,7 +58,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tandem.api.view import KNOWN_ROLES, Status
+from tandem.api.view import KNOWN_ROLES, OutboxInfo, Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -130,6 +137,7 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         "Samples dropped because the outbox was full",
         value=status.outbox.overflow_dropped,
     )
+    yield from outbox_storage_metrics(status.outbox)
 
     publisher = status.publisher
     yield GaugeMetricFamily(
@@ -160,6 +168,33 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         yield from ha_metrics(status)
     if status.vrrp:
         yield from vrrp_metrics(status.vrrp)
+
+
+def outbox_storage_metrics(outbox: OutboxInfo) -> Iterator[Metric]:
+    """Storage faults and recovery of the outbox."""
+    yield GaugeMetricFamily(
+        "tandem_outbox_writable",
+        "1 while outbox writes succeed",
+        value=1 if outbox.writable else 0,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_write_errors", "Outbox writes that failed", value=outbox.write_errors
+    )
+    yield GaugeMetricFamily(
+        "tandem_outbox_retry_queue",
+        "Samples held in memory, not committed yet",
+        value=outbox.retry_queue,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_retry_dropped",
+        "Samples dropped because the in-memory retry queue was full",
+        value=outbox.retry_dropped,
+    )
+    yield CounterMetricFamily(
+        "tandem_outbox_recovered",
+        "Corrupt outbox files moved aside at start",
+        value=outbox.recovered,
+    )
 
 
 PHASES = ("standby", "barrier", "quiet", "acquiring", "active", "revalidating", "handing_over")

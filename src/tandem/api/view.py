@@ -31,6 +31,8 @@ class Health(_Model):
 
     ok: bool
     checks: dict[str, bool] = Field(default_factory=dict)
+    # Why a failing check fails, in words, where the runtime knows more than true/false.
+    reasons: dict[str, str] = Field(default_factory=dict)
 
 
 class GroupInfo(_Model):
@@ -56,10 +58,18 @@ class DeviceInfo(_Model):
 
 
 class OutboxInfo(_Model):
-    """The durable queue between poller and publisher."""
+    """The durable queue between poller and publisher, and the health of its storage."""
 
     depth: int = 0
     overflow_dropped: int = 0
+    writable: bool = True  # false from a failed write until one succeeds
+    write_errors: int = 0  # failed write transactions since start
+    fault: str | None = None  # why writes fail, while they do
+    retry_queue: int = 0  # samples held in memory, not committed yet
+    retry_dropped: int = 0  # samples the full retry queue dropped
+    recovered: int = 0  # corrupt outbox files set aside at start (0 or 1)
+    recovered_to: str | None = None  # where the corrupt file went
+    recovered_reason: str | None = None
 
 
 class PublisherInfo(_Model):

@@ -162,8 +162,26 @@ class MqttConfig(_Model):
 
 
 class OutboxConfig(_Model):
+    """The on-disk buffer between poller and publisher (SQLite, WAL)."""
+
     max_rows: int = Field(default=1_000_000, ge=1)
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description=(
+            "normal: a committed sample survives a crash or kill of the process, the last"
+            " commits can be lost on power loss; full: survives power loss too, at the cost of"
+            " an fsync per commit (milliseconds on SD cards and eMMC)"
+        ),
+    )
+    retry_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "samples held in memory while the outbox cannot be written (disk full, read-only"
+            " data dir); past this the oldest are dropped and counted"
+        ),
+    )
 
 
 class VrrpSection(_Model):

@@ -224,7 +224,10 @@ class ConfigSync:
             response = await self._peer.get("/config")
             response.raise_for_status()
             transfer = check_transfer(response.json(), advertised_sha)
-            merged = with_shared(self.cfg, transfer.shared, f"config from {peer}")
+            # Validating thousands of tags takes a while: in a thread, the hub keeps polling.
+            merged = await asyncio.to_thread(
+                with_shared, self.cfg, transfer.shared, f"config from {peer}"
+            )
         except (httpx.HTTPError, OSError, ValueError) as exc:
             # Not counted as a rejection: the peer link may just be down for a moment.
             self._note_error(f"config fetch from {peer} failed: {exc}", timeline=False)
@@ -268,7 +271,7 @@ class ConfigSync:
         assert self.config_path is not None
         self._file_key = stat_key(self.config_path)
         try:
-            new = load_config(self.config_path)
+            new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config change rejected: %s", problem)
@@ -298,7 +301,9 @@ class ConfigSync:
             )
             return False
         async with self._lock:
-            merged = with_shared(self.cfg, shared_sections(new), str(self.config_path))
+            merged = await asyncio.to_thread(
+                with_shared, self.cfg, shared_sections(new), str(self.config_path)
+            )
             stamp = next_stamp(self.stamp, sha, at_least=self._peer_version)
             await self._apply(merged, stamp, f"from {source}")
             self._persist_version(stamp)
@@ -317,7 +322,7 @@ class ConfigSync:
                 [ConfigProblem("<request>", None, "", "this node has no config file")]
             )
         file = str(self.config_path)
-        new = load_config_text(text, file)
+        new = await asyncio.to_thread(load_config_text, text, file)
         problem = identity_problem(self.cfg, new, file)
         if problem is not None:
             raise ConfigError([problem])

@@ -494,16 +494,5 @@ def _refused(value: str | None, default: Refused) -> Refused:
 
 
 def wire_payload(row: OutboxRow, term: int, sig: str) -> bytes:
-    """The stored payload with our term and the signature in its tail."""
-    from tandem.ha.wire import TAIL
-
-    payload = row.payload
-    match = TAIL.search(payload[-400:])
-    if match is None:
-        return payload
-    base = len(payload) - len(payload[-400:])
-    start, end = match.span(3)
-    head = (
-        payload[: base + start] + str(term).encode() + payload[base + end : base + match.end(4) + 1]
-    )
-    return head + b',"sig":"' + sig.encode() + b'"}'
+    """The stored body with our term and the signature in its tail."""
+    return row.payload(term, sig)

@@ -29,12 +29,17 @@ class Sample:
     timestamp_ms: int
     values: dict[str, Value]
     errors: dict[str, int]
-    seq: int
+    seq: int  # per (device, group), given by the outbox when the sample is committed
     source_node: str = ""  # the Tandem node that collected it
+    # The fencing term a message is sent under. The outbox never stores it: the publishing node
+    # stamps its own term at send time (tandem.hub.wire), so this stays 0 on the data path.
     term: int = 0
 
     def payload(self) -> dict[str, Any]:
-        """Neuron's "values" format plus the fields that make delivery exact across failover."""
+        """Neuron's "values" format plus the fields that make delivery exact across failover.
+
+        The key order is the wire order; tandem.hub.wire writes the same object as bytes.
+        """
         return {
             "timestamp": self.timestamp_ms,
             "node": self.node,

@@ -140,6 +140,11 @@ def topic_renderer(template: str) -> Callable[[OutboxRow], str]:
     return render
 
 
+def single_node_payload(row: OutboxRow) -> bytes:
+    """The message of a row as a node without a pair sends it: term 0, unsigned."""
+    return row.payload(0)
+
+
 def build_tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     if not settings.tls_enabled:
         return None
@@ -172,10 +177,14 @@ class _Connection:
 class MqttPublisher:
     """Publishes outbox rows in id order, up to `inflight` at once, and acks them after PUBACK.
 
-    Order on the wire per group follows id order because every publish is handed to the client
-    in id order on one connection. After a connection loss the publisher starts again from the
-    oldest unacknowledged row, so delivery is at least once: a message whose PUBACK was lost is
-    sent again (consumers can drop it by (group, seq)).
+    Order on the wire per stream follows id order because every publish is handed to the
+    client in id order on one connection. After a connection loss the publisher starts again
+    from the oldest unacknowledged row, so delivery is at least once: a message whose PUBACK was
+    lost is sent again. Consumers drop such repeats by (node, group, seq), or by
+    (node, group, slot) across a failover, where the other node's seq counts on its own.
+
+    `payload_for` assembles the message from a row; the default stamps term 0 and no signature,
+    as a single node sends. The HA layer passes its own, with the term that sends the row.
     """
 
     def __init__(
@@ -198,8 +207,8 @@ class MqttPublisher:
         self.outbox = outbox
         self._topic_for = topic_for or topic_renderer(settings.topic)
         self._may_publish = may_publish or (lambda: True)
-        # The HA layer restamps the fencing term at send time and learns its watermark from acks.
-        self._payload_for = payload_for or (lambda row: row.payload)
+        # The HA layer stamps its fencing term at send time and learns its watermark from acks.
+        self._payload_for = payload_for or single_node_payload
         self._on_acked = on_acked
         # The HA layer may keep a row back (and everything after it) for a moment, e.g. while
         # a healthier standby that polled the same slot is about to take over.
@@ -423,6 +432,7 @@ class MqttPublisher:
         self._acked.add(row)
 
     def _handle_acks(self, rows: list[OutboxRow]) -> None:
+        # Never raises: an ack the storage cannot take now is kept and written later.
         self.outbox.ack(r.id for r in rows)
         if self._on_acked is not None:
             self._on_acked(rows)
@@ -449,5 +459,6 @@ __all__ = [
     "MqttSetupError",
     "PublisherStatus",
     "check_topic_template",
+    "single_node_payload",
     "topic_renderer",
 ]

@@ -22,7 +22,6 @@ from tandem.api.view import (
     HaInfo,
     Health,
     LiveEvent,
-    OutboxInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -34,7 +33,8 @@ from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.hub.modbus import DevicePoller, DeviceStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
-from tandem.hub.outbox import Outbox, OutboxError
+from tandem.hub.outbox import Outbox
+from tandem.hub.outbox_watch import OutboxWatch, outbox_info
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,11 @@ class Hub:
         self._publisher_factory = publisher_factory
         self._poller_factory = poller_factory
         self.on_sample: list[Callable[[Sample], None]] = []
-        self.outbox = Outbox(
-            config.data_dir / "outbox.sqlite3",
-            max_rows=config.outbox.max_rows,
-            overflow=config.outbox.overflow,
+        # The outbox keeps what it cannot write; the watch retries it and tells the timeline.
+        self._outbox_watch = OutboxWatch(
+            retry=lambda: self._store([]), tell=lambda m, d: self.add_timeline("info", m, d)
         )
+        self.outbox = self._outbox_watch.open(config.data_dir / "outbox.sqlite3", config.outbox)
         try:
             make_poller = poller_factory or _default_poller
             self.pollers: list[Poller] = [
@@ -182,7 +182,6 @@ class Hub:
             self.outbox.close()
             raise
         self.started_at = time.monotonic()
-        self.outbox_failures = 0
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         self.live = LiveFeed(self.status, TagCatalog.from_config(config))
@@ -426,14 +425,17 @@ class Hub:
         self._pending.add(sample)
 
     def _store(self, batch: list[Sample]) -> None:
-        node, term, ha = self.config.node, self.gate.term, self.ha
+        """Commit one loop step's samples; the term is not stored, the sender stamps its own.
+
+        The outbox never raises here: what it cannot write now it keeps, and commits (with
+        earlier leftovers first) on a later call; hooks see samples once they are committed.
+        """
+        node, ha = self.config.node, self.ha
         if ha is not None:
             batch = [s for s in batch if ha.admit(s)]
-        try:
-            stored = self.outbox.append_many(replace(s, source_node=node, term=term) for s in batch)
-        except OutboxError:
-            self.outbox_failures += len(batch)
-            log.exception("outbox append failed; %s sample(s) lost", len(batch))
+        stored = self.outbox.append_many(replace(s, source_node=node) for s in batch)
+        self._outbox_watch.tell()
+        if not stored:
             return
         self.publisher.notify()
         if ha is not None and stored:
@@ -569,11 +571,17 @@ class Hub:
         loops = not self._crashed and publisher_alive
         devices = not self.gate.polling or all(p.status().connected for p in self.pollers)
         broker = self.publisher.status().connected
-        return {"loops": loops, "devices": devices, "broker": broker}
+        # Fails from a failed write until one succeeds: this node cannot keep what it polls.
+        outbox = self.outbox.writable
+        if not outbox:
+            self._outbox_watch.arm()
+        return {"loops": loops, "devices": devices, "broker": broker, "outbox": outbox}
 
     def health(self) -> Health:
         checks = self.health_checks()
-        return Health(ok=all(checks.values()), checks=checks)
+        reason = self.outbox.fault_reason()
+        reasons = {"outbox": reason} if reason is not None else {}
+        return Health(ok=all(checks.values()), checks=checks, reasons=reasons)
 
     def status(self) -> Status:
         pub = self.publisher.status()
@@ -586,9 +594,7 @@ class Hub:
             standby_mode=self.standby_mode,
             uptime_s=time.monotonic() - self.started_at,
             devices=[device_info(p.status()) for p in self.pollers],
-            outbox=OutboxInfo(
-                depth=self.outbox.depth(), overflow_dropped=self.outbox.overflow_dropped
-            ),
+            outbox=outbox_info(self.outbox),
             publisher=PublisherInfo(
                 connected=pub.connected,
                 published_total=pub.published_total,
