@@ -146,9 +146,22 @@
   }
 
   // ---------------------------------------------------------------- data
+  // Every request of the page goes through these two, so their errors are handled alike.
   async function getJson(path) {
     const early = window.TandemEarly && TandemEarly.take(path);
     const r = await (early || fetch(API + path, { cache: "no-store" }));
+    if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+    return r.json();
+  }
+
+  // The answer's JSON, or null for 404 (the caller decides what a missing thing means).
+  async function putJson(path, body) {
+    const r = await fetch(API + path, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (r.status === 404) return null;
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
@@ -192,7 +205,7 @@
 
   // The trend's tags are part of the view the node is told about: changing them re-sends it.
   const trend = TandemTrend.mount({ getJson, clock: TandemTags.clock, onChange: () => { tags.refreshView(); tags.repaint(); } });
-  const tags = TandemTags.mount({ api: API, getJson, trend });
+  const tags = TandemTags.mount({ getJson, putJson, trend });
 
   setInterval(() => { tickUptime(); tags.tick(); trend.tick(); }, 1000);
   loadSnapshot().catch((err) => { console.warn(err); setLive("reconnecting", "API unreachable"); }).finally(connect);

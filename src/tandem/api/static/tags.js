@@ -48,7 +48,7 @@ window.TandemTags = (() => {
     return td;
   }
 
-  function mount({ api, getJson, trend }) {
+  function mount({ getJson, putJson, trend }) {
     const $ = (id) => document.getElementById(id);
     const scroller = $("tag-scroll"), body = $("tags"), head = $("tag-head");
     const search = $("tag-search"), deviceSel = $("tag-device"), groupSel = $("tag-group");
@@ -224,13 +224,9 @@ window.TandemTags = (() => {
 
     async function fetchPage(req, seq) {
       if (st.sid) {
-        const r = await fetch(`${api}/live/${encodeURIComponent(st.sid)}`, {
-          method: "PUT",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ ...req, seq, trend: trend.keys() }),
-        });
-        if (r.ok) return r.json();
-        if (r.status !== 404) throw new Error(`live view: HTTP ${r.status}`);
+        const path = `/live/${encodeURIComponent(st.sid)}`;
+        const page = await putJson(path, { ...req, seq, trend: trend.keys() });
+        if (page) return page;
         st.sid = null; // the stream ended; until it is back, plain pages
       }
       const params = new URLSearchParams();
