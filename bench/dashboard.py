@@ -171,8 +171,18 @@ class OpenPage:
         return values["TaskDuration"], values["ThreadTime"], values["Timestamp"]
 
 
-async def open_page(browser: Browser, url: str, timeout_s: float = 30.0) -> OpenPage:
+async def open_page(
+    browser: Browser, url: str, login: tuple[str, str], timeout_s: float = 30.0
+) -> OpenPage:
+    """A fresh browser context, logged in (over the API, so the page's own load is measured
+    cold), on the dashboard at `url`."""
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    user, password = login
+    answer = await context.request.post(
+        url.rstrip("/") + "/api/v1/login", data={"username": user, "password": password}
+    )
+    if not answer.ok:
+        raise RuntimeError(f"login as {user} refused: HTTP {answer.status}")
     await context.add_init_script(TAGS_VISIBLE_SCRIPT)
     page = await context.new_page()
     cdp = await context.new_cdp_session(page)
@@ -306,10 +316,10 @@ async def run_case(browser: Browser, tags: int, args: argparse.Namespace) -> dic
             url = cluster.url(name) + "/"
             await asyncio.sleep(args.settle)
             windows = [await measure([], master, listener, args.window)]
-            pages = [await open_page(browser, url)]
+            pages = [await open_page(browser, url, cluster.login)]
             await asyncio.sleep(args.settle)
             windows.append(await measure(pages, master, listener, args.window))
-            pages += [await open_page(browser, url) for _ in range(2)]
+            pages += [await open_page(browser, url, cluster.login) for _ in range(2)]
             await asyncio.sleep(args.settle)
             windows.append(await measure(pages, master, listener, args.window))
             errors = [e for p in pages for e in p.errors]

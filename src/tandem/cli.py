@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
+from tandem.cli_security import (
+    CaFileOption,
+    SecretFileOption,
+    TokenFileOption,
+    TokenOption,
+    certs_app,
+    read_secret_file,
+    token_app,
+    token_from,
+    user_app,
+)
 from tandem.errors import ConfigError, TandemError
 from tandem.logs import setup_logging
 
@@ -30,6 +42,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate and convert configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(certs_app, name="certs")
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -125,9 +140,14 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw status JSON")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each node")] = 3.0,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+    ca_file: CaFileOption = None,
 ) -> None:
-    """Show the status of one or more running nodes side by side."""
-    results = _fetch_statuses(urls or [DEFAULT_URL], timeout)
+    """Show the status of one or more running nodes side by side (needs a viewer token)."""
+    client = _api_client(token_from(token, token_file), ca_file, timeout)
+    with client:
+        results = _fetch_statuses(client, urls or [DEFAULT_URL])
     reachable = [(url, body) for url, body, _ in results if body is not None]
     for url, _, error in results:
         if error is not None:
@@ -144,8 +164,32 @@ def status(
         raise typer.Exit(EXIT_RUNTIME)
 
 
+def _api_client(token: str | None, ca_file: Path | None, timeout: float) -> Any:
+    """An HTTP client with the caller's token, verifying https nodes against `ca_file`."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    verify: Any = True
+    if ca_file is not None:
+        import ssl
+
+        try:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise _fail(f"--ca-file {ca_file}: {exc}", EXIT_CONFIG) from None
+    return httpx.Client(headers=headers, verify=verify, timeout=timeout, trust_env=False)
+
+
+def _refusal_hint(response: Any) -> str:
+    if response.status_code == 401:
+        return " (give a token: --token-file, $TANDEM_TOKEN; see `tandem token create`)"
+    if response.status_code == 403:
+        return " (this token's role may not do this)"
+    return ""
+
+
 def _fetch_statuses(
-    urls: list[str], timeout: float
+    client: Any, urls: list[str]
 ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
     """(url, status body or None, error or None) for each node, in the order given."""
     import httpx
@@ -153,7 +197,10 @@ def _fetch_statuses(
     results: list[tuple[str, dict[str, Any] | None, str | None]] = []
     for url in urls:
         try:
-            response = httpx.get(f"{url.rstrip('/')}/api/v1/status", timeout=timeout)
+            response = client.get(f"{url.rstrip('/')}/api/v1/status")
+            if response.status_code in (401, 403):
+                results.append((url, None, f"HTTP {response.status_code}{_refusal_hint(response)}"))
+                continue
             response.raise_for_status()
             results.append((url, response.json(), None))
         except (httpx.HTTPError, ValueError) as exc:
@@ -231,12 +278,19 @@ def switchover(
     ] = DEFAULT_URL,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw result JSON")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the handover")] = 15.0,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+    ca_file: CaFileOption = None,
 ) -> None:
-    """Planned switchover: the master hands its role to the standby with no gap or duplicate."""
+    """Planned switchover: the master hands its role to the standby with no gap or duplicate.
+
+    Needs an operator (or admin) token.
+    """
     import httpx
 
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/switchover", timeout=timeout)
+        with _api_client(token_from(token, token_file), ca_file, timeout) as client:
+            response = client.post(f"{url.rstrip('/')}/api/v1/switchover")
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach {url}: {exc or type(exc).__name__}", EXIT_RUNTIME) from None
     try:
@@ -247,7 +301,9 @@ def switchover(
         typer.echo(json.dumps(body, indent=2))
     if response.status_code != 200:
         reason = body.get("detail") or body.get("reason") or response.text
-        raise _fail(f"switchover refused by {url}: {reason}", EXIT_RUNTIME)
+        hint = _refusal_hint(response)
+        code = response.status_code
+        raise _fail(f"switchover refused by {url} (HTTP {code}): {reason}{hint}", EXIT_RUNTIME)
     if not as_json:
         typer.echo(f"switchover done: {body.get('to', '?')} is master now")
 
@@ -341,9 +397,7 @@ def config_import_keepalived(
     peer_url: Annotated[
         str | None, typer.Option("--peer-url", help="the peer's API (default: first unicast_peer)")
     ] = None,
-    secret: Annotated[
-        str | None, typer.Option("--secret", help="peer-link secret shared by both nodes")
-    ] = None,
+    secret_file: SecretFileOption = None,
     instance: Annotated[
         str | None, typer.Option("--instance", help="vrrp_instance to convert, if several")
     ] = None,
@@ -361,7 +415,7 @@ def config_import_keepalived(
     Explains every mapping on stderr; writes the YAML to stdout or --output.
     """
     from tandem.config.keepalived import parse_file
-    from tandem.config.migrate import ImportOptions, hub_part, import_keepalived, read_scripts
+    from tandem.config.migrate import ImportOptions, import_keepalived, read_scripts
 
     if recovery not in (None, "automatic", "manual"):
         raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
@@ -369,17 +423,11 @@ def config_import_keepalived(
         raise _fail(f"{keepalived_conf}: no such file", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
-        hub_config = None
-        if hub is not None:
-            try:
-                hub_text = hub.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
-            hub_config = hub_part(hub_text, str(hub))
+        hub_config = _hub_part(hub)
         options = ImportOptions(
             node=node,
             peer_url=peer_url,
-            secret=secret,
+            secret=_import_secret(secret_file),
             instance=instance,
             recovery=recovery,  # type: ignore[arg-type]
             drop_checks=frozenset(drop_check or ()),
@@ -392,8 +440,31 @@ def config_import_keepalived(
     if output is None:
         typer.echo(result.yaml_text, nl=False)
     else:
-        output.write_text(result.yaml_text, encoding="utf-8")
-        typer.echo(f"wrote {output}", err=True)
+        from tandem.files import write_atomic
+        from tandem.security.store import PRIVATE_MODE
+
+        write_atomic(output, result.yaml_text, mode=PRIVATE_MODE)  # it holds the secret
+        typer.echo(f"wrote {output} (mode 0600: it holds the cluster secret)", err=True)
+
+
+def _hub_part(hub: Path | None) -> Any:
+    """The devices/mqtt/outbox/api of a native config to merge into an import."""
+    from tandem.config.migrate import hub_part
+
+    if hub is None:
+        return None
+    try:
+        hub_text = hub.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
+    return hub_part(hub_text, str(hub))
+
+
+def _import_secret(secret_file: Path | None) -> str | None:
+    """--secret-file, else $TANDEM_SECRET, else None (the import makes a new one)."""
+    if secret_file is not None:
+        return read_secret_file(secret_file, "secret")
+    return os.environ.get("TANDEM_SECRET") or None
 
 
 @config_app.command("export-keepalived")

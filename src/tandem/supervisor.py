@@ -20,12 +20,39 @@ async def run_node(config_path: Path) -> int:
     start (e.g. the API port is taken).
     """
     cfg = load_config(config_path)
-    if getattr(cfg, "ha", None) is not None:
+    warn_if_secrets_readable(cfg, config_path)
+    if cfg.ha is not None:
+        warn_if_peer_link_in_clear(cfg)
         # Imported here: a single node needs none of the HA machinery.
         from tandem.ha.warden import run_ha_node
 
         return await run_ha_node(cfg, config_path)
     return await run_single_node(cfg)
+
+
+def warn_if_secrets_readable(cfg: TandemConfig, config_path: Path) -> None:
+    """A config holding a password or secret inline should be readable by its owner only."""
+    inline = (cfg.ha is not None and cfg.ha.secret is not None) or cfg.mqtt.password is not None
+    try:
+        mode = config_path.stat().st_mode
+    except OSError:
+        return
+    if inline and mode & 0o077:
+        log.warning(
+            "%s holds a secret and is readable by others (mode %o): chmod 600 it, or use "
+            "ha.secret_file / ha.secret_env",
+            config_path,
+            mode & 0o777,
+        )
+
+
+def warn_if_peer_link_in_clear(cfg: TandemConfig) -> None:
+    if cfg.ha is not None and not cfg.ha.peer_url.startswith("https://"):
+        log.warning(
+            "the peer link to %s is plain http: its bearer and the synced config (MQTT "
+            "password included) travel in clear; see docs/security.md for TLS",
+            cfg.ha.peer_url,
+        )
 
 
 async def run_single_node(cfg: TandemConfig) -> int:

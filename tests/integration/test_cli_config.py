@@ -74,14 +74,16 @@ def test_import_keepalived_seed_output_validates(guide_dir: Path, seed: str) -> 
 
 
 def test_import_keepalived_to_stdout_with_hub_validates(guide_dir: Path) -> None:
+    secret_file = guide_dir / "secret"
+    secret_file.write_text("shared-secret-123\n")
     imported = tandem(
         "config",
         "import-keepalived",
         guide_dir / "seed_master.conf",
         "--hub",
         REPO / "examples" / "ha" / "node-a.yaml",
-        "--secret",
-        "shared-secret-123",
+        "--secret-file",
+        secret_file,
     )
     assert imported.returncode == 0, imported.stderr
     assert "name: plc1" in imported.stdout

@@ -18,13 +18,16 @@ from tests.integration.test_hub_e2e import counter_device, running_node, write_c
 CLI_TIMEOUT_S = 30
 
 
-def tandem(*args: str) -> subprocess.CompletedProcess[str]:
+def tandem(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TANDEM_TOKEN"}
+    if token is not None:
+        env["TANDEM_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "tandem", *args],
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**env, "COLUMNS": "200"},
     )
 
 
@@ -88,10 +91,12 @@ async def test_cli_status_json_and_table_against_a_running_node(
         )
         with running_node(config, tmp_path / "node.log") as node:
             await node.wait_ready()
-            as_json = tandem("status", "--url", node.url, "--json")
-            table = tandem("status", "--url", node.url)
+            token = node.headers["Authorization"].removeprefix("Bearer ")
+            as_json = tandem("status", "--url", node.url, "--json", token=token)
+            table = tandem("status", "--url", node.url, token=token)
             down = f"http://127.0.0.1:{free_port()}"
-            mixed = tandem("status", "--url", node.url, "--url", down)
+            mixed = tandem("status", "--url", node.url, "--url", down, token=token)
+            anonymous = tandem("status", "--url", node.url)
             assert node.terminate() == 0
 
     assert as_json.returncode == 0, as_json.stderr
@@ -108,3 +113,6 @@ async def test_cli_status_json_and_table_against_a_running_node(
     assert mixed.returncode == 1
     assert "cli-node" in mixed.stdout
     assert f"cannot reach {down}:" in mixed.stderr
+    # without a token: refused, with a hint where to get one
+    assert anonymous.returncode == 1
+    assert "401" in anonymous.stderr and "tandem token create" in anonymous.stderr

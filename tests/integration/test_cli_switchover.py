@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -12,14 +13,24 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
+from tandem.config.hub import load_config
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 from tests.integration.plc import free_port
 from tests.netns.ha_cluster import loopback_cluster
 
 TANDEM = [sys.executable, "-m", "tandem"]
 
 
-def tandem(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TANDEM, *args], capture_output=True, text=True, timeout=timeout)
+def tandem(
+    *args: str, timeout: float = 60, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TANDEM_TOKEN"}
+    if token is not None:
+        env["TANDEM_TOKEN"] = token
+    return subprocess.run(
+        [*TANDEM, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_cli_switchover_node_not_running_exits_1_with_message() -> None:
@@ -35,24 +46,34 @@ def test_cli_switchover_moves_role_and_is_refused_when_it_cannot(tmp_path: Path)
     try:
         cluster.start()
         cluster.wait_steady(cluster.a)
-        # Asked on the master: it hands over to the standby.
+        # Without a credential, or with a viewer's: refused, and the role stays.
         done = tandem("switchover", "--url", cluster.a.url)
+        assert done.returncode == 1 and "401" in done.stderr and "token" in done.stderr
+        viewer = create_token(load_config(cluster.a.config).data_dir, Role.VIEWER)
+        done = tandem("switchover", "--url", cluster.a.url, token=viewer)
+        assert done.returncode == 1 and "role" in done.stderr
+        assert cluster.masters() == [cluster.a.name]
+        # Asked on the master with an operator token (from a file): it hands over.
+        token_file = tmp_path / "token"
+        token_file.write_text(cluster.a.token + "\n")
+        done = tandem("switchover", "--url", cluster.a.url, "--token-file", str(token_file))
         assert done.returncode == 0, done.stderr
         assert f"{cluster.b.name} is master now" in done.stdout
         cluster.wait_role(cluster.b, "MASTER", 10)
         # Asked on the backup (now node-a): forwarded to the master, the role comes back.
         cluster.wait_role(cluster.a, "BACKUP", 10)
         time.sleep(1.0)  # let node-b's buffer and peer state settle
-        done = tandem("switchover", "--url", cluster.a.url, "--json")
+        done = tandem("switchover", "--url", cluster.a.url, "--json", token=cluster.a.token)
         assert done.returncode == 0, done.stderr
         assert '"ok": true' in done.stdout
         cluster.wait_role(cluster.a, "MASTER", 10)
         # With the standby gone there is nobody to hand over to: refused, non-zero, a reason.
         cluster.b.kill()
         time.sleep(1.0)
-        done = tandem("switchover", "--url", cluster.a.url)
+        done = tandem("switchover", "--url", cluster.a.url, "--token", cluster.a.token)
         assert done.returncode == 1
         assert "switchover refused" in done.stderr and "peer" in done.stderr
+        assert cluster.a.token not in done.stdout + done.stderr
     except BaseException:
         print(cluster.logs())
         raise

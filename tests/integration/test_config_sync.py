@@ -24,6 +24,8 @@ from fastapi.responses import StreamingResponse
 
 from tandem.config.hub import TandemConfig
 from tandem.ha.configsync import config_sha, stamp_label
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 from tests.integration.broker import Broker
 from tests.integration.plc import PlcProcess, free_port, start_plc
 from tests.integration.test_hub_e2e import NodeProcess, counter_device
@@ -31,7 +33,6 @@ from tests.integration.test_hub_e2e import NodeProcess, counter_device
 pytestmark = pytest.mark.slow
 
 SECRET = "config-sync-test-secret"
-AUTH = {"Authorization": f"Bearer {SECRET}"}
 SYNC_TARGET_S = 1.0  # the design target, printed next to the measurement
 SYNC_BOUND_S = 3.0  # what the test asserts: generous, the machine is shared
 CONVERGE_TIMEOUT_S = 30.0
@@ -129,15 +130,16 @@ def with_ramp_tag(doc: dict[str, Any]) -> dict[str, Any]:
     return edited
 
 
-async def get_json(url: str, path: str, headers: dict[str, str] | None = None) -> Any:
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"{url}{path}", headers=headers)
+async def get_json(node: NodeProcess, path: str) -> Any:
+    """A GET with the node's own (viewer) token."""
+    async with httpx.AsyncClient(timeout=5, headers=node.headers) as client:
+        response = await client.get(f"{node.url}{path}")
     response.raise_for_status()
     return response.json()
 
 
 async def config_version(node: NodeProcess) -> str | None:
-    status = await get_json(node.url, "/api/v1/status")
+    status = await get_json(node, "/api/v1/status")
     ha = status.get("ha") or {}
     return ha.get("config_version")
 
@@ -158,8 +160,8 @@ async def wait_pair_ready(a: NodeProcess, b: NodeProcess) -> None:
     """A publishes as MASTER, B is BACKUP and both run the same config."""
 
     async def ready() -> bool:
-        sa = await get_json(a.url, "/api/v1/status")
-        sb = await get_json(b.url, "/api/v1/status")
+        sa = await get_json(a, "/api/v1/status")
+        sb = await get_json(b, "/api/v1/status")
         return bool(
             sa["role"] == "MASTER"
             and sb["role"] == "BACKUP"
@@ -200,7 +202,7 @@ async def started_pair(
         await a.wait_ready()
 
         async def a_master() -> bool:
-            return bool((await get_json(a.url, "/api/v1/status"))["role"] == "MASTER")
+            return bool((await get_json(a, "/api/v1/status"))["role"] == "MASTER")
 
         await wait_for(a_master, CONVERGE_TIMEOUT_S, "A to become MASTER", [a])
         b = NodeProcess(path_b, tmp_path / "node-b.log")
@@ -210,13 +212,14 @@ async def started_pair(
             yield a, b
 
 
-def tandem_status(url: str) -> subprocess.CompletedProcess[str]:
+def tandem_status(node: NodeProcess) -> subprocess.CompletedProcess[str]:
+    token = node.headers["Authorization"].removeprefix("Bearer ")
     return subprocess.run(
-        [sys.executable, "-m", "tandem", "status", "--url", url],
+        [sys.executable, "-m", "tandem", "status", "--url", node.url],
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "TANDEM_TOKEN": token},
     )
 
 
@@ -239,7 +242,7 @@ async def test_config_sync_master_file_edit_reaches_backup_within_target(
             async def backup_caught_up() -> bool:
                 if await config_version(b) == expected:
                     synced_at.setdefault("config", time.monotonic() - started)
-                    tags = await get_json(b.url, "/api/v1/tags")
+                    tags = await get_json(b, "/api/v1/tags")
                     if any(t["tag"] == "ramp" for t in tags):
                         synced_at.setdefault("tag", time.monotonic() - started)
                 return len(synced_at) == 2
@@ -251,8 +254,8 @@ async def test_config_sync_master_file_edit_reaches_backup_within_target(
                 f"0.5 s file poll), new tag on the backup after {synced_at['tag']:.3f} s"
             )
             version_a, version_b = await config_version(a), await config_version(b)
-            timeline_b = await get_json(b.url, "/api/v1/timeline")
-            table = tandem_status(b.url)
+            timeline_b = await get_json(b, "/api/v1/timeline")
+            table = tandem_status(b)
             stored = json.loads((tmp_path / "node-b" / "data" / "synced-config.json").read_text())
             assert a.terminate() == 0
             assert b.terminate() == 0
@@ -268,7 +271,7 @@ async def test_config_sync_master_file_edit_reaches_backup_within_target(
     assert version_a in table.stdout
 
 
-async def test_config_api_put_needs_secret_and_valid_yaml_then_syncs(
+async def test_config_api_put_needs_admin_and_valid_yaml_then_syncs(
     tmp_path: Path, plc: PlcProcess
 ) -> None:
     plan = pair_plan()
@@ -280,23 +283,38 @@ async def test_config_api_put_needs_secret_and_valid_yaml_then_syncs(
         async with started_pair(path_a, path_b, tmp_path) as (a, b):
             url = f"{a.url}/api/v1/config"
             yaml_headers = {"Content-Type": "text/yaml"}
+            admin = create_token(Path(doc_a["data_dir"]), Role.ADMIN)
+            operator = create_token(Path(doc_a["data_dir"]), Role.OPERATOR)
+            admin_auth = {"Authorization": f"Bearer {admin}"}
+            # The cluster secret itself opens nothing: only the derived peer-link bearer does.
+            as_secret = {"Authorization": f"Bearer {SECRET}"}
             broken = json.dumps({**doc_a, "mqtt": {**doc_a["mqtt"], "port": 99999}}, indent=2)
             async with httpx.AsyncClient(timeout=10) as client:
                 anonymous = await client.put(url, content=json.dumps(doc_a), headers=yaml_headers)
                 anonymous_get = await client.get(url)
-                bad = await client.put(url, content=broken, headers={**yaml_headers, **AUTH})
+                with_secret = await client.put(
+                    url, content=json.dumps(doc_a), headers={**yaml_headers, **as_secret}
+                )
+                as_operator = await client.put(
+                    url,
+                    content=json.dumps(doc_a),
+                    headers={**yaml_headers, "Authorization": f"Bearer {operator}"},
+                )
+                bad = await client.put(url, content=broken, headers={**yaml_headers, **admin_auth})
                 unparsable = await client.put(
-                    url, content="node: [node-a\n", headers={**yaml_headers, **AUTH}
+                    url, content="node: [node-a\n", headers={**yaml_headers, **admin_auth}
                 )
                 other_node = json.dumps({**doc_a, "node": "node-z"})
                 wrong_node = await client.put(
-                    url, content=other_node, headers={**yaml_headers, **AUTH}
+                    url, content=other_node, headers={**yaml_headers, **admin_auth}
                 )
                 version_before = await config_version(a)
                 good = await client.put(
-                    url, content=json.dumps(with_ramp_tag(doc_a)), headers={**yaml_headers, **AUTH}
+                    url,
+                    content=json.dumps(with_ramp_tag(doc_a)),
+                    headers={**yaml_headers, **admin_auth},
                 )
-                current = await client.get(url, headers=AUTH)
+                current = await client.get(url, headers=admin_auth)
 
             async def backup_has_it() -> bool:
                 return bool(await config_version(b) == await config_version(a) != version_before)
@@ -309,6 +327,8 @@ async def test_config_api_put_needs_secret_and_valid_yaml_then_syncs(
 
     assert anonymous.status_code == 401
     assert anonymous_get.status_code == 401
+    assert with_secret.status_code == 401
+    assert as_operator.status_code == 403
     assert bad.status_code == 400
     problems = bad.json()["detail"]["problems"]
     assert any(str(path_a) in p and "mqtt.port" in p for p in problems), problems
@@ -413,14 +433,14 @@ async def test_config_sync_corrupted_transfer_rejected_old_config_keeps_running(
             write_yaml(path_a, with_ramp_tag(doc_a))
 
             async def rejected() -> bool:
-                timeline = await get_json(b.url, "/api/v1/timeline")
+                timeline = await get_json(b, "/api/v1/timeline")
                 return any("corrupted transfer" in e["message"] for e in timeline)
 
             await wait_for(rejected, CONVERGE_TIMEOUT_S, "the backup to reject", [a, b])
             version_a = await config_version(a)
-            slot_before = max(t["slot"] for t in await get_json(b.url, "/api/v1/tags"))
+            slot_before = max(t["slot"] for t in await get_json(b, "/api/v1/tags"))
             await asyncio.sleep(1.0)
-            tags_after = await get_json(b.url, "/api/v1/tags")
+            tags_after = await get_json(b, "/api/v1/tags")
             version_b_after = await config_version(b)
             assert a.terminate() == 0
             assert b.terminate() == 0

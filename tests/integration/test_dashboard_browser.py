@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tandem.api.app import bound_port, create_app, serve
+from tandem.api.auth import Security
 from tandem.api.live import LiveFeed
 from tandem.api.tagindex import TagCatalog, TagEntry, TagKind
 from tandem.api.view import (
@@ -35,7 +36,10 @@ from tandem.api.view import (
     TagValue,
     TimelineEvent,
 )
+from tandem.config.hub import TandemConfig
 from tandem.hub.model import Sample
+from tandem.security.roles import Role
+from tandem.security.users import UserStore
 
 pytestmark = pytest.mark.slow
 
@@ -199,6 +203,15 @@ class ScriptedView:
 # ---- fixtures (override these two to point the test at a real hub) ----
 
 
+async def log_in(page: Page, user: str, password: str) -> None:
+    """On the login page the dashboard sends an anonymous visitor to, log in."""
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.get_by_test_id("login-user").fill(user)
+    await page.get_by_test_id("login-password").fill(password)
+    await page.get_by_test_id("login-submit").click()
+    await expect(page).not_to_have_url(re.compile(r"/login$"))
+
+
 @pytest.fixture
 def dashboard_expect() -> DashboardExpect:
     return DashboardExpect(
@@ -206,10 +219,17 @@ def dashboard_expect() -> DashboardExpect:
     )
 
 
+DASHBOARD_USER, DASHBOARD_PASSWORD = "viewer", "dashboard test password"
+
+
 @pytest.fixture
-async def dashboard_url(dashboard_expect: DashboardExpect) -> AsyncIterator[str]:
-    view = ScriptedView(node=dashboard_expect.node)
-    app = create_app(view, title="Tandem (scripted)")
+async def dashboard_url(dashboard_expect: DashboardExpect, tmp_path: Path) -> AsyncIterator[str]:
+    """The scripted hub's API; it knows a viewer DASHBOARD_USER / DASHBOARD_PASSWORD."""
+    cfg = TandemConfig(node=dashboard_expect.node, data_dir=tmp_path / "data")
+    UserStore(cfg.data_dir).add(DASHBOARD_USER, Role.VIEWER, DASHBOARD_PASSWORD)
+    # The device drops later than the bare script's 3 s: logging in comes first.
+    view = ScriptedView(node=dashboard_expect.node, down_after_s=6.0)
+    app = create_app(view, title="Tandem (scripted)", security=Security.from_config(cfg))
     ready = asyncio.Event()
     script = asyncio.create_task(view.run(), name="scripted-hub")
     server = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready), name="api")
@@ -248,6 +268,7 @@ async def test_dashboard_live_hub_shows_values_device_loss_and_timeline(
     )
 
     await page.goto(dashboard_url)
+    await log_in(page, DASHBOARD_USER, DASHBOARD_PASSWORD)
     await expect(page.locator("#node")).to_have_text(expect_.node)
     await expect(page.locator("#role")).to_have_text(expect_.role)
     await expect(page.locator("#term")).to_have_text(re.compile(r"^\d+$"))
@@ -300,6 +321,7 @@ async def test_dashboard_light_scheme_renders_role_banner(
     try:
         page = await context.new_page()
         await page.goto(dashboard_url)
+        await log_in(page, DASHBOARD_USER, DASHBOARD_PASSWORD)
         role = page.locator("#role")
         await expect(role).to_have_text(dashboard_expect.role)
         colour = await role.evaluate("e => getComputedStyle(e).backgroundColor")

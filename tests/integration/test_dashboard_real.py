@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tandem.security.roles import Role
+from tandem.security.users import UserStore
 from tests.integration.broker import Broker
 from tests.integration.plc import start_plc
 from tests.integration.test_dashboard_browser import (  # noqa: F401 - fixtures and tests reused
+    DASHBOARD_PASSWORD,
+    DASHBOARD_USER,
     DashboardExpect,
     page,
     test_dashboard_light_scheme_renders_role_banner,
@@ -44,6 +48,7 @@ async def dashboard_url(dashboard_expect: DashboardExpect, tmp_path: Path) -> As
                 devices=[counter_device(plc.port, name=dashboard_expect.device, interval=0.2)],
                 node=dashboard_expect.node,
             )
+            UserStore(tmp_path / "data").add(DASHBOARD_USER, Role.VIEWER, DASHBOARD_PASSWORD)
             with running_node(config, tmp_path / "node.log") as node:
                 await node.wait_ready()
 

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tandem.security.roles import Role
+from tandem.security.users import UserStore
 from tests.integration.broker import Broker
 from tests.integration.plc import PlcProcess, load_device, running_plc
+from tests.integration.test_dashboard_browser import DASHBOARD_PASSWORD, DASHBOARD_USER, log_in
 from tests.integration.test_hub_e2e import LISTENING, NodeProcess, running_node, write_config
 
 pytestmark = pytest.mark.slow
@@ -102,6 +105,7 @@ def scale_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleNode]:
             devices=devices,
             node="scale",
         )
+        UserStore(tmp / "data").add(DASHBOARD_USER, Role.VIEWER, DASHBOARD_PASSWORD)
         with running_node(config, tmp / "node.log") as node:
             _wait_listening(node, START_TIMEOUT_S)
             _wait_all_polled(node, START_TIMEOUT_S)
@@ -123,6 +127,12 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     assert problems == []
 
 
+async def open_dashboard(page: Page, node: ScaleNode) -> None:
+    await page.goto(node.url)
+    await log_in(page, DASHBOARD_USER, DASHBOARD_PASSWORD)
+    await expect(page.locator("#tag-count")).to_have_text(f"{TOTAL:,}")
+
+
 async def row_keys(page: Page) -> list[str]:
     """The keys of the rows in the DOM right now, top to bottom."""
     keys: list[str] = await page.eval_on_selector_all(
@@ -134,8 +144,7 @@ async def row_keys(page: Page) -> list[str]:
 async def test_tag_table_search_and_filters_find_one_tag_among_10000(
     page: Page, scale_node: ScaleNode
 ) -> None:
-    await page.goto(scale_node.url)
-    await expect(page.locator("#tag-count")).to_have_text(f"{TOTAL:,}")
+    await open_dashboard(page, scale_node)
 
     await page.locator("#tag-search").fill("plc7 r777")
     await expect(page.locator("#tag-count")).to_have_text(f"1 of {TOTAL:,}")
@@ -157,8 +166,7 @@ async def test_tag_table_search_and_filters_find_one_tag_among_10000(
 async def test_tag_table_natural_sort_virtual_scroll_and_live_rows(
     page: Page, scale_node: ScaleNode
 ) -> None:
-    await page.goto(scale_node.url)
-    await expect(page.locator("#tag-count")).to_have_text(f"{TOTAL:,}")
+    await open_dashboard(page, scale_node)
     keys = await row_keys(page)
     # Natural order: r2 before r10, plc2 before plc10; only the visible rows exist.
     assert keys[:12] == [f"plc1/fast/r{i}" for i in range(12)]
@@ -194,8 +202,7 @@ async def test_tag_table_natural_sort_virtual_scroll_and_live_rows(
 async def test_tag_table_device_down_shows_in_error_filter(
     page: Page, scale_node: ScaleNode
 ) -> None:
-    await page.goto(scale_node.url)
-    await expect(page.locator("#tag-count")).to_have_text(f"{TOTAL:,}")
+    await open_dashboard(page, scale_node)
     await page.locator("#tag-error").select_option("error")
     await expect(page.locator("#tag-count")).to_have_text(f"0 of {TOTAL:,}")
     await expect(page.locator("#tags-empty")).to_be_visible()

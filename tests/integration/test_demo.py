@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,11 +60,17 @@ def _wait_gone(text: str, timeout: float = 10.0) -> list[str]:
     return left
 
 
-def _wait_role(url: str, role: str, timeout: float) -> bool:
+def _role(url: str, token_file: Path) -> str:
+    """A node's role, asked with the token the demo left for it in its work dir."""
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    return str(httpx.get(f"{url}/api/v1/status", timeout=2, headers=headers).json()["role"])
+
+
+def _wait_role(url: str, token_file: Path, role: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            if httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"] == role:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, OSError):
+            if _role(url, token_file) == role:
                 return True
         time.sleep(0.2)
     return False
@@ -167,13 +174,21 @@ def test_demo_interactive_kill9_restarts_node_and_ctrl_c_stops_every_process(
         if match:
             urls.append(match.group(1))
     assert len(urls) == 2, f"the demo printed no dashboard URLs; exit {proc.poll()}"
+    login = proc.stdout.readline().strip()
+    match = re.match(r"log in as (\S+) / (\S+) ", login)
+    assert match, f"the demo did not say how to log in: {login!r}"
+    user, password = match.groups()
+    answer = httpx.post(
+        f"{urls[0]}/api/v1/login", json={"username": user, "password": password}, timeout=10
+    )
+    assert answer.status_code == 200 and answer.json()["role"] == "operator", answer.text
 
     roles: set[str] = set()
     while roles != {"MASTER", "BACKUP"} and time.monotonic() < deadline:
         roles = set()
-        for url in urls:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                roles.add(httpx.get(f"{url}/api/v1/status", timeout=2).json()["role"])
+        for url, name in zip(urls, ("node-a", "node-b"), strict=True):
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, OSError):
+                roles.add(_role(url, workdir / f"{name}.token"))
         time.sleep(0.2)
     assert roles == {"MASTER", "BACKUP"}
     assert _processes_mentioning(str(workdir)) != []  # the scan does see the running pair
@@ -183,8 +198,10 @@ def test_demo_interactive_kill9_restarts_node_and_ctrl_c_stops_every_process(
     node_a = [p for p in _processes_mentioning(str(workdir / "node-a.yaml")) if " run " in p]
     assert len(node_a) == 1, node_a
     os.kill(int(node_a[0].split(":")[0]), signal.SIGKILL)
-    assert _wait_role(urls[1], "MASTER", 30), "node-b did not take over"
-    assert _wait_role(urls[0], "MASTER", 60), "node-a was not restarted or did not take over"
+    assert _wait_role(urls[1], workdir / "node-b.token", "MASTER", 30), "node-b did not take over"
+    assert _wait_role(urls[0], workdir / "node-a.token", "MASTER", 60), (
+        "node-a was not restarted or did not take over"
+    )
 
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the demo
     try:
@@ -254,22 +271,28 @@ def _fresh_checkout(target: Path) -> Path:
     return target
 
 
-def _pair_with_data(urls: list[str]) -> bool:
-    """One MASTER and one BACKUP, and the master's published count going up."""
-    bodies = {}
-    for url in urls:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            bodies[url] = httpx.get(f"{url}/api/v1/status", timeout=2).json()
-    roles = {b.get("role") for b in bodies.values()}
+def _status(url: str, token_file: Path) -> dict[str, Any] | None:
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    with contextlib.suppress(httpx.HTTPError, ValueError, OSError):
+        body = httpx.get(f"{url}/api/v1/status", timeout=2, headers=headers).json()
+        return body if isinstance(body, dict) else None
+    return None
+
+
+def _pair_with_data(nodes: dict[str, Path]) -> bool:
+    """One MASTER and one BACKUP, and the master's published count going up.
+
+    `nodes`: URL -> the token file the demo wrote for that node.
+    """
+    bodies = {url: _status(url, token) for url, token in nodes.items()}
+    roles = {(b or {}).get("role") for b in bodies.values()}
     if roles != {"MASTER", "BACKUP"}:
         return False
-    master = next(u for u, b in bodies.items() if b.get("role") == "MASTER")
-    before = bodies[master]["publisher"]["published_total"]
+    master = next(u for u, b in bodies.items() if (b or {}).get("role") == "MASTER")
+    before = (bodies[master] or {})["publisher"]["published_total"]
     time.sleep(0.5)
-    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        after = httpx.get(f"{master}/api/v1/status", timeout=2).json()
-        return bool(after["publisher"]["published_total"] > before)
-    return False
+    after = _status(master, nodes[master]) or {}
+    return bool(after.get("publisher", {}).get("published_total", 0) > before)
 
 
 def test_demo_fresh_checkout_new_venv_reaches_pair_with_data_flowing(
@@ -306,7 +329,12 @@ def test_demo_fresh_checkout_new_venv_reaches_pair_with_data_flowing(
         (float(m.group(1)) for line in output if (m := re.search(r"ready .* in ([\d.]+) s", line))),
         None,
     )
-    while not _pair_with_data(urls):
+    match = re.search(r"^work dir: (\S+)$", "".join(output), re.MULTILINE)
+    assert match, "".join(output)
+    workdir = Path(match.group(1))
+    names = ("node-a", "node-b")
+    nodes = {url: workdir / f"{name}.token" for url, name in zip(urls, names, strict=True)}
+    while not _pair_with_data(nodes):
         assert time.monotonic() < deadline, f"no MASTER/BACKUP pair with data:\n{''.join(output)}"
         time.sleep(0.2)
     elapsed = time.monotonic() - started

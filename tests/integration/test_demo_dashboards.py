@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tandem.demo import DemoCluster, DemoTimings
+from tests.integration.test_dashboard_browser import log_in
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,9 @@ async def test_demo_dashboards_kill9_backup_page_shows_takeover_in_timeline(
     problems_b: list[str] = []
     page_b.on("pageerror", lambda exc: problems_b.append(f"page error: {exc}"))
     await page_a.goto(cluster.url(a) + "/")
+    await log_in(page_a, *cluster.login)
     await page_b.goto(cluster.url(b) + "/")
+    await log_in(page_b, *cluster.login)
     await expect(page_a.locator("#role")).to_have_text("MASTER")
     await expect(page_b.locator("#role")).to_have_text("BACKUP")
     await expect(page_b.locator("#live")).to_have_attribute("data-state", "live")
@@ -86,6 +89,7 @@ async def test_demo_dashboards_kill9_backup_page_shows_takeover_in_timeline(
         f"{a} to take the role back",
     )
     await page_a.reload()
+    await log_in(page_a, *cluster.login)  # logins live in memory: a restarted node forgot them
     await expect(page_a.locator("#role")).to_have_text("MASTER")
     await expect(page_b.locator("#role")).to_have_text("BACKUP")
     switchback = page_b.locator('#timeline li[data-kind="role"]', has_text="became BACKUP")

@@ -18,14 +18,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tandem.config.hub import load_config
 from tandem.hub.outbox import Outbox
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 from tests.integration.broker import Broker, Received, RecordingSubscriber
 from tests.integration.plc import PlcProcess, start_plc
 
 # The acceptance run uses 30 s; set TANDEM_TEST_OUTAGE_S lower for a quicker local run.
 OUTAGE_S = float(os.environ.get("TANDEM_TEST_OUTAGE_S", "30"))
 START_TIMEOUT_S = 20.0
-LISTENING = re.compile(r"API listening on [\d.]+:(\d+)")
+LISTENING = re.compile(r"API listening on (?:https?://)?[\d.]+:(\d+)")
 
 
 # ---- helpers shared with the other hub test modules -------------------------------------------
@@ -38,6 +41,9 @@ class NodeProcess:
         self.config = config
         self.log = log
         self.port: int | None = None
+        # A viewer token for the node's data dir, made before it starts (read-only tests).
+        token = create_token(load_config(config).data_dir, Role.VIEWER)
+        self.headers = {"Authorization": f"Bearer {token}"}
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tandem", "run", "-c", str(config)],
@@ -68,7 +74,7 @@ class NodeProcess:
         pytest.fail(f"tandem run not listening within {timeout} s:\n{self.log_text()}")
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", timeout=5)
+        return httpx.get(f"{self.url}{path}", timeout=5, headers=self.headers)
 
     def status(self) -> dict[str, Any]:
         response = self.get("/api/v1/status")
@@ -78,7 +84,7 @@ class NodeProcess:
 
     async def astatus(self) -> dict[str, Any]:
         """status() without blocking the test's event loop (and the subscriber on it)."""
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with httpx.AsyncClient(timeout=5, headers=self.headers) as client:
             response = await client.get(f"{self.url}/api/v1/status")
         response.raise_for_status()
         body: dict[str, Any] = response.json()

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -31,7 +32,11 @@ from typing import Any, Literal
 
 import httpx
 
+from tandem.config.hub import load_config
 from tandem.ha.audit import Arrival, Delivered, DeliveryAudit
+from tandem.security.certs import NodeFiles, init_pair
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +125,11 @@ class Place:
             s.bind((address, 0))
             return int(s.getsockname()[1])
 
-    def request(self, method: str, url: str, timeout: float = 1.0, **kw: Any) -> httpx.Response:
+    def request(
+        self, method: str, url: str, timeout: float = 1.0, verify: Any = True, **kw: Any
+    ) -> httpx.Response:
         # A fresh client inside the block: its connection is made in this namespace.
-        with self.entered(), httpx.Client(timeout=timeout) as client:
+        with self.entered(), httpx.Client(timeout=timeout, verify=verify) as client:
             return client.request(method, url, **kw)
 
     def accepting(self, address: str, port: int) -> bool:
@@ -613,17 +620,38 @@ def load_group(tags: int) -> list[dict[str, Any]]:
 
 
 class TandemNode:
-    """One `tandem run` process; every start appends to the same log file."""
+    """One `tandem run` process; every start appends to the same log file.
 
-    def __init__(self, place: Place, plan: NodePlan, config: Path, log_path: Path) -> None:
+    It carries an operator token for its own data dir, made before the node first starts,
+    and, for a TLS pair, the CA its API is verified with.
+    """
+
+    def __init__(
+        self,
+        place: Place,
+        plan: NodePlan,
+        config: Path,
+        log_path: Path,
+        ca_file: Path | None = None,
+    ) -> None:
         self.place = place
         self.plan = plan
         self.name = plan.name
         self.config = config
         self.log = log_path
-        self.url = f"http://{plan.address}:{plan.api_port}"
+        scheme = "https" if ca_file is not None else "http"
+        self.url = f"{scheme}://{plan.address}:{plan.api_port}"
+        self.verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self.token = create_token(load_config(config).data_dir, Role.OPERATOR)
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         self.process: subprocess.Popen[Any] | None = None
         self.starts = 0
+
+    def request(self, method: str, path: str, timeout: float = 1.0, **kw: Any) -> httpx.Response:
+        """An API request to this node with its operator token."""
+        return self.place.request(
+            method, f"{self.url}{path}", timeout, verify=self.verify, headers=self.headers, **kw
+        )
 
     @property
     def running(self) -> bool:
@@ -675,7 +703,7 @@ class TandemNode:
         if not self.running:
             return None
         try:
-            response = self.place.request("GET", f"{self.url}/api/v1/status", timeout=1.0)
+            response = self.request("GET", "/api/v1/status", timeout=1.0)
         except httpx.HTTPError:
             return None
         if response.status_code != 200:
@@ -694,7 +722,7 @@ class TandemNode:
         return role
 
     def switchover(self) -> httpx.Response:
-        return self.place.request("POST", f"{self.url}/api/v1/switchover", timeout=15.0)
+        return self.request("POST", "/api/v1/switchover", timeout=15.0)
 
     def tail(self, lines: int = 40) -> str:
         return f"--- {self.name} log tail ({self.log})\n{tail(self.log, lines)}"
@@ -811,6 +839,16 @@ class HaCluster:
             place.close()
 
 
+def with_tls(
+    config: dict[str, Any], own: NodeFiles, peer: NodeFiles, *, pin: bool, ca_file: Path
+) -> None:
+    """HTTPS for a node's API, and how it verifies its peer: the CA, or the peer's pin."""
+    config["api"]["tls"] = {"cert_file": str(own.cert_file), "key_file": str(own.key_file)}
+    ha = config["ha"]
+    ha["peer_url"] = ha["peer_url"].replace("http://", "https://", 1)
+    ha["peer_tls"] = {"fingerprint": peer.fingerprint} if pin else {"ca_file": str(ca_file)}
+
+
 def build_cluster(
     workdir: Path,
     *,
@@ -827,9 +865,21 @@ def build_cluster(
     udp_port: int = 5112,
     vip: str | None = None,
     load_tags: int = 0,
+    tls: bool = False,
 ) -> HaCluster:
-    """Write both configs and make (not start) every process of the pair."""
+    """Write both configs and make (not start) every process of the pair.
+
+    With `tls`, a CA and node certificates (`tandem certs init`'s code) make API and peer link
+    HTTPS: node-a verifies node-b against the CA, node-b pins node-a's certificate.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
+    certs = (
+        init_pair(
+            workdir / "certs", list(zip((NODE_A, NODE_B), node_addresses, strict=True)), CLUSTER
+        )
+        if tls
+        else None
+    )
     broker = ServiceBroker(services, broker_address, workdir / "broker")
     plc = PlcSimulator(services, plc_address, workdir, max(1000, load_tags))
     ports = api_ports or (
@@ -860,10 +910,21 @@ def build_cluster(
             recovery=recovery,
             load_tags=load_tags,
         )
+        if certs is not None:
+            with_tls(config, certs[i], certs[j], pin=i == 1, ca_file=workdir / "certs" / "ca.pem")
         (workdir / name).mkdir(exist_ok=True)
         path = workdir / name / "node.yaml"
         path.write_text(json.dumps(config, indent=2))
-        nodes.append(TandemNode(node_places[i], plan, path, workdir / name / "tandem.log"))
+        path.chmod(0o600)  # it holds the cluster secret
+        nodes.append(
+            TandemNode(
+                node_places[i],
+                plan,
+                path,
+                workdir / name / "tandem.log",
+                ca_file=workdir / "certs" / "ca.pem" if certs is not None else None,
+            )
+        )
     audit = AuditProcess(
         services, broker.host, broker.port, workdir, f"audit-{os.getpid()}-{time.time_ns()}"
     )
@@ -916,7 +977,9 @@ def free_udp_port_on_both(a: str = LOOPBACK_A, b: str = LOOPBACK_B) -> int:
     raise RuntimeError("no UDP port free on both loopback addresses")
 
 
-def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0) -> HaCluster:
+def loopback_cluster(
+    workdir: Path, standby: Standby = "hot", load_tags: int = 0, *, tls: bool = False
+) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
     return build_cluster(
@@ -930,6 +993,7 @@ def loopback_cluster(workdir: Path, standby: Standby = "hot", load_tags: int = 0
         standby=standby,
         udp_port=free_udp_port_on_both(),
         load_tags=load_tags,
+        tls=tls,
     )
 
 

@@ -65,8 +65,8 @@ def import_seed(
     tandem = [sys.executable, "-m", "tandem"]
     done = subprocess.run(
         [*tandem, "config", "import-keepalived", str(conf), "--hub", str(hub),
-         "--secret", SECRET, "-o", str(out)],
-        capture_output=True, text=True, timeout=60,
+         "--secret-file", "-", "-o", str(out)],
+        capture_output=True, text=True, timeout=60, input=SECRET + "\n",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "replaced" in done.stderr  # the curl check and the start/stop scripts
@@ -121,7 +121,7 @@ def test_imported_seed_pair_keeps_the_guides_roles_and_transitions(tmp_path: Pat
             wait_until(lambda: a.role() == "MASTER", 30, "the master node to take back its role")
             wait_until(lambda: b.role() == "BACKUP", 10, "the backup to step down")
             assert vip_on(a) and not vip_on(b)
-            timeline = b.place.request("GET", f"{b.url}/api/v1/timeline?limit=50").json()
+            timeline = b.request("GET", "/api/v1/timeline?limit=50").json()
             assert any("became BACKUP" in e["message"] for e in timeline), timeline
         except BaseException:
             print(a.tail(80), b.tail(80), sep="\n")

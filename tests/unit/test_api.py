@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tandem.api.app import bound_port, create_app, format_sse, serve
+from tandem.api.auth import Security
 from tandem.api.live import LiveFeed
 from tandem.api.metrics import render_metrics
 from tandem.api.view import (
@@ -31,7 +34,10 @@ from tandem.api.view import (
     TagValue,
     TimelineEvent,
 )
+from tandem.config.hub import TandemConfig
 from tandem.errors import TandemError
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
 
 
 def make_status(**overrides: Any) -> Status:
@@ -146,9 +152,29 @@ def parse_sse(text: str) -> list[tuple[str, Any]]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own credential stores; the apps below use them."""
+    monkeypatch.setattr(sys.modules[__name__], "DATA_DIR", tmp_path)
+    return tmp_path
+
+
+DATA_DIR = Path("/nonexistent")
+HEADERS: dict[str, str] = {}  # the served app's operator token
+
+
+def authed_app(view: FakeView, **kwargs: Any) -> tuple[Any, dict[str, str]]:
+    """An app on this test's data dir, and the headers of an operator token for it."""
+    security = Security.from_config(TandemConfig(node="test", data_dir=DATA_DIR))
+    token = create_token(DATA_DIR, Role.OPERATOR, "test-operator")
+    return create_app(view, security=security, **kwargs), {"Authorization": f"Bearer {token}"}
+
+
 def client_for(view: FakeView, **kwargs: Any) -> httpx.AsyncClient:
-    app = create_app(view, **kwargs)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    app, headers = authed_app(view, **kwargs)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=headers
+    )
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
@@ -350,11 +376,13 @@ async def test_events_finite_subscription_streams_each_event_then_ends() -> None
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[FakeView, str, asyncio.Task[None]]]:
     view = FakeView(endless=True)
-    app = create_app(view, heartbeat_s=0.2)
+    app, headers = authed_app(view, heartbeat_s=0.2)
     ready = asyncio.Event()
     task = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), timeout=10)
+        HEADERS.clear()
+        HEADERS.update(headers)
         yield view, f"http://127.0.0.1:{bound_port(app)}", task
     finally:
         task.cancel()
@@ -366,7 +394,7 @@ async def test_serve_port_zero_answers_on_bound_port(
     served: tuple[FakeView, str, asyncio.Task[None]],
 ) -> None:
     _, url, _ = served
-    async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=url, headers=HEADERS, trust_env=False) as client:
         health = await client.get("/api/v1/health")
         page = await client.get("/")
         script = await client.get("/static/app.js")
@@ -381,7 +409,7 @@ async def test_events_client_closes_stream_subscription_released(
     view, url, _ = served
     received: list[tuple[str, Any]] = []
     async with (
-        httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, trust_env=False, timeout=10) as client,
         client.stream("GET", "/api/v1/events") as response,
     ):
         buffer = ""
@@ -409,7 +437,7 @@ async def test_events_idle_stream_sends_heartbeat_comment(
 
     view.subscribe = silent  # type: ignore[method-assign]
     async with (
-        httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, trust_env=False, timeout=10) as client,
         client.stream("GET", "/api/v1/events") as response,
     ):
         seen = ""
@@ -425,7 +453,9 @@ async def test_serve_cancelled_with_open_stream_stops_promptly(
     served: tuple[FakeView, str, asyncio.Task[None]],
 ) -> None:
     view, url, task = served
-    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=HEADERS, trust_env=False, timeout=10
+    ) as client:
         async with client.stream("GET", "/api/v1/events") as response:
             stream = response.aiter_text()
             await anext(stream)
@@ -447,7 +477,7 @@ async def test_serve_address_in_use_raises_tandem_error() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(TandemError, match="cannot listen"):
-            await serve(create_app(FakeView()), "127.0.0.1", port)
+            await serve(authed_app(FakeView())[0], "127.0.0.1", port)
 
 
 def test_metrics_include_vrrp_counters_when_status_has_vrrp() -> None:

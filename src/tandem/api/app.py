@@ -18,11 +18,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic_core import to_jsonable_python
 
 from tandem.api.assets import StaticAssets
+from tandem.api.auth import Security, needs, principal_of
 from tandem.api.live_routes import live_router
+from tandem.api.login import add_login_routes
 from tandem.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tandem.api.metrics import render_metrics
+from tandem.api.middleware import SecurityMiddleware
+from tandem.api.secmetrics import render_security_metrics
 from tandem.api.view import Health, HubView, LiveEvent, Status, TagValue, TimelineEvent
 from tandem.errors import TandemError
+from tandem.security.roles import Access
 
 log = logging.getLogger(__name__)
 
@@ -130,36 +135,66 @@ async def event_stream(
             await pump
 
 
-def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.0) -> FastAPI:
-    """The API and dashboard for one hub runtime; `view` is read on every request."""
+def create_app(
+    view: HubView, *, security: Security, title: str = "Tandem", heartbeat_s: float = 10.0
+) -> FastAPI:
+    """The API and dashboard for one hub runtime; `view` is read on every request.
+
+    Every route declares what it needs (`needs(...)`); `security` decides before any body is
+    read (SecurityMiddleware). Only /api/v1/health and the login page are public.
+    """
     app = FastAPI(
         title=title, version="1", docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json"
     )
     streams = LiveStreams()
-    assets = StaticAssets(STATIC_DIR)
     app.state.view = view
     app.state.streams = streams
+    app.state.security = security
+    app.state.assets = StaticAssets(STATIC_DIR)
+    app.add_middleware(SecurityMiddleware, security=security, router=app.router)
+    _add_read_routes(app, view, streams, heartbeat_s)
+    _add_control_routes(app, view, security)
+    add_login_routes(app, security, STATIC_DIR)
+    app.include_router(live_router(view), prefix=API)
+    app.mount("/static", app.state.assets, name="static")
+    return app
+
+
+def _add_read_routes(app: FastAPI, view: HubView, streams: LiveStreams, heartbeat_s: float) -> None:
     # Every handler is `async def` on purpose: the view is read on the event loop thread that
     # owns the runtime's state; plain `def` handlers would run in a thread pool and race it.
 
-    @app.get(f"{API}/health", response_model=Health, responses={503: {"model": Health}})
+    @app.get(
+        f"{API}/health",
+        response_model=Health,
+        responses={503: {"model": Health}},
+        dependencies=[needs(Access.PUBLIC)],
+    )
     async def health() -> JSONResponse:
         result = view.health()
         return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.ok else 503)
 
-    @app.get(f"{API}/status", response_model=Status)
+    @app.get(f"{API}/status", response_model=Status, dependencies=[needs(Access.VIEWER)])
     async def status() -> Status:
         return view.status()
 
-    @app.get(f"{API}/tags", response_model=list[TagValue])
+    @app.get(f"{API}/tags", response_model=list[TagValue], dependencies=[needs(Access.VIEWER)])
     async def tags() -> list[TagValue]:
         return view.tags()
 
-    @app.get(f"{API}/timeline", response_model=list[TimelineEvent])
+    @app.get(
+        f"{API}/timeline",
+        response_model=list[TimelineEvent],
+        dependencies=[needs(Access.VIEWER)],
+    )
     async def timeline(limit: int = Query(100, ge=1, le=10_000)) -> list[TimelineEvent]:
         return view.timeline(limit)
 
-    @app.get(f"{API}/events", response_class=StreamingResponse)
+    @app.get(
+        f"{API}/events",
+        response_class=StreamingResponse,
+        dependencies=[needs(Access.VIEWER, stream=True)],
+    )
     async def events(request: Request) -> StreamingResponse:
         return StreamingResponse(
             event_stream(request, view, streams, heartbeat_s),
@@ -168,8 +203,12 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         )
 
-    @app.post(f"{API}/switchover")
-    async def switchover() -> dict[str, Any]:
+
+def _add_control_routes(app: FastAPI, view: HubView, security: Security) -> None:
+    @app.post(f"{API}/switchover", dependencies=[needs(Access.OPERATOR)])
+    async def switchover(request: Request) -> dict[str, Any]:
+        principal = principal_of(request.scope)
+        log.info("switchover asked by %s", principal.key if principal else "?")
         try:
             return await view.switchover()
         except NotImplementedError as exc:
@@ -177,20 +216,17 @@ def create_app(view: HubView, *, title: str = "Tandem", heartbeat_s: float = 10.
         except TandemError as exc:
             raise HTTPException(409, str(exc)) from exc
 
-    @app.get("/metrics", response_class=Response)
+    metrics_access = Access.PUBLIC if security.metrics_public else Access.VIEWER
+
+    @app.get("/metrics", response_class=Response, dependencies=[needs(metrics_access)])
     async def metrics() -> Response:
-        return Response(render_metrics(view.status()), media_type=METRICS_CONTENT_TYPE)
+        text = render_metrics(view.status()) + render_security_metrics(security)
+        return Response(text, media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[needs(Access.VIEWER)])
     async def dashboard(request: Request) -> Response:
+        assets: StaticAssets = request.app.state.assets
         return assets.response("index.html", request)
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str, request: Request) -> Response:
-        return assets.response(name, request)
-
-    app.include_router(live_router(view), prefix=API)
-    return app
 
 
 class _InLoopServer(uvicorn.Server):
@@ -236,10 +272,23 @@ async def serve(app: FastAPI, host: str, port: int, *, ready: asyncio.Event | No
     Sets `ready` once connections are accepted; `bound_port(app)` then tells the real port.
     Raises TandemError if the address cannot be bound.
     """
+    security = getattr(app.state, "security", None)
+    tls = security.server_tls if isinstance(security, Security) else None
+    if tls is not None:
+        tls.check()
     sock = bind_listener(host, port)
     app.state.bound_address = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        lifespan="off",
+        # uvicorn would otherwise trust X-Forwarded-For from localhost and log a spoofed client.
+        proxy_headers=False,
+        server_header=False,
+        **(tls.uvicorn_options() if tls is not None else {}),
     )
     server = _InLoopServer(config)
     running = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
@@ -247,7 +296,8 @@ async def serve(app: FastAPI, host: str, port: int, *, ready: asyncio.Event | No
         while not server.started and not running.done():
             await asyncio.sleep(0.01)
         if server.started:
-            log.info("API listening on %s:%s", *app.state.bound_address)
+            scheme = "https" if tls is not None else "http"
+            log.info("API listening on %s://%s:%s", scheme, *app.state.bound_address)
             if ready is not None:
                 ready.set()
         # Shielded: a cancellation of serve() must turn into a graceful stop, not kill uvicorn

@@ -14,7 +14,9 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 # The browser asks again each time (no-cache) but gets 304 while the file is unchanged.
 CACHE_CONTROL = "no-cache"
@@ -29,7 +31,11 @@ class _Asset:
 
 
 class StaticAssets:
-    """The files directly in one directory; anything else is 404, so no path can escape it."""
+    """The files directly in one directory; anything else is 404, so no path can escape it.
+
+    An ASGI app to mount (like StaticFiles, so the security middleware treats it the same), and
+    `response()` for a route that serves one of its files (the dashboard page).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -72,3 +78,21 @@ class StaticAssets:
         if request.headers.get("if-none-match") == asset.etag:
             return Response(status_code=304, headers=headers)
         return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        if request.method not in ("GET", "HEAD"):
+            response = Response("Method Not Allowed", status_code=405, media_type="text/plain")
+        else:
+            response = self.response(_mounted_path(scope).lstrip("/"), request)
+        await response(scope, receive, send)
+
+
+def _mounted_path(scope: Scope) -> str:
+    """The request path below the mount point (Starlette keeps the full path in "path")."""
+    path, root = str(scope["path"]), str(scope.get("root_path", ""))
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import string
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from tandem.config.yamlload import FieldPath, LocatedDocument, YamlSyntaxError, load_located
-from tandem.errors import ConfigError, ConfigProblem
+from tandem.errors import ConfigError, ConfigProblem, TandemError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ TYPE_WIDTH: dict[str, int] = {
 TOPIC_VARIABLES: frozenset[str] = frozenset({"node", "group", "source_node"})
 # Names end up in MQTT topics and file paths: no wildcards, separators or spaces.
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MIN_SECRET = 8
 
 
 class _Model(BaseModel):
@@ -120,9 +122,59 @@ class DeviceConfig(_Model):
         return self
 
 
+class ApiTlsConfig(_Model):
+    """HTTPS for the API, the dashboard and the peer link (PEM files)."""
+
+    cert_file: Path = Field(description="this node's certificate (chain), PEM")
+    key_file: Path = Field(description="its private key, PEM; keep it mode 0600")
+    client_ca_file: Path | None = Field(
+        default=None,
+        description="require every client (browsers too) to show a certificate from this CA",
+    )
+
+
 class ApiConfig(_Model):
+    """The HTTP API and dashboard: where it listens, and how it refuses what it should."""
+
     host: str = "0.0.0.0"
     port: int = Field(default=8085, ge=0, le=65535)
+    tls: ApiTlsConfig | None = Field(
+        default=None, description="serve API, dashboard and peer link over HTTPS"
+    )
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header values accepted (names or addresses, no port; '*' for any); "
+        "default: this node's addresses and host name, its VIPs and localhost",
+    )
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without a credential (a local Prometheus)"
+    )
+    session_idle_timeout: float = Field(
+        default=900.0, gt=0, description="seconds without a request before a login ends"
+    )
+    session_lifetime: float = Field(
+        default=43200.0, gt=0, description="seconds after which a login ends regardless"
+    )
+    max_body_bytes: int = Field(
+        default=16384, ge=1024, description="largest request body, except config uploads"
+    )
+    max_config_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest PUT /api/v1/config body"
+    )
+    max_streams: int = Field(
+        default=64, ge=1, description="open event streams (SSE) at once; 503 beyond"
+    )
+    max_streams_per_principal: int = Field(
+        default=8, ge=1, description="open event streams per user, token or peer; 503 beyond"
+    )
+
+    @model_validator(mode="after")
+    def _check_session(self) -> ApiConfig:
+        if self.session_lifetime < self.session_idle_timeout:
+            raise _field_error(
+                "session_lifetime", "session_lifetime must be >= session_idle_timeout"
+            )
+        return self
 
 
 class TlsConfig(_Model):
@@ -245,6 +297,33 @@ class HooksSection(_Model):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class PeerTlsConfig(_Model):
+    """How a node checks it talks to its real peer over https: a CA, or a pinned certificate."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA that signed the peer's certificate (hostname checked)"
+    )
+    fingerprint: str | None = Field(
+        default=None,
+        description="SHA-256 of the peer's certificate (sha256:<hex>, colons allowed)",
+    )
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _check_fingerprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from tandem.security.certs import normalize_fingerprint
+
+        return normalize_fingerprint(value)
+
+    @model_validator(mode="after")
+    def _check_one(self) -> PeerTlsConfig:
+        if (self.ca_file is None) == (self.fingerprint is None):
+            raise _field_error("ca_file", "set exactly one of ca_file and fingerprint")
+        return self
+
+
 class HaConfig(_Model):
     """Two-node high availability: election, standby mode, peer link and fencing."""
 
@@ -255,8 +334,18 @@ class HaConfig(_Model):
     peer_url: str = Field(
         pattern=r"^https?://", description="the peer's API, e.g. http://10.0.0.2:8085"
     )
-    secret: str | None = Field(default=None, min_length=8)
-    secret_file: Path | None = None
+    peer_tls: PeerTlsConfig | None = Field(
+        default=None, description="how to verify the peer's certificate (https peer_url)"
+    )
+    secret: str | None = Field(
+        default=None, min_length=8, description="cluster secret (prefer secret_file/secret_env)"
+    )
+    secret_file: Path | None = Field(default=None, description="file holding the secret")
+    secret_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the secret",
+    )
     require_same_config: bool = False
     vrrp: VrrpSection
     health: HealthSection = HealthSection()
@@ -264,8 +353,11 @@ class HaConfig(_Model):
 
     @model_validator(mode="after")
     def _check_secret(self) -> HaConfig:
-        if (self.secret is None) == (self.secret_file is None):
-            raise _field_error("secret", "set exactly one of secret and secret_file")
+        given = [s for s in (self.secret, self.secret_file, self.secret_env) if s is not None]
+        if len(given) != 1:
+            raise _field_error("secret", "set exactly one of secret, secret_file and secret_env")
+        if self.peer_tls is not None and not self.peer_url.startswith("https://"):
+            raise _field_error("peer_tls", "peer_tls needs an https:// peer_url")
         return self
 
     @property
@@ -274,11 +366,27 @@ class HaConfig(_Model):
         return max(3 * self.vrrp.advert_interval, 0.5)
 
     def shared_secret(self) -> str:
-        """The peer-link secret, read from secret_file when that is how it was given."""
+        """The cluster secret, from wherever the config says it is.
+
+        Raises TandemError when the file or variable is missing or holds too short a secret.
+        """
         if self.secret is not None:
             return self.secret
-        assert self.secret_file is not None
-        return self.secret_file.read_text().strip()
+        if self.secret_file is not None:
+            try:
+                value = self.secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise TandemError(
+                    f"ha.secret_file {self.secret_file}: {exc.strerror or exc}"
+                ) from exc
+            where = f"ha.secret_file {self.secret_file}"
+        else:
+            assert self.secret_env is not None
+            value = os.environ.get(self.secret_env, "").strip()
+            where = f"ha.secret_env: ${self.secret_env}"
+        if len(value) < MIN_SECRET:
+            raise TandemError(f"{where}: the secret must have at least {MIN_SECRET} characters")
+        return value
 
 
 class TandemConfig(_Model):

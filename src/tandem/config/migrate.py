@@ -365,12 +365,13 @@ def _peer_url(
 
 def _secret(options: ImportOptions, notes: list[Note]) -> str:
     if options.secret is not None:
-        notes.append(Note("mapped", "ha.secret from --secret"))
+        notes.append(Note("mapped", "ha.secret from --secret-file / $TANDEM_SECRET"))
         return options.secret
     notes.append(
         Note(
             "generated",
-            "ha.secret: both nodes must share it; import the peer with --secret <this value>",
+            "ha.secret: both nodes must share it; import the peer with this value in "
+            "--secret-file or $TANDEM_SECRET (then better move it to ha.secret_file)",
         )
     )
     return secrets.token_urlsafe(SECRET_BYTES)

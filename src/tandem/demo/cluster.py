@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from tandem.demo.pair import (
+    DEMO_USER,
     INSTALL_HINT,
     LOOPBACK,
     TOPIC,
@@ -36,7 +37,11 @@ from tandem.demo.pair import (
 from tandem.demo.process import ManagedProcess
 from tandem.demo.view import AuditTotals, NodeView, Snapshot
 from tandem.errors import TandemError
+from tandem.files import write_atomic
 from tandem.ha.audit import AuditSubscriber, DeliveryAudit
+from tandem.security.roles import Role
+from tandem.security.tokens import create_token
+from tandem.security.users import UserStore
 
 TANDEM = [sys.executable, "-m", "tandem"]
 
@@ -65,6 +70,9 @@ class DemoCluster:
     plc_port: int = 0
     subscriber: AuditSubscriber | None = None
     _http: httpx.AsyncClient | None = None
+    # The dashboard login and a machine token per node, made before the nodes start.
+    login: tuple[str, str] = (DEMO_USER, "")
+    tokens: dict[str, str] = field(default_factory=dict)
     _statuses: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack | None = None
 
@@ -161,10 +169,26 @@ class DemoCluster:
                 advert_listeners=self.advert_listeners,
             )
             path = workdir / f"{spec.name}.yaml"
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            write_atomic(path, yaml.safe_dump(cfg, sort_keys=False), mode=0o600)
+            self._credentials(spec.name, workdir / spec.name)
             self.nodes[spec.name] = ManagedProcess(
                 spec.name, [*TANDEM, "run", "-c", str(path)], workdir
             )
+
+    def _credentials(self, name: str, data_dir: Path) -> None:
+        """The demo's operator login (one password for both nodes) and a token per node."""
+        if not self.login[1]:
+            self.login = (DEMO_USER, secrets.token_urlsafe(9))
+        UserStore(data_dir).add(self.login[0], Role.OPERATOR, self.login[1])
+        self.tokens[name] = create_token(data_dir, Role.OPERATOR, "demo")
+        write_atomic(self.token_file(name), self.tokens[name] + "\n", mode=0o600)
+
+    def token_file(self, name: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / f"{name}.token"
+
+    def _auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
     async def _plc_port(self, timeout: float) -> int:
         assert self.plc is not None
@@ -215,7 +239,7 @@ class DemoCluster:
         if self._http is None or not self.nodes[name].running:
             return None
         try:
-            response = await self._http.get(self.url(name) + path)
+            response = await self._http.get(self.url(name) + path, headers=self._auth(name))
             response.raise_for_status()
             return response.json()
         except (httpx.HTTPError, ValueError):
@@ -281,7 +305,9 @@ class DemoCluster:
 
     async def switchover(self, via: str) -> dict[str, Any]:
         assert self._http is not None
-        response = await self._http.post(self.url(via) + "/api/v1/switchover", timeout=15.0)
+        response = await self._http.post(
+            self.url(via) + "/api/v1/switchover", timeout=15.0, headers=self._auth(via)
+        )
         if response.status_code != 200:
             raise TandemError(f"switchover refused ({response.status_code}): {response.text}")
         body = response.json()

@@ -65,6 +65,8 @@ async def _main(options: DemoOptions, console: Any) -> int:
             console.print(f"MQTT broker:   {LOOPBACK}:{cluster.broker_port} (pid {broker_pid})")
             for name in cluster.names:
                 console.print(f"dashboard {name}: {cluster.url(name)}/")
+            user, password = cluster.login
+            console.print(f"log in as {user} / {password} (operator: may switch over)")
             if options.scenario is None:
                 await _interactive(cluster, console)
                 return 0
@@ -88,7 +90,8 @@ async def _interactive(cluster: DemoCluster, console: Any) -> None:
 
     hint = (
         "Ctrl-C stops everything. Try: kill -9 <master pid>, or "
-        f"tandem switchover --url {cluster.url(cluster.names[0])}"
+        f"tandem switchover --url {cluster.url(cluster.names[0])} "
+        f"--token-file {cluster.token_file(cluster.names[0])}"
     )
     down_since: dict[str, float] = {}
     note = ""

@@ -16,6 +16,7 @@ LOOPBACK = "127.0.0.1"
 SEED_API_PORT = 8085  # the port the seed configs and the docs use; taken only when free
 TOPIC = "/neuron/{node}"
 CLUSTER = "demo"
+DEMO_USER = "operator"
 ADVERT_INTERVAL_S = 0.1
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_HINT = (

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import httpx
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
 
+from tandem.api.auth import needs, principal_of
 from tandem.config.hub import TandemConfig, load_config, load_config_text
 from tandem.errors import ConfigError, ConfigProblem
 from tandem.files import write_atomic
@@ -59,7 +60,9 @@ from tandem.ha.configstamp import (
     stat_key,
     with_shared,
 )
-from tandem.ha.peer import PeerState, check_secret
+from tandem.ha.peer import PeerState
+from tandem.security.redact import redact
+from tandem.security.roles import Access
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,6 @@ class ConfigSync:
         self._peer_fresh_s = peer_fresh_s
         self._version_path = cfg.data_dir / VERSION_FILE
         self._synced_path = cfg.data_dir / SYNCED_FILE
-        self._secret = cfg.ha.shared_secret() if cfg.ha is not None else None
         self.require_same_config = cfg.ha.require_same_config if cfg.ha is not None else False
         self.last_error: str | None = None
         self.rejected_transfers = 0
@@ -420,23 +422,20 @@ class ConfigSync:
             return self.body()
 
     def main_routes(self, app: FastAPI) -> None:
-        """PUT and GET /api/v1/config: unlike the rest of the API, they need the peer secret."""
+        """GET /api/v1/config (viewer, secrets redacted) and PUT (admin, a larger body limit).
 
-        def auth(authorization: str | None) -> None:
-            if self._secret is None:
-                raise HTTPException(403, "config changes need ha.secret on this node")
-            check_secret(self._secret, authorization)
+        The API's security middleware checks the caller before the body is read; the peer
+        gets the unredacted sections only on its own link (GET /api/v1/peer/config).
+        """
+        security = getattr(app.state, "security", None)
+        limit = security.limits.max_config_body if security is not None else None
 
-        @app.get(CONFIG_API)
-        async def get_config(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-            auth(authorization)
-            return self.body()
+        @app.get(CONFIG_API, dependencies=[needs(Access.VIEWER)])
+        async def get_config() -> dict[str, Any]:
+            return dict(redact(self.body()))
 
-        @app.put(CONFIG_API)
-        async def put_config(
-            request: Request, authorization: str | None = Header(default=None)
-        ) -> dict[str, Any]:
-            auth(authorization)
+        @app.put(CONFIG_API, dependencies=[needs(Access.ADMIN, max_body=limit)])
+        async def put_config(request: Request) -> dict[str, Any]:
             raw = await request.body()
             try:
                 text = raw.decode("utf-8")
@@ -446,6 +445,8 @@ class ConfigSync:
                 stamp = await self.put_config(text)
             except ConfigError as exc:
                 raise HTTPException(400, {"problems": [str(p) for p in exc.problems]}) from exc
+            principal = principal_of(request.scope)
+            log.info("config v%s put by %s", stamp.version, principal.key if principal else "?")
             return {"version": stamp.version, "sha": stamp.sha}
 
 

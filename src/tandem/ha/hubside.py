@@ -66,6 +66,7 @@ from tandem.hub.mqtt import MqttPublisher, MqttSettings
 from tandem.hub.outbox import Outbox, OutboxError, OutboxRow
 from tandem.hub.runtime import Hub, Publisher
 from tandem.security.keys import broker_hmac_key
+from tandem.security.tls import PeerTls
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,12 @@ class HubSide:
         self._answers: dict[int, asyncio.Future[Refusal | None]] = {}
         self.settings = MqttSettings.from_config(cfg.mqtt)
         self.hub = Hub(cfg, ha=self)
-        self.peer = PeerClient(self.ha.peer_url, secret, self._on_peer_state)
+        self.peer = PeerClient(
+            self.ha.peer_url,
+            secret,
+            self._on_peer_state,
+            tls=PeerTls.for_peer(self.ha.peer_url, self.ha.peer_tls, cfg.api.tls),
+        )
         self.configsync = ConfigSync(
             cfg,
             config_path,

@@ -1,14 +1,15 @@
 """The peer link: each node streams its HA state to the other over HTTP on the API port.
 
-Every request carries the shared secret (`Authorization: Bearer ...`) and is rejected
-without it. The stream is server-sent events, one state per advert interval, so the backup
+Every request carries a bearer derived from the cluster secret (`peer_bearer`, HKDF: the
+secret itself never travels) and is rejected without it, before its body is read. Over https
+the client verifies the peer's certificate (a CA or a pinned fingerprint, security/tls.py).
+The stream is server-sent events, one state per advert interval, so the backup
 always knows the master's term and watermarks; a handover is one authenticated POST.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,9 +18,13 @@ from typing import Annotated, Any, Literal
 import httpx
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tandem.api.auth import needs
 from tandem.ha.types import HandoverOffer, PeerView
+from tandem.security.keys import bearer_matches, peer_bearer
+from tandem.security.roles import Access
+from tandem.security.tls import PeerTls
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +90,6 @@ class HandoverAnswer(BaseModel):
     refused: str | None = None  # the typed reason (ha.types.Refused) when not accepted
 
 
-def check_secret(expected: str, authorization: str | None) -> None:
-    """Constant-time check of the bearer secret; 401 for anything else."""
-    given = (authorization or "").removeprefix("Bearer ").encode()
-    if not authorization or not hmac.compare_digest(given, expected.encode()):
-        raise HTTPException(status_code=401, detail="peer link: missing or wrong secret")
-
-
 def peer_router(
     secret: str,
     state: Callable[[], PeerState],
@@ -100,17 +98,20 @@ def peer_router(
     extra: Callable[[APIRouter, Callable[[str | None], None]], None] | None = None,
 ) -> APIRouter:
     """Routes under /api/v1/peer; `extra` lets config sync add its own, with the same auth."""
-    router = APIRouter(prefix=PEER_PREFIX)
+    router = APIRouter(prefix=PEER_PREFIX, dependencies=[needs(Access.PEER)])
+    bearer = peer_bearer(secret)
 
     def auth(authorization: str | None) -> None:
-        check_secret(secret, authorization)
+        # Checked here too, not only by the API's middleware: these routes move the role.
+        if not bearer_matches(authorization, bearer):
+            raise HTTPException(status_code=401, detail="peer link: missing or wrong secret")
 
     @router.get("/state")
     async def get_state(authorization: str | None = Header(default=None)) -> PeerState:
         auth(authorization)
         return state()
 
-    @router.get("/stream")
+    @router.get("/stream", dependencies=[needs(Access.PEER, stream=True)])
     async def stream(
         request: Request, authorization: str | None = Header(default=None)
     ) -> StreamingResponse:
@@ -131,9 +132,13 @@ def peer_router(
 
     @router.post("/handover")
     async def handover(
-        body: HandoverRequest, authorization: str | None = Header(default=None)
+        request: Request, authorization: str | None = Header(default=None)
     ) -> HandoverAnswer:
-        auth(authorization)
+        auth(authorization)  # before the body is even read
+        try:
+            body = HandoverRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, "handover: not a HandoverRequest") from exc
         return await on_handover(body)
 
     if extra is not None:
@@ -151,9 +156,11 @@ class PeerClient:
         on_state: Callable[[PeerState], None],
         *,
         retry: float = 0.2,
+        tls: PeerTls | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {secret}"}
+        self._headers = {"Authorization": f"Bearer {peer_bearer(secret)}"}
+        self._tls = tls
         self._on_state = on_state
         self._retry = retry
         self.connected = False
@@ -168,15 +175,24 @@ class PeerClient:
         of CPU, which would stall the event loop, and the VRRP adverts with it."""
         if self._http is None:
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(2.0, read=5.0), headers=self._headers
+                timeout=httpx.Timeout(2.0, read=5.0),
+                headers=self._headers,
+                verify=self._tls.context if self._tls is not None else True,
             )
         return self._http
+
+    async def _verified(self) -> httpx.AsyncClient:
+        """The client, once a pinned peer has shown its pinned certificate (else raises)."""
+        if self._tls is not None and self.base_url.startswith("https://"):
+            await self._tls.ensure_pinned(self.base_url)
+        return self._client()
 
     async def run(self) -> None:
         client = self._client()
         try:
             while True:
                 try:
+                    client = await self._verified()
                     await self._follow(client)
                 except (httpx.HTTPError, OSError) as exc:
                     if self.connected or self.last_error != str(exc):
@@ -209,7 +225,8 @@ class PeerClient:
                 self._on_state(state)
 
     async def post(self, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
-        response = await self._client().post(
+        client = await self._verified()
+        response = await client.post(
             f"{self.base_url}{PEER_PREFIX}{path}", json=body, timeout=timeout
         )
         response.raise_for_status()
@@ -217,7 +234,8 @@ class PeerClient:
         return result
 
     async def get(self, path: str, timeout: float = 2.0) -> httpx.Response:
-        return await self._client().get(f"{self.base_url}{PEER_PREFIX}{path}", timeout=timeout)
+        client = await self._verified()
+        return await client.get(f"{self.base_url}{PEER_PREFIX}{path}", timeout=timeout)
 
     async def handover(self, request: HandoverRequest) -> HandoverAnswer:
         try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 
 from tandem.api.app import bound_port, create_app, serve
+from tandem.api.auth import Security
 from tandem.api.live import LiveFeed, tag_values
 from tandem.api.tagindex import TagCatalog
 from tandem.api.view import (
@@ -177,7 +178,9 @@ class Hub:
             ]
             self._pause_idle_pollers()
             self.publisher: Publisher = self._make_publisher(config)
-            self.app: FastAPI = create_app(self, title=f"Tandem {config.node}")
+            self.app: FastAPI = create_app(
+                self, title=f"Tandem {config.node}", security=Security.from_config(config)
+            )
         except BaseException:
             self.outbox.close()
             raise

@@ -1,1 +1,1 @@
-"""Credentials and keys: users, tokens, derived keys, certificates."""
+"""Credentials and keys: derived keys, users, tokens, certificates, TLS."""

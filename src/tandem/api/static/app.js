@@ -149,13 +149,17 @@
   // Every request of the page goes through these two, so their errors are handled alike.
   async function getJson(path) {
     const early = window.TandemEarly && TandemEarly.take(path);
-    const r = await (early || fetch(API + path, { cache: "no-store" }));
+    let r = early && (await early);
+    // Asked again through auth.js when the early answer is a refusal: it knows what to do.
+    if (!r || r.status === 401) r = await fetch(API + path, { cache: "no-store" });
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
 
   // The answer's JSON, or null for 404 (the caller decides what a missing thing means).
+  // A change carries the session's CSRF token, which auth.js learns first.
   async function putJson(path, body) {
+    if (window.tandemSession) await window.tandemSession.catch(() => null);
     const r = await fetch(API + path, {
       method: "PUT",
       headers: { "Content-Type": "application/json" },
