@@ -190,7 +190,10 @@ async def open_page(
     opened = OpenPage(context, page, cdp)
     page.on("pageerror", lambda exc: opened.errors.append(str(exc)))
     await page.goto(url)
-    await page.wait_for_function("window.__tagsVisible !== undefined", timeout=timeout_s * 1000)
+    # A function, not an expression: the page's CSP forbids eval, which an expression needs.
+    await page.wait_for_function(
+        "() => window.__tagsVisible !== undefined", timeout=timeout_s * 1000
+    )
     opened.tags_visible_ms = round(await page.evaluate("window.__tagsVisible"), 1)
     paint = await page.evaluate(
         "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime ?? null"
