@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tandem.cli_import import SkipUnsupported, emit_import, hub_half, import_neuron_command
 from tandem.cli_security import (
     CaFileOption,
     SecretFileOption,
@@ -341,25 +342,91 @@ def demo(
     raise typer.Exit(run_demo(options))
 
 
+def _unit_list(text: str) -> list[int]:
+    """``1,2,5-7`` as [1, 2, 5, 6, 7]; raises BadParameter on anything else."""
+    units: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            units += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise typer.BadParameter(f"not a unit list: {text!r} (e.g. 1,2,5-7)") from None
+    if not all(1 <= u <= 247 for u in units):
+        raise typer.BadParameter("unit ids are 1..247")
+    return units
+
+
+def _slow_units(specs: list[str]) -> dict[int, float]:
+    """``UNIT:MS`` pairs as {unit: seconds}."""
+    slow: dict[int, float] = {}
+    for spec in specs:
+        unit, sep, ms = spec.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            slow[int(unit)] = float(ms) / 1000.0
+        except ValueError:
+            raise typer.BadParameter(f"--slow takes UNIT:MS, e.g. 2:1500, not {spec!r}") from None
+    return slow
+
+
 @app.command("simulate-plc")
 def simulate_plc(
-    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 5020,
+    port: Annotated[int, typer.Option(help="TCP port to listen on (0: any free port)")] = 5020,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     load_registers: Annotated[
         int, typer.Option(help="extra holding registers from address 100, for load tests")
     ] = 1000,
+    ports: Annotated[
+        int, typer.Option(min=1, help="serve this many TCP ports (PORT, PORT+1, ...)")
+    ] = 1,
+    units: Annotated[
+        str, typer.Option(help="unit ids to answer, e.g. 1-3,7 (others stay silent); default all")
+    ] = "",
+    slow: Annotated[
+        list[str] | None,
+        typer.Option(help="UNIT:MS: that unit answers MS milliseconds late (repeatable)"),
+    ] = None,
+    rtu: Annotated[
+        str | None, typer.Option(help="serve Modbus RTU on this serial device (e.g. a socat PTY)")
+    ] = None,
+    rtu_over_tcp: Annotated[
+        bool, typer.Option("--rtu-over-tcp", help="RTU framing on the TCP port(s): a gateway")
+    ] = False,
+    preset: Annotated[
+        Path | None,
+        typer.Option(help='JSON of known contents, e.g. {"holding": {"40": [258, 772]}}'),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run a Modbus TCP PLC simulator (counter, sine, ramp, coils, load registers)."""
+    """Run a Modbus PLC simulator: TCP, RTU on a serial device, or RTU over TCP."""
+    from tandem.sim.plc import load_preset
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
+    where = rtu if rtu is not None else f"{host}:{port}"
+    contents = None
+    if preset is not None:
+        try:
+            contents = load_preset(preset.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _fail(f"{preset}: {exc}", EXIT_CONFIG) from None
     try:
-        sim_main(host, port, load_registers)
+        sim_main(
+            host,
+            port,
+            load_registers,
+            ports=ports,
+            units=_unit_list(units),
+            slow=_slow_units(slow or []),
+            framing="rtu" if rtu_over_tcp else "mbap",
+            rtu_device=rtu,
+            preset=contents,
+        )
+    except ValueError as exc:  # a preset that overlaps the time-driven map
+        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
     except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
-        raise _fail(
-            f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}", EXIT_RUNTIME
-        ) from None
+        raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
 
 
 @config_app.command("validate")
@@ -408,11 +475,16 @@ def config_import_keepalived(
         list[str] | None,
         typer.Option("--drop-check", help="track script/interface to give up (repeatable)"),
     ] = None,
+    neuron: Annotated[
+        Path | None,
+        typer.Option("--neuron", help="Neuron/NeuronEX export whose devices and MQTT to import"),
+    ] = None,
+    skip_unsupported: SkipUnsupported = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write YAML here")] = None,
 ) -> None:
     """Convert a keepalived.conf (and its scripts) into a native Tandem config.
 
-    Explains every mapping on stderr; writes the YAML to stdout or --output.
+    Explains every mapping on stderr; writes the YAML to stdout or --output (mode 0600).
     """
     from tandem.config.keepalived import parse_file
     from tandem.config.migrate import ImportOptions, import_keepalived, read_scripts
@@ -421,9 +493,11 @@ def config_import_keepalived(
         raise _fail("--recovery must be automatic or manual", EXIT_CONFIG)
     if not keepalived_conf.is_file():
         raise _fail(f"{keepalived_conf}: no such file", EXIT_CONFIG)
+    if hub is not None and neuron is not None:
+        raise _fail("--hub and --neuron both give the hub half: use one", EXIT_CONFIG)
     try:
         cfg = parse_file(keepalived_conf)
-        hub_config = _hub_part(hub)
+        hub_config, neuron_notes = hub_half(hub, neuron, skip_unsupported, output is not None)
         options = ImportOptions(
             node=node,
             peer_url=peer_url,
@@ -435,29 +509,10 @@ def config_import_keepalived(
         result = import_keepalived(cfg, read_scripts(cfg), options, hub_config)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
-    for note in result.notes:
-        typer.echo(str(note), err=True)
-    if output is None:
-        typer.echo(result.yaml_text, nl=False)
-    else:
-        from tandem.files import write_atomic
-        from tandem.security.store import PRIVATE_MODE
-
-        write_atomic(output, result.yaml_text, mode=PRIVATE_MODE)  # it holds the secret
-        typer.echo(f"wrote {output} (mode 0600: it holds the cluster secret)", err=True)
+    emit_import((*neuron_notes, *result.notes), result.yaml_text, output)
 
 
-def _hub_part(hub: Path | None) -> Any:
-    """The devices/mqtt/outbox/api of a native config to merge into an import."""
-    from tandem.config.migrate import hub_part
-
-    if hub is None:
-        return None
-    try:
-        hub_text = hub.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(f"{hub}: cannot read: {exc.strerror}", EXIT_CONFIG) from None
-    return hub_part(hub_text, str(hub))
+config_app.command("import-neuron")(import_neuron_command)
 
 
 def _import_secret(secret_file: Path | None) -> str | None:

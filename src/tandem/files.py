@@ -18,7 +18,9 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> N
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if mode is None else mode)
     try:
-        os.write(fd, raw)
+        view = memoryview(raw)
+        while view:  # a write may take only part of the buffer
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -8,19 +8,22 @@ master publishes again within a second, and at the end that delivery stayed exac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+import httpx
 import orjson
 
 from tandem.ha.wire import Signer
-from tandem.security.keys import broker_hmac_key
+from tandem.security.keys import broker_hmac_key, peer_bearer
 from tandem.vrrp import packet
 from tandem.vrrp.types import Advert
 
@@ -37,6 +40,7 @@ class Target:
     nodes: dict[str, str]  # name -> API base URL
     vrrp: dict[str, tuple[str, int]]  # name -> (address, udp port)
     data_topic: str  # e.g. /neuron/plc1
+    token: str  # an operator token of node-a (for the cases that have a credential)
     device: str
     group: str
     interval: float
@@ -165,6 +169,88 @@ def spoofed_resign(t: Target) -> None:
         s.sendto(ip + udp, (backup_addr, 0))
 
 
+def http(
+    method: str,
+    path: str,
+    expect: set[int],
+    *,
+    node: str = "node-a",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Action:
+    """One request at a node; raises (a failed case) if the answer is not a refusal expected."""
+
+    def act(t: Target) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            r = client.request(method, f"{t.nodes[node]}{path}", headers=headers, content=body)
+        if r.status_code not in expect:
+            raise AssertionError(f"{method} {path}: {r.status_code}, expected {sorted(expect)}")
+
+    return act
+
+
+def bearer(t: Target) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t.token}"}
+
+
+def with_token(method: str, path: str, expect: set[int], body: bytes | None = None) -> Action:
+    def act(t: Target) -> None:
+        http(method, path, expect, headers=bearer(t), body=body)(t)
+
+    return act
+
+
+def peer_handover(term: int) -> Action:
+    """A handover offer with the real peer bearer, from a 'peer' whose term is stale."""
+
+    def act(t: Target) -> None:
+        offer = {"from_node": "node-a", "term": term, "watermarks": {}, "reason": "hostile"}
+        headers = {"Authorization": f"Bearer {peer_bearer(t.secret)}"}
+        with httpx.Client(timeout=10.0) as client:
+            r = client.post(
+                f"{t.nodes['node-b']}/api/v1/peer/handover", json=offer, headers=headers
+            )
+        if r.status_code != 200 or r.json().get("accepted"):
+            raise AssertionError(f"stale handover: {r.status_code} {r.text[:200]}")
+
+    return act
+
+
+def stream_flood(t: Target) -> None:
+    """More event streams than the caps allow: the excess is refused, the master keeps going."""
+    codes: list[int] = []
+
+    def one() -> None:
+        url = f"{t.nodes['node-a']}/api/v1/events"
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.Client(timeout=3.0) as client,
+            client.stream("GET", url, headers=bearer(t)) as r,
+        ):
+            codes.append(r.status_code)
+            time.sleep(1.0)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    if 503 not in codes:
+        raise AssertionError(f"no stream refused: {sorted(set(codes))}")
+
+
+def login_storm(t: Target) -> None:
+    codes = []
+    with httpx.Client(timeout=5.0) as client:
+        for _ in range(30):
+            r = client.post(
+                f"{t.nodes['node-a']}/api/v1/login", json={"username": "admin", "password": "x"}
+            )
+            codes.append(r.status_code)
+    if 429 not in codes or 200 in codes:
+        raise AssertionError(f"login storm answers: {sorted(set(codes))}")
+
+
 CASES: list[tuple[str, Action]] = [
     # -- broker: cluster state and heartbeats
     ("state: Infinity term (retained)", state(b'{"term": Infinity, "node": "x"}')),
@@ -211,6 +297,62 @@ CASES: list[tuple[str, Action]] = [
     ("vrrp: priority 0 from an unknown source", vrrp_udp("127.0.0.9", advert(0))),
     ("vrrp: garbage datagram", vrrp_udp("127.0.0.9", lambda t, s, d: b"\x31" * 40)),
     ("vrrp: spoofed resign from the master's address", spoofed_resign),
+    # -- HTTP: the API and the peer link
+    ("http: switchover without a credential", http("POST", "/api/v1/switchover", {401})),
+    (
+        "http: switchover with a wrong token",
+        http("POST", "/api/v1/switchover", {401}, headers={"Authorization": "Bearer nope"}),
+    ),
+    (
+        "http: cross-site switchover with a made-up session cookie",
+        http(
+            "POST",
+            "/api/v1/switchover",
+            {401, 403},
+            headers={"Cookie": "tandem_session=forged", "Origin": "http://evil.example"},
+        ),
+    ),
+    ("http: config PUT without a credential", http("PUT", "/api/v1/config", {401}, body=b"x")),
+    ("http: config PUT as an operator", with_token("PUT", "/api/v1/config", {403}, b"node: x")),
+    (
+        "http: 10 MiB handover body without a credential",
+        http("POST", "/api/v1/peer/handover", {401, 413}, node="node-b", body=b"{" * (10 << 20)),
+    ),
+    (
+        "http: handover with an operator token instead of the peer bearer",
+        lambda t: http(
+            "POST",
+            "/api/v1/peer/handover",
+            {401, 403},
+            node="node-b",
+            headers=bearer(t),
+            body=b"{}",
+        )(t),
+    ),
+    ("http: handover from the peer with a stale term", peer_handover(0)),
+    ("http: status without a credential", http("GET", "/api/v1/status", {401})),
+    ("http: events without a credential", http("GET", "/api/v1/events", {401})),
+    ("http: metrics without a credential", http("GET", "/metrics", {401})),
+    (
+        "http: peer stream with a wrong bearer",
+        http(
+            "GET",
+            "/api/v1/peer/stream",
+            {401},
+            node="node-b",
+            headers={"Authorization": "Bearer x"},
+        ),
+    ),
+    (
+        "http: a foreign Host header",
+        http("GET", "/api/v1/health", {400, 421}, headers={"Host": "evil.example"}),
+    ),
+    (
+        "http: 1 MiB switchover body with a token",
+        with_token("POST", "/api/v1/switchover", {413}, b"x" * (1 << 20)),
+    ),
+    ("http: more event streams than the cap", stream_flood),
+    ("http: a login storm", login_storm),
 ]
 
 

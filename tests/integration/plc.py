@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -99,6 +101,76 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(slots=True)
+class SimProcess:
+    """`tandem simulate-plc ARGS` in a subprocess and what it announced (ports or a device)."""
+
+    announced: list[str]
+    process: subprocess.Popen[str]
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(line.rsplit(":", 1)[1]) for line in self.announced if "listening on" in line]
+
+    def stop(self) -> None:
+        PlcProcess("", 0, 0, self.process).stop()
+
+
+def start_sim(args: list[str], *, lines: int = 1) -> SimProcess:
+    """Start the simulator CLI with ``args``; returns once it announced ``lines`` endpoints."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "simulate-plc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        announced = [_read_ready_line(process, READY_TIMEOUT_S) for _ in range(lines)]
+    except BaseException:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+    return SimProcess(announced, process)
+
+
+@dataclass(slots=True)
+class PtyPair:
+    """Two PTYs joined by socat, like the two ends of a serial cable (or an RS-485 bus)."""
+
+    device: str  # the simulator's end
+    hub: str  # the poller's end
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        PlcProcess("", 0, 0, self.process).stop()
+
+
+def start_pty_pair(timeout: float = READY_TIMEOUT_S) -> PtyPair:
+    """``socat -d -d pty,raw,echo=0 pty,raw,echo=0``; socat names both PTYs in its log."""
+    with tempfile.TemporaryFile("w+") as log:  # socat keeps its own descriptor of the file
+        process = subprocess.Popen(
+            ["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                log.seek(0)
+                names = re.findall(r"PTY is (\S+)", log.read())
+                if len(names) >= 2:
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("socat did not report two PTYs")
+                time.sleep(0.02)
+        except BaseException:
+            process.kill()
+            process.wait(timeout=5)
+            raise
+    return PtyPair(names[0], names[1], process)
 
 
 def load_device(

@@ -31,6 +31,7 @@ from tandem.api.view import (
     Health,
     LiveEvent,
     OutboxInfo,
+    PathInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -55,6 +56,8 @@ class DashboardExpect:
     tag: str  # a tag whose value keeps changing
     device: str  # a device that goes down during the test
     down_within_s: float
+    # A device with redundant paths, polled through the second (None: the hub has no such one).
+    redundant_device: str | None = None
 
 
 # ---- a scripted hub: values move, one device drops after a few seconds ----
@@ -125,6 +128,12 @@ class ScriptedView:
                     name="plc2",
                     connected=True,
                     groups=[GroupInfo(name="slow", interval=1.0, polls=self.polls // 5)],
+                    active_path="10.0.2.10:502",
+                    paths=[
+                        PathInfo(endpoint="10.0.1.10:502", connected=False, active=False),
+                        PathInfo(endpoint="10.0.2.10:502", connected=True, active=True),
+                    ],
+                    path_switches=1,
                 ),
             ],
             outbox=OutboxInfo(depth=0 if self.plc1_up else 12, overflow_dropped=0),
@@ -215,7 +224,12 @@ async def log_in(page: Page, user: str, password: str) -> None:
 @pytest.fixture
 def dashboard_expect() -> DashboardExpect:
     return DashboardExpect(
-        node="edge-a", role="MASTER", tag="counter", device="plc1", down_within_s=15.0
+        node="edge-a",
+        role="MASTER",
+        tag="counter",
+        device="plc1",
+        down_within_s=15.0,
+        redundant_device="plc2",
     )
 
 
@@ -287,6 +301,12 @@ async def test_dashboard_live_hub_shows_values_device_loss_and_timeline(
     chips = page.locator("#trend-tags li")
     await expect(chips).to_have_count(1)
     await expect(chips.first).to_have_attribute("data-key", re.compile(f"/{expect_.tag}$"))
+
+    # A device with redundant paths says which one it is polled through.
+    if expect_.redundant_device is not None:
+        path = page.locator(f'[data-device="{expect_.redundant_device}"] .device-path')
+        await expect(path).to_have_text("via 10.0.2.10:502")
+        await expect(path).to_have_attribute("title", re.compile(r"10\.0\.1\.10:502 down"))
 
     down = page.locator(f'[data-device="{expect_.device}"][data-connected="false"]')
     await expect(down).to_be_visible(timeout=expect_.down_within_s * 1000)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from tandem.config.hub import DeviceConfig
+from tandem.config.hub import DeviceConfig, parse_device
 from tandem.hub.codec import (
     ERR_DISCONNECTED,
     ERR_IO,
@@ -32,7 +32,7 @@ def plc() -> Iterator[PlcProcess]:
 
 
 def device(port: int, groups: list[dict[str, Any]], **extra: Any) -> DeviceConfig:
-    return DeviceConfig.model_validate(
+    return parse_device(
         {"name": "plc", "host": "127.0.0.1", "port": port, "groups": groups, **extra}
     )
 

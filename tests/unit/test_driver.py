@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -209,7 +210,9 @@ async def test_driver_unknown_source_counted_and_logged_once_naming_source(
             for n in range(50):
                 spoofed = IPv4Address(int(stranger) + n)
                 t.inbox.put_nowait(_advert_from(spoofed, A, d.config))
-            await asyncio.sleep(0.05)
+            deadline = time.monotonic() + 5.0
+            while d.stats.drops.get("unknown_source", 0) < 50 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         assert d.stats.drops == {"unknown_source": 50}
         lines = [r.getMessage() for r in caplog.records if "unicast peer" in r.getMessage()]
         assert lines == [f"VI_1: dropped advert from {stranger}: not a configured unicast peer"]

@@ -7,13 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tandem.config.hub import (
+    ModbusRtuDevice,
+    ModbusRtuOverTcpDevice,
+    ModbusTcpDevice,
+    SerialConfig,
     TagConfig,
     TandemConfig,
     dump_schema,
     load_config,
     load_config_text,
+    parse_device,
 )
 from tandem.config.yamlload import format_path
 from tandem.errors import ConfigError
@@ -219,3 +225,52 @@ ha:
     with pytest.raises(ConfigError) as err:
         load_config_text(text, "n1.yaml")
     assert [p.field for p in err.value.problems] == ["ha.vrrp.advert_interval"]
+
+
+# --- devices by protocol ------------------------------------------------------------------------
+
+
+def test_load_config_device_without_protocol_is_modbus_tcp() -> None:
+    config = load_config(DATA / "good" / "minimal.yaml")
+    (device,) = config.devices
+    assert isinstance(device, ModbusTcpDevice)
+    assert device.protocol == "modbus-tcp" and device.framing == "mbap"
+    assert [e.label for e in device.endpoints()] == [f"{device.host}:{device.port}"]
+    assert device.path_mode == "primary-only"
+
+
+def test_load_config_serial_buses_example_builds_each_protocol() -> None:
+    config = load_config(DATA / "good" / "serial-buses.yaml")
+    meter1, meter2, drive, plc, meter3 = config.devices
+    assert isinstance(meter1, ModbusRtuDevice) and isinstance(meter2, ModbusRtuDevice)
+    assert meter1.serial == meter2.serial  # one bus, one setting
+    assert meter1.serial is not None and meter1.serial.char_bits == 1 + 8 + 0 + 2
+    assert isinstance(drive, ModbusRtuOverTcpDevice) and drive.framing == "rtu"
+    assert [e.label for e in drive.endpoints()] == ["10.0.0.50:4001"]
+    assert [e.label for e in plc.endpoints()] == ["10.0.1.10:502", "10.0.2.10:5020"]
+    assert plc.path_mode == "switch-on-trigger"
+    assert plc.redundancy is not None and plc.redundancy.bad_polls == 3
+    assert [e.label for e in meter3.endpoints()] == ["/dev/ttyUSB0", "/dev/ttyUSB1"]
+    # Serial defaults follow Modbus over Serial Line: 19200 baud, even parity, 8E1 = 11 bits.
+    assert isinstance(meter3.endpoints()[1], SerialConfig)
+    assert meter3.endpoints()[1].char_bits == 11
+
+
+def test_parse_device_rtu_unit_zero_is_broadcast_and_rejected() -> None:
+    with pytest.raises(ValidationError):
+        parse_device(
+            {
+                "name": "m",
+                "protocol": "modbus-rtu",
+                "unit": 0,
+                "serial": {"port": "/dev/ttyS0"},
+                "groups": [{"name": "g", "tags": [{"name": "t", "address": 0}]}],
+            }
+        )
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.stem)
+def test_tandem_config_dump_round_trips_through_json(path: Path) -> None:
+    # HA hands the config to its hub process as JSON: a dump must validate as it was.
+    config = load_config(path)
+    assert TandemConfig.model_validate_json(config.model_dump_json()) == config

@@ -336,8 +336,17 @@ def test_reference_lists_every_field_of_every_section() -> None:
     text = render_reference()
     for heading in ("## Top level", "## `api`", "## `mqtt`", "## `mqtt.tls`", "## `outbox`"):
         assert heading in text
-    for heading in ("## `devices[]`", "## `devices[].groups[].tags[]`", "## `ha.vrrp`"):
+    for heading in (
+        "## `devices[] (protocol: modbus-tcp)`",
+        "## `devices[] (protocol: modbus-rtu)`",
+        "## `devices[] (protocol: modbus-rtu-over-tcp)`",
+        "## `devices[].serial`",
+        "## `devices[].groups[].tags[]`",
+        "## `ha.vrrp`",
+    ):
         assert heading in text
+    # A section every protocol shares is shown once.
+    assert text.count("## `devices[].groups[].tags[]`") == 1
     for path in ("`ha.vrrp.advert_interval`", "`devices[].groups[].tags[].word_order`"):
         assert path in text
     row = next(line for line in text.splitlines() if line.startswith("| `ha.priority`"))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tandem.api.auth import API, REFUSAL_DETAIL, Refusal, Security, needs, principal_of
 from tandem.security.roles import Access, Principal, PrincipalKind
-from tandem.security.users import MAX_PASSWORD
+from tandem.security.users import MAX_PASSWORD, PASSWORD_CHECKS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ async def log_in(request: Request, security: Security, checking: asyncio.Semapho
         security.refused(Refusal.LOGIN_THROTTLED, "POST", f"{API}/login", client)
         raise _refusal(Refusal.LOGIN_THROTTLED, {"Retry-After": str(math.ceil(wait))})
     async with checking:
-        user = await asyncio.to_thread(security.users.verify, form.username, form.password)
+        user = await asyncio.get_running_loop().run_in_executor(
+            PASSWORD_CHECKS, security.users.verify, form.username, form.password
+        )
     if user is None:
         for key in keys:
             security.throttle.failed(key, security.clock())

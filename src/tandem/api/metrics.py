@@ -10,6 +10,10 @@ Metrics (all prefixed ``tandem_``; labels in braces):
 - ``tandem_device_connected{device}`` gauge: 1 while the Modbus connection is up.
 - ``tandem_devices_connected`` gauge: how many devices are connected.
 - ``tandem_devices`` gauge: how many devices are configured.
+- ``tandem_device_path_active{device,path}`` gauge: 1 for the path a device is polled through,
+  0 for its other paths (a device with one path has one series at 1).
+- ``tandem_device_path_connected{device,path}`` gauge: 1 while that path's line is up.
+- ``tandem_device_path_switches_total{device}`` counter: changes of the active path.
 - ``tandem_group_polls_total{device,group}`` counter: polls completed.
 - ``tandem_group_errors_total{device,group}`` counter: polls that produced at least one error.
 - ``tandem_group_overruns_total{device,group}`` counter: polls skipped because the previous
@@ -104,6 +108,7 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         value=sum(1 for d in status.devices if d.connected),
     )
     yield GaugeMetricFamily("tandem_devices", "Devices configured", value=len(status.devices))
+    yield from path_metrics(status)
 
     labels = ["device", "group"]
     polls = CounterMetricFamily("tandem_group_polls", "Polls completed", labels=labels)
@@ -168,6 +173,26 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         yield from ha_metrics(status)
     if status.vrrp:
         yield from vrrp_metrics(status.vrrp)
+
+
+def path_metrics(status: Status) -> Iterator[Metric]:
+    """Which path each device is polled through, whether each path is up, how often it moved."""
+    labels = ["device", "path"]
+    active = GaugeMetricFamily(
+        "tandem_device_path_active", "1 for the path the device is polled through", labels=labels
+    )
+    up = GaugeMetricFamily(
+        "tandem_device_path_connected", "1 while the path's line is up", labels=labels
+    )
+    switches = CounterMetricFamily(
+        "tandem_device_path_switches", "Changes of the active path", labels=["device"]
+    )
+    for device in status.devices:
+        for path in device.paths:
+            active.add_metric([device.name, path.endpoint], 1 if path.active else 0)
+            up.add_metric([device.name, path.endpoint], 1 if path.connected else 0)
+        switches.add_metric([device.name], device.path_switches)
+    yield from (active, up, switches)
 
 
 def outbox_storage_metrics(outbox: OutboxInfo) -> Iterator[Metric]:

@@ -48,13 +48,25 @@ class GroupInfo(_Model):
     last_latency_ms: float | None = None
 
 
+class PathInfo(_Model):
+    """One path to a device (a TCP endpoint or a serial port) and whether it is in use."""
+
+    endpoint: str
+    connected: bool
+    active: bool
+    healthy: bool = True
+
+
 class DeviceInfo(_Model):
-    """One southbound Modbus device and its groups."""
+    """One southbound device, its groups and the path it is polled through."""
 
     name: str
     connected: bool
     last_error: str | None = None
     groups: list[GroupInfo] = Field(default_factory=list)
+    active_path: str | None = None
+    paths: list[PathInfo] = Field(default_factory=list)
+    path_switches: int = 0
 
 
 class OutboxInfo(_Model):

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import string
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tandem.config.yamlload import FieldPath, LocatedDocument, YamlSyntaxError, load_located
@@ -20,11 +31,32 @@ log = logging.getLogger(__name__)
 
 Area = Literal["holding", "input", "coil", "discrete"]
 TagType = Literal[
-    "int16", "uint16", "int32", "uint32", "float32", "float64", "bool", "bit", "string"
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "bool",
+    "bit",
+    "string",
 ]
 Order = Literal["big", "little"]
+StringBytes = Literal["both", "low", "high"]
+Access = Literal["read", "write", "read_write"]
 
 BIT_AREAS: frozenset[str] = frozenset({"coil", "discrete"})
+# Tables a Modbus client can only read (Modbus Application Protocol v1.1b3, 4.3).
+READ_ONLY_AREAS: frozenset[str] = frozenset({"input", "discrete"})
+WIDE_TYPES: frozenset[str] = frozenset({"int64", "uint64", "float64"})
+FLOAT_TYPES: frozenset[str] = frozenset({"float32", "float64"})
+NUMBER_TYPES: frozenset[str] = frozenset(
+    {"int16", "uint16", "int32", "uint32", "int64", "uint64", *FLOAT_TYPES}
+)
+# Decimal places a double can carry meaningfully (17 significant digits).
+MAX_PRECISION = 17
 REGISTER_AREAS: frozenset[str] = frozenset({"holding", "input"})
 # Registers each fixed-width type occupies; strings take their configured length.
 TYPE_WIDTH: dict[str, int] = {
@@ -32,12 +64,16 @@ TYPE_WIDTH: dict[str, int] = {
     "uint16": 1,
     "int32": 2,
     "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
     "float32": 2,
     "float64": 4,
     "bool": 1,
     "bit": 1,
 }
 TOPIC_VARIABLES: frozenset[str] = frozenset({"node", "group", "source_node"})
+# A spread group starts in the first 90 % of its interval: the rest leaves room for its read.
+PHASE_SPREAD = 0.9
 # Names end up in MQTT topics and file paths: no wildcards, separators or spaces.
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 MIN_SECRET = 8
@@ -66,8 +102,31 @@ class TagConfig(_Model):
     length: int | None = Field(default=None, ge=1, le=125)
     word_order: Order = "big"
     byte_order: Order = "big"
+    dword_order: Order | None = Field(
+        default=None,
+        description=(
+            "64-bit types: order of the two 32-bit halves (default: word_order); word_order"
+            " then orders the two words within each half"
+        ),
+    )
+    string_bytes: StringBytes = Field(
+        default="both",
+        description=(
+            "strings: both (two characters per register, in byte_order), low or high (one"
+            " character per register, in its low or high byte)"
+        ),
+    )
     scale: float = 1.0
     offset: float = 0.0
+    precision: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_PRECISION,
+        description="decimal places a non-integer value is rounded to (default: not rounded)",
+    )
+    access: Access = Field(
+        default="read", description="read, write or read_write (writes are not performed yet)"
+    )
 
     @property
     def width(self) -> int:
@@ -94,32 +153,283 @@ class TagConfig(_Model):
             raise _field_error("scale", "scale 0 would erase every value")
         return self
 
+    @model_validator(mode="after")
+    def _check_options(self) -> TagConfig:
+        if self.dword_order is not None and self.type not in WIDE_TYPES:
+            raise _field_error("dword_order", "dword_order is only valid with 64-bit types")
+        if self.string_bytes != "both" and self.type != "string":
+            raise _field_error("string_bytes", "string_bytes is only valid with type string")
+        if self.string_bytes != "both" and self.byte_order != "big":
+            raise _field_error("byte_order", "one character per register has no byte order")
+        if self.precision is not None and self.type not in NUMBER_TYPES:
+            raise _field_error("precision", "precision is only valid with number types")
+        if self.access != "read" and self.area in READ_ONLY_AREAS:
+            raise _field_error("access", f"the {self.area} table is read-only")
+        return self
+
 
 class GroupConfig(_Model):
     """Tags polled together on one interval; one Sample per poll."""
 
     name: str = Field(pattern=NAME_PATTERN)
     interval: float = Field(default=1.0, ge=0.01, description="seconds between polls")
+    # float | str rather than a Literal member: a union's errors would name its members.
+    phase: float | str = Field(
+        default=0.0,
+        description=(
+            "seconds after each grid point the group polls; spread: a fixed offset from the"
+            " device and group names, so many devices do not all poll at once"
+        ),
+    )
     tags: list[TagConfig] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _check_phase(self) -> GroupConfig:
+        if isinstance(self.phase, str):
+            if self.phase != "spread":
+                raise _field_error("phase", "phase is seconds after the grid point, or spread")
+        elif not 0 <= self.phase < self.interval:
+            raise _field_error("phase", "phase must be >= 0 and shorter than the interval")
+        return self
 
-class DeviceConfig(_Model):
-    """One Modbus TCP device (Neuron's southbound node) and its groups."""
+    def phase_seconds(self, device: str) -> float:
+        """Seconds after each grid point this group polls; the same on every node.
 
-    name: str = Field(pattern=NAME_PATTERN)
-    host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=255)
-    timeout: float = Field(default=1.0, gt=0)
-    reconnect_min: float = Field(default=0.1, gt=0)
-    reconnect_max: float = Field(default=5.0, gt=0)
-    groups: list[GroupConfig] = Field(min_length=1)
+        "spread" hashes the device and group names (blake2b, not Python's salted hash) into
+        the interval, so a thousand devices on one interval start their polls one after
+        another instead of all at the grid point.
+        """
+        if isinstance(self.phase, str):
+            digest = hashlib.blake2b(f"{device}/{self.name}".encode(), digest_size=8).digest()
+            fraction = int.from_bytes(digest, "big") / 2**64
+            return fraction * self.interval * PHASE_SPREAD
+        return self.phase
+
+
+# --- devices: one model per protocol, told apart by `protocol` ---------------------------------
+
+Protocol = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"]
+PROTOCOLS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
+DEFAULT_PROTOCOL = "modbus-tcp"
+DEFAULT_MODBUS_PORT = 502
+PathMode = Literal["switch-on-failure", "switch-on-trigger", "primary-only", "secondary-only"]
+
+
+class SerialConfig(_Model):
+    """One serial line (an RS-485 bus or an RS-232 link) and how its characters are framed."""
+
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    # Modbus over Serial Line v1.02, 2.5.1: 19200 is the required default, 9600 also required;
+    # even parity is the default parity.
+    baudrate: int = Field(default=19200, ge=300, le=4_000_000, description="bits per second")
+    parity: Literal["N", "E", "O"] = Field(default="E", description="none, even or odd")
+    stopbits: Literal[1, 2] = Field(default=1, description="stop bits per character")
+    bytesize: Literal[7, 8] = Field(default=8, description="data bits; RTU needs 8")
 
     @model_validator(mode="after")
-    def _check_backoff(self) -> DeviceConfig:
+    def _check_rtu(self) -> SerialConfig:
+        if self.bytesize != 8:
+            raise _field_error("bytesize", "Modbus RTU frames carry 8 data bits (7 is ASCII)")
+        return self
+
+    @property
+    def char_bits(self) -> int:
+        """Bits on the wire per character: start, data, parity (if any), stop."""
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+    @property
+    def label(self) -> str:
+        return self.port
+
+
+class TcpEndpoint(_Model):
+    """A TCP endpoint: a Modbus TCP device or a serial-to-TCP gateway."""
+
+    host: str = Field(min_length=1, description="address of the device or gateway")
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+Endpoint = TcpEndpoint | SerialConfig
+
+
+class HeartbeatTrigger(_Model):
+    """A tag that must keep changing; unchanged for too long means the path is stale."""
+
+    tag: str = Field(min_length=1, description="name of a tag of this device")
+    unchanged_for: float = Field(gt=0, description="seconds the value may stay the same")
+
+
+class RedundancyConfig(_Model):
+    """How a device with several paths picks the one it polls through (Kepware's MLR modes).
+
+    switch-on-failure: the next path when the active one fails (no connection, no answer),
+    back to the primary as soon as it answers again. switch-on-trigger: the secondary while
+    the trigger holds on the primary (bad quality for ``bad_polls`` polls, or ``heartbeat``
+    unchanged), the primary again once it clears. primary-only and secondary-only pin one
+    path, for maintenance of the other.
+    """
+
+    mode: PathMode = Field(default="switch-on-failure", description="how the active path is chosen")
+    bad_polls: int | None = Field(
+        default=None, ge=1, description="switch-on-trigger: polls in a row with bad quality"
+    )
+    heartbeat: HeartbeatTrigger | None = Field(
+        default=None, description="switch-on-trigger: a tag that must keep changing"
+    )
+    probe_interval: float = Field(
+        default=1.0, gt=0, description="seconds between health reads of the paths not in use"
+    )
+
+    @model_validator(mode="after")
+    def _check_trigger(self) -> RedundancyConfig:
+        has_trigger = self.bad_polls is not None or self.heartbeat is not None
+        if self.mode == "switch-on-trigger" and not has_trigger:
+            raise _field_error("mode", "switch-on-trigger needs bad_polls or heartbeat")
+        if self.mode != "switch-on-trigger" and has_trigger:
+            field = "bad_polls" if self.bad_polls is not None else "heartbeat"
+            raise _field_error(field, f"{field} is only used with mode switch-on-trigger")
+        return self
+
+
+class _DeviceBase(_Model):
+    """What every southbound device has, whatever its protocol: a name and groups."""
+
+    protocol: str = Field(default=DEFAULT_PROTOCOL, description="southbound protocol")
+    name: str = Field(pattern=NAME_PATTERN, description="device name, unique; used in topics")
+    groups: list[GroupConfig] = Field(min_length=1, description="tags polled together")
+
+
+class _ModbusDevice(_DeviceBase):
+    unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
+    timeout: float = Field(default=1.0, gt=0, description="seconds to wait for a response")
+    reconnect_min: float = Field(default=0.1, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=5.0, gt=0, description="longest reconnect delay, seconds")
+    redundancy: RedundancyConfig | None = Field(
+        default=None, description="how the active path is chosen; needs paths"
+    )
+
+    @model_validator(mode="after")
+    def _check_modbus(self) -> _ModbusDevice:
         if self.reconnect_max < self.reconnect_min:
             raise _field_error("reconnect_max", "reconnect_max must be >= reconnect_min")
+        if self.redundancy is not None and len(self.endpoints()) < 2:
+            raise _field_error("redundancy", "redundancy needs two or more paths")
         return self
+
+    @property
+    def framing(self) -> Literal["mbap", "rtu"]:
+        """MBAP header (Modbus TCP) or address + CRC (RTU), whatever carries the bytes."""
+        return "rtu"
+
+    def endpoints(self) -> list[Endpoint]:
+        """Where the device can be reached, the primary path first."""
+        raise NotImplementedError
+
+    @property
+    def path_mode(self) -> PathMode:
+        return self.redundancy.mode if self.redundancy is not None else "primary-only"
+
+
+class _TcpDevice(_ModbusDevice):
+    host: str | None = Field(default=None, min_length=1, description="device or gateway address")
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+    paths: list[TcpEndpoint] | None = Field(
+        default=None,
+        min_length=2,
+        description="redundant endpoints, primary first (instead of host)",
+    )
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> _TcpDevice:
+        if self.paths is None and self.host is None:
+            raise _field_error("host", "required field is missing (or give paths)")
+        if self.paths is not None and self.host is not None:
+            raise _field_error("paths", "set host (one path) or paths (several), not both")
+        # A dumped config carries port 502 whatever the paths (HA hands configs on as JSON),
+        # so only a port someone actually chose is a mistake here.
+        if self.paths is not None and self.port != DEFAULT_MODBUS_PORT:
+            raise _field_error("port", "with paths, each path has its own port")
+        return self
+
+    def endpoints(self) -> list[Endpoint]:
+        if self.paths is not None:
+            return list(self.paths)
+        return [] if self.host is None else [TcpEndpoint(host=self.host, port=self.port)]
+
+
+class ModbusTcpDevice(_TcpDevice):
+    """A Modbus TCP device (Neuron's modbus-tcp node); devices at one host:port share its link."""
+
+    protocol: Literal["modbus-tcp"] = Field(default="modbus-tcp", description="southbound protocol")
+
+    @property
+    def framing(self) -> Literal["mbap", "rtu"]:
+        return "mbap"
+
+
+class ModbusRtuOverTcpDevice(_TcpDevice):
+    """A Modbus RTU device behind a serial-to-TCP gateway: RTU frames on a TCP socket."""
+
+    protocol: Literal["modbus-rtu-over-tcp"] = Field(description="southbound protocol")
+    unit: int = Field(default=1, ge=1, le=247, description="Modbus unit (slave) address")
+
+
+class ModbusRtuDevice(_ModbusDevice):
+    """A Modbus RTU device on a serial line; devices naming one port share that bus."""
+
+    protocol: Literal["modbus-rtu"] = Field(description="southbound protocol")
+    # Modbus over Serial Line v1.02, 2.2: 0 is broadcast (never answered), 248-255 reserved.
+    unit: int = Field(default=1, ge=1, le=247, description="Modbus unit (slave) address")
+    serial: SerialConfig | None = Field(default=None, description="the serial line")
+    paths: list[SerialConfig] | None = Field(
+        default=None, min_length=2, description="redundant serial lines, primary first"
+    )
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> ModbusRtuDevice:
+        if self.paths is None and self.serial is None:
+            raise _field_error("serial", "required field is missing (or give paths)")
+        if self.paths is not None and self.serial is not None:
+            raise _field_error("paths", "set serial (one line) or paths (several), not both")
+        return self
+
+    def endpoints(self) -> list[Endpoint]:
+        if self.paths is not None:
+            return list(self.paths)
+        return [] if self.serial is None else [self.serial]
+
+
+def _protocol_of(value: Any) -> str:
+    """The union tag of a device: its protocol, modbus-tcp when left out (older configs)."""
+    if isinstance(value, dict):
+        protocol = value.get("protocol", DEFAULT_PROTOCOL)
+        return protocol if isinstance(protocol, str) else repr(protocol)
+    return str(getattr(value, "protocol", DEFAULT_PROTOCOL))
+
+
+DeviceConfig = Annotated[
+    Annotated[ModbusTcpDevice, Tag("modbus-tcp")]
+    | Annotated[ModbusRtuDevice, Tag("modbus-rtu")]
+    | Annotated[ModbusRtuOverTcpDevice, Tag("modbus-rtu-over-tcp")],
+    Discriminator(
+        _protocol_of,
+        custom_error_type="unknown_protocol",
+        custom_error_message=f"unknown protocol; use one of {', '.join(PROTOCOLS)}",
+    ),
+]
+"""One southbound device; `protocol` picks the model (a new protocol is one more member)."""
+
+ModbusDevice = ModbusTcpDevice | ModbusRtuDevice | ModbusRtuOverTcpDevice
+DEVICE_ADAPTER: TypeAdapter[ModbusDevice] = TypeAdapter(DeviceConfig)
+
+
+def parse_device(data: Any) -> ModbusDevice:
+    """Validate one device mapping (tests, tools); raises pydantic's ValidationError."""
+    return DEVICE_ADAPTER.validate_python(data)
 
 
 class ApiTlsConfig(_Model):
@@ -483,8 +793,97 @@ def _device_overlaps(device: Any, device_index: int) -> list[tuple[FieldPath, st
     return found
 
 
+def _endpoint_path(device: ModbusDevice, index: int, path_index: int) -> FieldPath:
+    """Where endpoint ``path_index`` of device ``index`` is written in the file."""
+    if device.paths is not None:
+        return ("devices", index, "paths", path_index)
+    if isinstance(device, ModbusRtuDevice):
+        return ("devices", index, "serial")
+    return ("devices", index, "host")
+
+
+def _serial_settings(serial: SerialConfig) -> str:
+    return f"{serial.baudrate} {serial.bytesize}{serial.parity}{serial.stopbits}"
+
+
+def _link_problems(devices: list[Any]) -> list[tuple[FieldPath, str]]:
+    """Devices that share a line must agree on it: one setting, one framing, distinct units.
+
+    Devices naming the same serial port are one RS-485 bus; devices at the same host:port
+    share one connection, so the framing must match and, on an RTU line, the unit ids differ.
+    """
+    found: list[tuple[FieldPath, str]] = []
+    first_on: dict[tuple[str, ...], tuple[int, ModbusDevice, Endpoint]] = {}
+    units: dict[tuple[tuple[str, ...], int], int] = {}
+    for di, raw in enumerate(devices):
+        try:
+            device = parse_device(raw)
+        except ValidationError:
+            continue
+        for pi, endpoint in enumerate(device.endpoints()):
+            key = link_key(endpoint)
+            where = _endpoint_path(device, di, pi)
+            first = first_on.setdefault(key, (di, device, endpoint))
+            other_i, other, other_endpoint = first
+            other_label = f"devices[{other_i}] ({other.name})"
+            if other_i != di and isinstance(endpoint, SerialConfig):
+                assert isinstance(other_endpoint, SerialConfig)
+                if other_endpoint != endpoint:
+                    found.append(
+                        (
+                            where,
+                            f"serial port {endpoint.port} runs at "
+                            f"{_serial_settings(other_endpoint)} for {other_label}; "
+                            "one bus has one setting",
+                        )
+                    )
+            elif other_i != di and other.framing != device.framing:
+                found.append(
+                    (
+                        ("devices", di, "protocol"),
+                        f"{endpoint.label} is {other.protocol} for {other_label}; "
+                        "one connection carries one framing",
+                    )
+                )
+            if device.framing != "rtu":
+                continue
+            owner = units.setdefault((key, device.unit), di)
+            if owner != di:
+                found.append(
+                    (
+                        ("devices", di, "unit"),
+                        f"unit {device.unit} on {endpoint.label} is already "
+                        f"devices[{owner}] ({parse_device(devices[owner]).name})",
+                    )
+                )
+        found += _heartbeat_problems(device, di)
+    return found
+
+
+def link_key(endpoint: Endpoint) -> tuple[str, ...]:
+    """The identity of the line an endpoint is on: a serial port, or a TCP host and port."""
+    if isinstance(endpoint, SerialConfig):
+        return ("serial", endpoint.port)
+    return ("tcp", endpoint.host, str(endpoint.port))
+
+
+def _heartbeat_problems(device: ModbusDevice, index: int) -> list[tuple[FieldPath, str]]:
+    redundancy = device.redundancy
+    if redundancy is None or redundancy.heartbeat is None:
+        return []
+    names = {tag.name for group in device.groups for tag in group.tags}
+    if redundancy.heartbeat.tag in names:
+        return []
+    return [
+        (
+            ("devices", index, "redundancy", "heartbeat", "tag"),
+            f"no tag {redundancy.heartbeat.tag!r} in this device's groups",
+        )
+    ]
+
+
 def cross_field_problems(data: Any) -> list[tuple[FieldPath, str]]:
-    """Checks that span several fields: unique names and non-overlapping registers."""
+    """Checks that span several fields: unique names, registers, shared lines and units."""
     found: list[tuple[FieldPath, str]] = []
     devices = _list_of(data, "devices")
     found += _named_duplicates(enumerate(devices), "device", ("devices",))
@@ -497,6 +896,7 @@ def cross_field_problems(data: Any) -> list[tuple[FieldPath, str]]:
                 enumerate(tags), "tag", ("devices", di, "groups", gi, "tags")
             )
         found += _device_overlaps(device, di)
+    found += _link_problems(devices)
     return found
 
 
@@ -509,11 +909,16 @@ Locate = Callable[[FieldPath, str], ConfigProblem]
 def _pydantic_problems(locate: Locate, exc: ValidationError) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for err in exc.errors(include_url=False):
-        loc: FieldPath = tuple(err["loc"])
+        # A device's union tag (its protocol) is not a key of the file: drop it from the path.
+        loc: FieldPath = tuple(part for part in err["loc"] if part not in PROTOCOLS)
         ctx = err.get("ctx") or {}
+        message = err["msg"]
         if err["type"] == "tag_field":
             loc = (*loc, ctx["field"])
-        message = err["msg"]
+        elif err["type"] == "unknown_protocol":
+            loc = (*loc, "protocol")
+            given = err["input"].get("protocol") if isinstance(err["input"], dict) else None
+            message = f"unknown protocol {given!r}; use one of {', '.join(PROTOCOLS)}"
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "missing":

@@ -152,6 +152,14 @@ class _HubPart:
     data_dir: str | None
     api_port: int
     sections: dict[str, Any]
+    # Sections another importer already rendered (with its comments), and where they came from.
+    block: str | None = None
+    origin: str = "taken unchanged from the existing native config (--hub)"
+
+
+def generated_hub_part(block: str, origin: str) -> _HubPart:
+    """The hub half rendered by another importer (tandem config import-neuron), verbatim."""
+    return _HubPart(None, None, DEFAULT_API_PORT, {}, block, origin)
 
 
 def hub_part(hub_yaml: str, file: str = "<hub>") -> _HubPart:
@@ -476,10 +484,10 @@ def _yaml_head(
     w.key("node", node, comment="This node's name: it appears in MQTT topics and the dashboard.")
     w.key("data_dir", data_dir, comment="Outbox and state live here.")
     w.blank()
-    if hub is not None and hub.sections:
-        w.comment("--- the hub: taken unchanged from the existing native config (--hub) ---")
-        for name, value in hub.sections.items():
-            w.block(_dump_section(name, value))
+    if hub is not None and (hub.block is not None or hub.sections):
+        w.comment(f"--- the hub: {hub.origin} ---")
+        dumped = "".join(_dump_section(name, value) for name, value in hub.sections.items())
+        w.block(hub.block if hub.block is not None else dumped)
         return
     w.comment(
         "--- the hub ---\n"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -20,7 +20,7 @@ from tandem.config.hub import TandemConfig
 _FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "node": "this node's name; used in MQTT topics, logs and the dashboard",
     "data_dir": "where the outbox and node state are kept (default .tandem/<node>)",
-    "devices": "Modbus TCP devices to poll; may be empty while a node is brought up",
+    "devices": "southbound devices to poll; may be empty while a node is brought up",
     "ha": "two-node high availability; without it the node runs alone",
     "api.host": "address the REST API, metrics and dashboard listen on",
     "api.port": "TCP port of the API (0 = any free port)",
@@ -114,13 +114,15 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def type_name(annotation: Any) -> str:
     """A reader's name for a field type (no typing-module noise)."""
     origin = get_origin(annotation)
+    if origin is Annotated:  # a discriminated union (devices by protocol) or a tagged member
+        return type_name(get_args(annotation)[0])
     if origin is Literal:
         return " \\| ".join(json.dumps(a) for a in get_args(annotation))
     if origin in (Union, types.UnionType):
         return " \\| ".join(type_name(a) for a in get_args(annotation))
     if origin is list:
         (item,) = get_args(annotation)
-        if isinstance(item, type) and issubclass(item, BaseModel):
+        if _models_in(item):
             return "list of sections"
         return f"list of {type_name(item)}"
     names = {
@@ -175,11 +177,33 @@ class ReferenceRow:
     description: str
 
 
+def _is_list(annotation: Any) -> bool:
+    """A list, or an optional list (``list[X] | None``)."""
+    if get_origin(annotation) is list:
+        return True
+    return get_origin(annotation) in (Union, types.UnionType) and any(
+        get_origin(arg) is list for arg in get_args(annotation)
+    )
+
+
+def _variant_label(model: type[BaseModel]) -> str:
+    """How the reference tells union members apart: by their ``protocol``, if they have one."""
+    info = model.model_fields.get("protocol")
+    if info is None or get_origin(info.annotation) is not Literal:
+        return ""
+    return f" (protocol: {get_args(info.annotation)[0]})"
+
+
 def _sections(
-    model: type[BaseModel], prefix: str
+    model: type[BaseModel],
+    prefix: str,
+    label: str = "",
+    seen: dict[str, set[type[BaseModel]]] | None = None,
 ) -> Iterator[tuple[str, type[BaseModel], list[ReferenceRow]]]:
+    """Each section once; members of a union get a label, a section they share is shown once."""
+    seen = {} if seen is None else seen
     rows: list[ReferenceRow] = []
-    nested: list[tuple[str, type[BaseModel]]] = []
+    nested: list[tuple[str, type[BaseModel], str]] = []
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
         description = info.description or _FALLBACK_DESCRIPTIONS.get(path, "")
@@ -192,12 +216,19 @@ def _sections(
                 description,
             )
         )
-        for sub in _models_in(info.annotation):
-            suffix = "[]" if get_origin(info.annotation) is list else ""
-            nested.append((f"{path}{suffix}", sub))
-    yield prefix.rstrip("."), model, rows
-    for path, sub in nested:
-        yield from _sections(sub, f"{path}.")
+        subs = _models_in(info.annotation)
+        for sub in subs:
+            suffix = "[]" if _is_list(info.annotation) else ""
+            nested.append((f"{path}{suffix}", sub, _variant_label(sub) if len(subs) > 1 else label))
+    yield prefix.rstrip(".") + label, model, rows
+    for path, sub, sub_label in nested:
+        models = seen.setdefault(path, set())
+        if sub in models:
+            continue
+        # Only a path that means different sections in different members needs its label.
+        shown = sub_label if models or _variant_label(sub) else ""
+        models.add(sub)
+        yield from _sections(sub, f"{path}.", shown, seen)
 
 
 def reference_rows() -> list[tuple[str, str, list[ReferenceRow]]]:

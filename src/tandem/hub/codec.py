@@ -22,6 +22,7 @@ import math
 import struct
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import itemgetter
 
 from tandem.config.hub import BIT_AREAS, TagConfig
@@ -118,6 +119,8 @@ _STRUCT_OF = {
     "uint16": struct.Struct(">H"),
     "int32": struct.Struct(">i"),
     "uint32": struct.Struct(">I"),
+    "int64": struct.Struct(">q"),
+    "uint64": struct.Struct(">Q"),
     "float32": struct.Struct(">f"),
     "float64": struct.Struct(">d"),
 }
@@ -125,6 +128,32 @@ _STRUCT_OF = {
 
 def _swap16(word: int) -> int:
     return ((word & 0xFF) << 8) | (word >> 8)
+
+
+def word_permutation(tag: TagConfig) -> list[int]:
+    """Which received word goes where in the big-endian value: ``value[i] = words[perm[i]]``.
+
+    word_order orders the words of each 32-bit half and dword_order (64-bit types; it
+    defaults to word_order) the halves, so the four orders of a 64-bit value are all
+    expressible: 0123, 3210, 1032 (words swapped in each half) and 2301 (halves swapped).
+    """
+    width = tag.width
+    if tag.dword_order is None or width != 4:
+        order = list(range(width))
+        return order[::-1] if tag.word_order == "little" else order
+    halves = [[0, 1], [2, 3]]
+    if tag.dword_order == "little":
+        halves.reverse()
+    if tag.word_order == "little":
+        halves = [half[::-1] for half in halves]
+    return halves[0] + halves[1]
+
+
+def _string_bytes(tag: TagConfig, words: Sequence[int]) -> bytes:
+    """The characters of a string tag whose registers carry one character each."""
+    if tag.string_bytes == "low":
+        return bytes(w & 0xFF for w in words)
+    return bytes(w >> 8 for w in words)
 
 
 class DecodeError(ValueError):
@@ -147,37 +176,49 @@ def compile_decoder(tag: TagConfig) -> Callable[[Sequence[int]], Value]:
         return lambda words: bool(words[0] & mask)
     width = tag.width
     words_struct = struct.Struct(f">{width}H")
-    reverse = tag.word_order == "little"
+    permutation = word_permutation(tag)
+    reorder = permutation != list(range(width))
     swap = tag.byte_order == "little"
 
     def raw_bytes(words: Sequence[int]) -> bytes:
-        ordered = list(words[:width])
-        if reverse:
-            ordered.reverse()
+        ordered = [words[i] for i in permutation] if reorder else list(words[:width])
         if swap:
             ordered = [_swap16(w) for w in ordered]
         return words_struct.pack(*ordered)
 
     if kind == "string":
         name = tag.name
+        text_of = raw_bytes if tag.string_bytes == "both" else partial(_string_bytes, tag)
 
         def decode_string(words: Sequence[int]) -> Value:
             try:
-                return raw_bytes(words).strip(b"\x00").decode("utf-8")
+                return text_of(words[:width]).strip(b"\x00").decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DecodeError(f"{name}: not UTF-8") from exc
 
         return decode_string
-    number_struct = _STRUCT_OF[kind]
-    scale, offset = tag.scale, tag.offset
+    return _number_decoder(tag, raw_bytes)
+
+
+def _number_decoder(
+    tag: TagConfig, raw_bytes: Callable[[Sequence[int]], bytes]
+) -> Callable[[Sequence[int]], Value]:
+    number_struct = _STRUCT_OF[tag.type]
+    scale, offset, precision = tag.scale, tag.offset, tag.precision
     identity = scale == 1.0 and offset == 0.0
-    is_float = kind in ("float32", "float64")
+    is_float = tag.type in ("float32", "float64")
+    rounds = precision is not None and (is_float or not identity)
 
     def decode_number(words: Sequence[int]) -> Value:
-        (number,) = number_struct.unpack(raw_bytes(words))
+        number: int | float = number_struct.unpack(raw_bytes(words))[0]
         if is_float and not math.isfinite(number):
             raise DecodeError(f"{tag.name}: {number} cannot be published")
-        return number if identity else number * scale + offset
+        if identity:
+            return round(number, precision) if rounds else number
+        value = number * scale + offset
+        if not math.isfinite(value):  # a huge 64-bit integer times a huge scale
+            raise DecodeError(f"{tag.name}: {value} cannot be published")
+        return round(value, precision) if rounds else value
 
     return decode_number
 
@@ -197,20 +238,27 @@ def encode_value(tag: TagConfig, value: Value) -> list[int]:
         return [1 if value else 0]
     if tag.type == "bit":
         return [(1 << (tag.bit or 0)) if value else 0]
+    if tag.type == "string" and tag.string_bytes != "both":
+        data = str(value).encode("utf-8")[: tag.width].ljust(tag.width, b"\x00")
+        shift = 0 if tag.string_bytes == "low" else 8
+        return [byte << shift for byte in data]
     if tag.type == "string":
         data = str(value).encode("utf-8")[: tag.width * 2].ljust(tag.width * 2, b"\x00")
         words = list(struct.unpack(f">{tag.width}H", data))
     else:
         assert not isinstance(value, str)
         raw: int | float = (float(value) - tag.offset) / tag.scale
-        if tag.type not in ("float32", "float64"):
+        if isinstance(value, int) and tag.scale == 1.0 and tag.offset == 0.0:
+            raw = value  # exact: a 64-bit integer does not survive a trip through float
+        elif tag.type not in ("float32", "float64"):
             raw = int(round(raw))
         words = list(struct.unpack(f">{tag.width}H", _STRUCT_OF[tag.type].pack(raw)))
     if tag.byte_order == "little":
         words = [_swap16(w) for w in words]
-    if tag.word_order == "little":
-        words.reverse()
-    return words
+    received = [0] * len(words)
+    for position, source in enumerate(word_permutation(tag)):
+        received[source] = words[position]
+    return received
 
 
 def _is_plain(tag: TagConfig) -> bool:

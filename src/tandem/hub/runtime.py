@@ -23,6 +23,7 @@ from tandem.api.view import (
     HaInfo,
     Health,
     LiveEvent,
+    PathInfo,
     PublisherInfo,
     Status,
     TagValue,
@@ -31,7 +32,14 @@ from tandem.api.view import (
 )
 from tandem.batch import LoopStepBatch
 from tandem.config.hub import DeviceConfig, TandemConfig
-from tandem.hub.modbus import DevicePoller, DeviceStatus
+from tandem.hub.modbus import (
+    DeviceEvent,
+    DeviceEventKind,
+    DevicePoller,
+    DeviceStatus,
+    LinkPool,
+    PollScheduler,
+)
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox
@@ -110,18 +118,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _default_poller(
-    device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
-) -> Poller:
-    return DevicePoller(device, source_node=source_node, emit=emit)
-
-
 def device_info(status: DeviceStatus) -> DeviceInfo:
     """The API's view of one poller's status."""
     return DeviceInfo(
         name=status.name,
         connected=status.connected,
         last_error=status.last_error,
+        active_path=status.active_path,
+        paths=[
+            PathInfo(endpoint=p.endpoint, connected=p.connected, active=p.active, healthy=p.healthy)
+            for p in status.paths
+        ],
+        path_switches=status.path_switches,
         groups=[
             GroupInfo(
                 name=g.name,
@@ -136,6 +144,13 @@ def device_info(status: DeviceStatus) -> DeviceInfo:
             for g in status.groups
         ],
     )
+
+
+def _connected(poller: Poller) -> bool:
+    """A poller's connection state without building its whole status (1,000 devices, 10 Hz)."""
+    if isinstance(poller, DevicePoller):
+        return poller.connected
+    return poller.status().connected
 
 
 class Hub:
@@ -171,8 +186,11 @@ class Hub:
             retry=lambda: self._store([]), tell=lambda m, d: self.add_timeline("info", m, d)
         )
         self.outbox = self._outbox_watch.open(config.data_dir / "outbox.sqlite3", config.outbox)
+        # Devices on the same serial port or host:port share one link from this pool.
+        self.links = LinkPool()
+        self.scheduler = PollScheduler()  # one timer per poll interval for every device
         try:
-            make_poller = poller_factory or _default_poller
+            make_poller = poller_factory or self._default_poller
             self.pollers: list[Poller] = [
                 make_poller(device, config.node, self._on_sample) for device in config.devices
             ]
@@ -198,6 +216,31 @@ class Hub:
         self._ready = asyncio.Event()
         self._seen_devices: dict[str, bool] = {}
         self._seen_broker = False
+
+    def _default_poller(
+        self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
+    ) -> Poller:
+        return DevicePoller(
+            device,
+            source_node=source_node,
+            emit=emit,
+            links=self.links,
+            on_event=self._on_device_event,
+            scheduler=self.scheduler,
+        )
+
+    def _on_device_event(self, event: DeviceEvent) -> None:
+        """A poller's connect, disconnect or path switch, on the timeline as it happens.
+
+        Sampling poller status (check_transitions) lagged the live status by up to a sampling
+        period, so a reader could see a device connected while the timeline still ended in
+        its disconnect; events make the two agree at every instant.
+        """
+        if event.kind is DeviceEventKind.CONNECTED:
+            self._seen_devices[event.device] = True
+        elif event.kind is DeviceEventKind.DISCONNECTED:
+            self._seen_devices[event.device] = False
+        self.add_timeline("device", event.message, {"device": event.device, **event.detail})
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -459,6 +502,8 @@ class Hub:
     def check_transitions(self) -> None:
         """Turn device and broker connection changes into timeline events."""
         for poller in self.pollers:
+            if isinstance(poller, DevicePoller):
+                continue  # it reports its changes as events (_on_device_event), as they happen
             st = poller.status()
             before = self._seen_devices.get(st.name, False)
             if st.connected != before:
@@ -496,7 +541,7 @@ class Hub:
         next append. Node-local sections (node, data_dir, api, ha) apply at restart only.
         """
         old = self.config
-        make_poller = self._poller_factory or _default_poller
+        make_poller = self._poller_factory or self._default_poller
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
         old_index = {device.name: i for i, device in enumerate(old.devices)}
         keep: dict[int, int] = {}  # new index -> old index of an unchanged device
@@ -572,7 +617,7 @@ class Hub:
         """
         publisher_alive = self._publisher_task is not None and not self._publisher_task.done()
         loops = not self._crashed and publisher_alive
-        devices = not self.gate.polling or all(p.status().connected for p in self.pollers)
+        devices = not self.gate.polling or all(_connected(p) for p in self.pollers)
         broker = self.publisher.status().connected
         # Fails from a failed write until one succeeds: this node cannot keep what it polls.
         outbox = self.outbox.writable

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,21 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 takes anything; a bound keeps a login request small
 
-# argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, 64 MiB, p=4).
-_HASHER = PasswordHasher()
+# RFC 9106's low-memory profile (argon2id, t=3, 64 MiB) on one lane: four lanes would take
+# four threads, and both cores of a small gateway, from the pollers for every login attempt.
+_HASHER = PasswordHasher(parallelism=1)
+
+
+def _lower_own_priority() -> None:
+    """Password checks run at nice 19 (this thread only, on Linux): polling wins the CPU."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+# One thread for every password check: at most one hash at a time, at the lowest priority.
+PASSWORD_CHECKS = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="password", initializer=_lower_own_priority
+)
 
 
 @functools.cache

@@ -1,6 +1,11 @@
-"""A Modbus TCP PLC simulator whose registers move with time, for the demo, tests and benchmarks.
+"""A Modbus PLC simulator whose registers move with time, for the demo, tests and benchmarks.
 
-Register map (any unit id is answered; ``t`` = seconds since the simulator started):
+It speaks Modbus TCP, RTU on a serial device (a PTY from socat, or a real port) or RTU
+framing on TCP (a serial-to-TCP gateway); one process can serve many TCP ports and many
+unit ids, and can make one unit answer late, for load and bus tests.
+
+Register map (every unit id is answered unless ``units`` limits them, and then the others
+stay silent as on a real bus; ``t`` = seconds since the simulator started):
 
 =================  ===========================================================================
 holding 0          counter, uint16, +1 every 100 ms, wraps at 65536
@@ -11,7 +16,7 @@ holding 10         int16 fixture, -1234
 holding 11-12      uint32 fixture, 123456789 (big word order)
 holding 13-14      float32 fixture, -2.5
 holding 15-18      float64 fixture, 1234.5678
-holding 19         zero
+holding 19         the unit id the simulated device answers as (0 when it answers every id)
 holding 20-27      string fixture "TANDEM-SIM", 8 registers, NUL padded
 holding 28-29      zero
 holding 30         bit fixture 0b1010_0101_0000_0011
@@ -27,6 +32,10 @@ discrete 0-7       inverse of coil 0-7; discrete 8-15 off; discrete >= 16 not ma
 
 Values are computed when a request reads them, only for the addresses it reads, so the cost
 does not grow with ``load_registers``.
+
+A ``preset`` (``tandem simulate-plc --preset FILE``) fills the static part of the map with
+known contents, for checking a decoding against a value worked out by hand: holding 4..99,
+input 4 and up, coil and discrete 8 and up (the input and bit tables grow to fit).
 """
 
 from __future__ import annotations
@@ -37,17 +46,22 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
     ReadInputRegistersRequest,
     ReadInputRegistersResponse,
 )
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 log = logging.getLogger(__name__)
@@ -56,6 +70,7 @@ LOAD_START = 100
 FIXED_HOLDING = LOAD_START  # holding 0..99 are the fixed map above
 INPUT_REGISTERS = 16
 BITS = 16
+UNIT_REGISTER = 19
 COUNTER_PERIOD_S = 0.1
 SINE_PERIOD_S = 10.0
 
@@ -75,6 +90,68 @@ _HOLDING_CODES = frozenset({3, 6, 16, 22, 23})
 _READ_INPUTS = 4
 
 
+Area = Literal["holding", "input", "coil", "discrete"]
+Preset = dict[Area, dict[int, list[int]]]
+"""Known contents by table: first address -> the words (or 0/1 bits) from there on."""
+
+# Where a preset may write: the rest of the map changes with time or is the load area.
+_PRESET_FIRST: dict[str, int] = {"holding": 4, "input": 4, "coil": 8, "discrete": 8}
+
+
+def _check_preset(preset: Preset, load_registers: int) -> None:
+    """Refuse a preset that would overlap the time-driven registers or the load area."""
+    for area, blocks in preset.items():
+        first = _PRESET_FIRST.get(area)
+        if first is None:
+            raise ValueError(f"preset: unknown table {area!r}; use {', '.join(_PRESET_FIRST)}")
+        limit = LOAD_START if area == "holding" and load_registers else 65536
+        for start, values in blocks.items():
+            if start < first or start + len(values) > limit:
+                raise ValueError(
+                    f"preset: {area} {start}..{start + len(values) - 1} is outside "
+                    f"{first}..{limit - 1}, the part of the map that keeps what it is given"
+                )
+            word_limit = 1 if area in ("coil", "discrete") else 0xFFFF
+            if any(not 0 <= v <= word_limit for v in values):
+                raise ValueError(f"preset: {area} {start}: values must be 0..{word_limit}")
+
+
+def _apply(table: list[int], blocks: dict[int, list[int]], size: int) -> list[int]:
+    table = table + [0] * max(0, size - len(table))
+    for start, values in blocks.items():
+        table[start : start + len(values)] = values
+    return table
+
+
+def _preset_size(blocks: dict[int, list[int]], minimum: int) -> int:
+    return max([minimum, *(start + len(values) for start, values in blocks.items())])
+
+
+def load_preset(text: str) -> Preset:
+    """A preset from JSON: ``{"holding": {"40": [1, 2]}, "coil": {"8": [1, 0, 1]}}``."""
+    import json
+
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise ValueError("preset: nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise ValueError("preset: the top level must be an object of tables")
+    preset: Preset = {}
+    for area, blocks in raw.items():
+        if area not in _PRESET_FIRST or not isinstance(blocks, dict):
+            raise ValueError(f"preset: {area!r} must be one of {', '.join(_PRESET_FIRST)}")
+        parsed: dict[int, list[int]] = {}
+        for start, values in blocks.items():
+            if not str(start).isdigit() or not isinstance(values, list):
+                raise ValueError(f"preset: {area} {start!r}: give an address and a list")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"preset: {area} {start}: values must be integers")
+            parsed[int(start)] = values
+        preset[area] = parsed
+    return preset
+
+
 def _holding_values(load_registers: int) -> list[int]:
     values = [0] * (LOAD_START + load_registers)
     for address, words in HOLDING_FIXTURES.items():
@@ -88,6 +165,7 @@ class PlcState:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._t0 = clock()
+        self.load_end = 65536  # first holding address after the load registers
 
     def dynamic_words(self) -> tuple[int, list[int]]:
         """(counter, [counter, sine hi, sine lo, ramp]) at this moment."""
@@ -130,12 +208,13 @@ class PlcState:
             offset = -start_address
             for i in range(address, min(end, 4)):
                 registers[i + offset] = words[i]
-        if function_code in _HOLDING_CODES and end > LOAD_START:
+        last = min(end, self.load_end)  # a preset beyond the load registers keeps its values
+        if function_code in _HOLDING_CODES and last > LOAD_START:
             counter, _ = self.dynamic_words()
             first = max(address, LOAD_START)
             offset = -start_address
-            registers[first + offset : end + offset] = [
-                (counter + a - LOAD_START) & 0xFFFF for a in range(first, end)
+            registers[first + offset : last + offset] = [
+                (counter + a - LOAD_START) & 0xFFFF for a in range(first, last)
             ]
         return None
 
@@ -167,45 +246,157 @@ class _FastInputResponse(ReadInputRegistersResponse):
         return _pack_registers(list(self.registers))
 
 
-class _FastReadHoldingRequest(ReadHoldingRegistersRequest):
-    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
-        response = await super().datastore_update(context, device_id)
-        if type(response) is not ReadHoldingRegistersResponse:
-            return response  # an exception response keeps its own encoding
-        return _FastHoldingResponse(
+class _PinnedIds:
+    """A late answer that keeps its own unit and transaction id.
+
+    pymodbus's request handler stamps every response with the ids of the *last* request it
+    received; a response delayed past the next request would go out labelled as that one's
+    answer. A real slow device answers as itself, so a delayed response pins its ids.
+    """
+
+    _pinned: tuple[int, int] | None = None
+
+    @property
+    def dev_id(self) -> int:
+        return self.__dict__.get("_dev_id", 0) if self._pinned is None else self._pinned[0]
+
+    @dev_id.setter
+    def dev_id(self, value: int) -> None:
+        self.__dict__["_dev_id"] = value
+
+    @property
+    def transaction_id(self) -> int:
+        return self.__dict__.get("_tid", 0) if self._pinned is None else self._pinned[1]
+
+    @transaction_id.setter
+    def transaction_id(self, value: int) -> None:
+        self.__dict__["_tid"] = value
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPolicy:
+    """Which unit ids answer (empty: all of them) and which answer late, by how many seconds."""
+
+    units: frozenset[int] = frozenset()
+    slow: dict[int, float] = field(default_factory=dict)
+
+    async def admit(self, device_id: int) -> float:
+        """Wait out a slow unit's delay; raise NoSuchIdException for a unit not served."""
+        if self.units and device_id not in self.units:
+            raise NoSuchIdException(f"unit {device_id} is not served")
+        delay = self.slow.get(device_id, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        return delay
+
+
+def _pinned(response: ModbusPDU) -> ModbusPDU:
+    late = type(f"Late{type(response).__name__}", (_PinnedIds, type(response)), {})
+    ids = (response.dev_id, response.transaction_id)
+    response.__class__ = late
+    response._pinned = ids  # type: ignore[attr-defined]
+    return response
+
+
+_FAST_RESPONSES: dict[type[ModbusPDU], type[_FastHoldingResponse | _FastInputResponse]] = {
+    ReadHoldingRegistersResponse: _FastHoldingResponse,
+    ReadInputRegistersResponse: _FastInputResponse,
+}
+
+
+def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
+    """Read requests that apply ``policy`` and pack register responses in one struct call."""
+
+    def fast(response: ModbusPDU) -> ModbusPDU:
+        kind = _FAST_RESPONSES.get(type(response))
+        if kind is None:
+            return response  # bits and exception responses keep their own encoding
+        return kind(
             registers=response.registers,
             dev_id=response.dev_id,
             transaction_id=response.transaction_id,
         )
 
-
-class _FastReadInputRequest(ReadInputRegistersRequest):
-    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
-        response = await super().datastore_update(context, device_id)
-        if type(response) is not ReadInputRegistersResponse:
+    def governed(base: type[ModbusPDU]) -> type[ModbusPDU]:
+        async def datastore_update(
+            self: ModbusPDU, context: ModbusServerContext, device_id: int
+        ) -> ModbusPDU:
+            ids = (self.dev_id, self.transaction_id)
+            delay = await policy.admit(device_id)
+            response = fast(await base.datastore_update(self, context, device_id))
+            if delay:
+                response.dev_id, response.transaction_id = ids
+                response = _pinned(response)
             return response
-        return _FastInputResponse(
-            registers=response.registers,
-            dev_id=response.dev_id,
-            transaction_id=response.transaction_id,
+
+        return type(f"Sim{base.__name__}", (base,), {"datastore_update": datastore_update})
+
+    return [
+        governed(base)
+        for base in (
+            ReadHoldingRegistersRequest,
+            ReadInputRegistersRequest,
+            ReadCoilsRequest,
+            ReadDiscreteInputsRequest,
         )
+    ]
 
 
-def build_device(load_registers: int = 1000, state: PlcState | None = None) -> SimDevice:
-    """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables)."""
+def build_device(
+    load_registers: int = 1000,
+    state: PlcState | None = None,
+    unit: int = 0,
+    preset: Preset | None = None,
+) -> SimDevice:
+    """The simulated PLC as a pymodbus SimDevice (separate coil/discrete/holding/input tables).
+
+    ``unit`` 0 answers every unit id; holding 19 holds the unit, so a test can tell units apart.
+    """
     if not 0 <= load_registers <= 65536 - LOAD_START - 1:
         raise ValueError(f"load_registers must be 0..{65536 - LOAD_START - 1}")
+    preset = preset or {}
+    _check_preset(preset, load_registers)
     state = state or PlcState()
+    state.load_end = LOAD_START + load_registers
+    holding = _holding_values(load_registers)
+    holding[UNIT_REGISTER] = unit
+    holding_blocks = preset.get("holding", {})
+    holding = _apply(holding, holding_blocks, _preset_size(holding_blocks, len(holding)))
+    tables: dict[str, list[int]] = {}
+    sized: tuple[tuple[Area, int], ...] = (
+        ("input", INPUT_REGISTERS),
+        ("coil", BITS),
+        ("discrete", BITS),
+    )
+    for area, minimum in sized:
+        blocks = preset.get(area, {})
+        size = _preset_size(blocks, minimum)
+        if area != "input":
+            size = -(-size // BITS) * BITS  # bit tables come in whole 16-bit words
+        tables[area] = _apply([0] * minimum, blocks, size)
+
+    def bits(area: str) -> SimData:
+        return SimData(0, values=[v != 0 for v in tables[area]], datatype=DataType.BITS)
+
     return SimDevice(
-        id=0,
+        id=unit,
         simdata=(
-            [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
-            [SimData(0, values=[False] * BITS, datatype=DataType.BITS)],
-            [SimData(0, values=_holding_values(load_registers), datatype=DataType.REGISTERS)],
-            [SimData(0, values=[0] * INPUT_REGISTERS, datatype=DataType.REGISTERS)],
+            [bits("coil")],
+            [bits("discrete")],
+            [SimData(0, values=holding, datatype=DataType.REGISTERS)],
+            [SimData(0, values=tables["input"], datatype=DataType.REGISTERS)],
         ),
         action=state.on_access,
     )
+
+
+def build_devices(
+    load_registers: int, policy: UnitPolicy, preset: Preset | None = None
+) -> list[SimDevice]:
+    """One SimDevice per served unit (one shared clock), or one that answers every id."""
+    state = PlcState()
+    units = sorted(policy.units) or [0]
+    return [build_device(load_registers, state, unit, preset) for unit in units]
 
 
 async def serve(
@@ -214,22 +405,75 @@ async def serve(
     *,
     load_registers: int = 1000,
     on_ready: Callable[[int], None] | None = None,
+    policy: UnitPolicy | None = None,
+    framing: Literal["mbap", "rtu"] = "mbap",
+    ports: int = 1,
+    preset: Preset | None = None,
 ) -> None:
-    """Serve the simulated PLC until cancelled; ``on_ready`` gets the bound port (useful with 0)."""
-    server = ModbusTcpServer(
-        build_device(load_registers),
-        address=(host, port),
-        custom_pdu=[_FastReadHoldingRequest, _FastReadInputRequest],
+    """Serve the simulated PLC on ``ports`` TCP ports until cancelled.
+
+    ``on_ready`` gets each bound port (port 0 lets the kernel choose; otherwise the ports are
+    ``port``, ``port + 1``, ...). ``framing`` "rtu" makes it a serial-to-TCP gateway.
+    """
+    policy = policy or UnitPolicy()
+    servers: list[ModbusTcpServer] = []
+    try:
+        for index in range(ports):
+            wanted = 0 if port == 0 else port + index
+            server = ModbusTcpServer(
+                build_devices(load_registers, policy, preset),
+                address=(host, wanted),
+                framer=FramerType.RTU if framing == "rtu" else FramerType.SOCKET,
+                ignore_missing_devices=True,
+                custom_pdu=_request_classes(policy),
+            )
+            servers.append(server)
+            await server.serve_forever(background=True)
+            bound = _bound_port(server, wanted)
+            log.info("PLC simulator (%s) on %s:%s", framing, host, bound)
+            if on_ready is not None:
+                on_ready(bound)
+        await asyncio.gather(*(server.serving for server in servers))
+    finally:
+        for server in servers:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def serve_serial(
+    device: str,
+    *,
+    load_registers: int = 1000,
+    policy: UnitPolicy | None = None,
+    baudrate: int = 19200,
+    parity: str = "N",
+    stopbits: int = 2,
+    on_ready: Callable[[str], None] | None = None,
+    preset: Preset | None = None,
+) -> None:
+    """Serve the simulated PLC as RTU slave(s) on a serial device until cancelled.
+
+    No parity (with two stop bits, Serial Line v1.02 2.5.1) by default: a PTY, as socat
+    makes them, refuses any parity setting.
+    """
+    policy = policy or UnitPolicy()
+    server = ModbusSerialServer(
+        build_devices(load_registers, policy, preset),
+        framer=FramerType.RTU,
+        port=device,
+        baudrate=baudrate,
+        parity=parity,
+        stopbits=stopbits,
+        ignore_missing_devices=True,
+        custom_pdu=_request_classes(policy),
     )
     await server.serve_forever(background=True)
-    bound = _bound_port(server, port)
-    log.info("PLC simulator on %s:%s with %s load registers", host, bound, load_registers)
+    log.info("PLC simulator (rtu) on %s", device)
     if on_ready is not None:
-        on_ready(bound)
+        on_ready(device)
     try:
         await server.serving
     finally:
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _bound_port(server: ModbusTcpServer, requested: int) -> int:
@@ -240,11 +484,46 @@ def _bound_port(server: ModbusTcpServer, requested: int) -> int:
     return requested
 
 
-def main(host: str = "127.0.0.1", port: int = 5020, load_registers: int = 1000) -> None:
-    """Blocking entry for ``tandem simulate-plc``; prints the bound port once it accepts."""
+def main(
+    host: str = "127.0.0.1",
+    port: int = 5020,
+    load_registers: int = 1000,
+    *,
+    ports: int = 1,
+    units: Iterable[int] = (),
+    slow: dict[int, float] | None = None,
+    framing: Literal["mbap", "rtu"] = "mbap",
+    rtu_device: str | None = None,
+    preset: Preset | None = None,
+) -> None:
+    """Blocking entry for ``tandem simulate-plc``; prints one line per port once it accepts."""
+    policy = UnitPolicy(frozenset(units), dict(slow or {}))
+    build_device(load_registers, preset=preset)  # a bad preset fails here, before any port opens
 
     def announce(bound: int) -> None:
         print(f"PLC simulator listening on {host}:{bound}", flush=True)
 
+    def announce_serial(device: str) -> None:
+        print(f"PLC simulator serving RTU on {device}", flush=True)
+
+    if rtu_device is not None:
+        run = serve_serial(
+            rtu_device,
+            load_registers=load_registers,
+            policy=policy,
+            on_ready=announce_serial,
+            preset=preset,
+        )
+    else:
+        run = serve(
+            host,
+            port,
+            load_registers=load_registers,
+            on_ready=announce,
+            policy=policy,
+            framing=framing,
+            ports=ports,
+            preset=preset,
+        )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port, load_registers=load_registers, on_ready=announce))
+        asyncio.run(run)

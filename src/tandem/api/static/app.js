@@ -81,6 +81,13 @@
           el("span", { class: "device-name", textContent: d.name }),
           el("span", { class: "device-state", textContent: d.connected ? "connected" : "disconnected" })),
         groups);
+      if (d.paths && d.paths.length > 1) {
+        const standby = d.paths.filter((p) => !p.active).map((p) => `${p.endpoint} ${p.connected ? "up" : "down"}`);
+        item.append(el("div", {
+          class: "device-path", dataset: { activePath: d.active_path || "" },
+          textContent: `via ${d.active_path}`, title: `other paths: ${standby.join(", ")}; ${d.path_switches} switch(es)`,
+        }));
+      }
       if (d.last_error && !d.connected) item.append(el("div", { class: "device-error", textContent: d.last_error }));
       return item;
     }));
