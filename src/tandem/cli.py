@@ -397,13 +397,24 @@ def simulate_plc(
         Path | None,
         typer.Option(help='JSON of known contents, e.g. {"holding": {"40": [258, 772]}}'),
     ] = None,
+    opcua: Annotated[
+        int | None,
+        typer.Option("--opcua", min=0, help="serve OPC UA on this port instead of Modbus"),
+    ] = None,
+    bad: Annotated[
+        list[str] | None,
+        typer.Option(help="--opcua: NAME=STATUS pins a bad status, e.g. Sine=BadSensorFailure"),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run a Modbus PLC simulator: TCP, RTU on a serial device, or RTU over TCP."""
+    """Run a PLC simulator: Modbus TCP, RTU on a serial device, RTU over TCP, or OPC UA."""
     from tandem.sim.plc import load_preset
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
+    if opcua is not None:
+        _simulate_opcua(host, opcua, bad or [])
+        return
     where = rtu if rtu is not None else f"{host}:{port}"
     contents = None
     if preset is not None:
@@ -427,6 +438,18 @@ def simulate_plc(
         raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
     except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
         raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
+
+
+def _simulate_opcua(host: str, port: int, bad: list[str]) -> None:
+    from tandem.sim.opcua import main as opcua_main
+
+    try:
+        opcua_main(host, port, bad)
+    except ValueError as exc:
+        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
+    except OSError as exc:
+        message = f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}"
+        raise _fail(message, EXIT_RUNTIME) from None
 
 
 @config_app.command("validate")

@@ -35,7 +35,7 @@ def setup_logging(fmt: str = "text", verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("pymodbus", "uvicorn.access", "pyroute2", "httpx", "httpcore"):
+    for noisy in ("pymodbus", "uvicorn.access", "pyroute2", "httpx", "httpcore", "asyncua"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -534,6 +534,15 @@ class NodePlan:
     interface: str | None = None
     udp_port: int = 5112
     vip: str | None = None
+    opcua_port: int | None = None  # this node serves OPC UA (a hot redundant pair of servers)
+
+    @property
+    def opcua_uri(self) -> str:
+        return f"urn:tandem:{self.name}"
+
+    @property
+    def opcua_url(self) -> str | None:
+        return None if self.opcua_port is None else f"opc.tcp://{self.address}:{self.opcua_port}/"
 
 
 def node_config(
@@ -545,6 +554,8 @@ def node_config(
     standby: Standby = "hot",
     recovery: Literal["automatic", "manual"] = "automatic",
     load_tags: int = 0,
+    peer_opcua_uri: str | None = None,
+    peer_opcua_port: int | None = None,
 ) -> dict[str, Any]:
     """A full `tandem run` config for one node of the pair (JSON is valid YAML).
 
@@ -564,6 +575,15 @@ def node_config(
             vrrp["vips"] = [plan.vip]
     else:
         vrrp["udp_port"] = plan.udp_port
+    extra: dict[str, Any] = {}
+    if plan.opcua_port is not None:
+        extra["opcua_server"] = {
+            "host": plan.address,
+            "port": plan.opcua_port,
+            "application_uri": plan.opcua_uri,
+            "peer_uri": peer_opcua_uri,
+            "peer_endpoint": f"opc.tcp://{plan.peer_address}:{peer_opcua_port}/",
+        }
     return {
         "node": plan.name,
         "data_dir": str(data_dir),
@@ -604,6 +624,7 @@ def node_config(
             "secret": SECRET,
             "vrrp": vrrp,
         },
+        **extra,
     }
 
 
@@ -816,8 +837,12 @@ class HaCluster:
         keeps it (an operator's choice sticks), so it is asked to switch back explicitly.
         """
         self.ensure_running()
+        # A node just started needs a while (imports, its API) before either shape shows.
+        self.wait(lambda: self.steady(self.a) or self.steady(self.b), timeout, "a steady pair")
+        if self.steady(self.a):
+            return
         with contextlib.suppress(ClusterTimeout):
-            self.wait_steady(self.a, 10)
+            self.wait_steady(self.a, 10)  # an automatic switchback on its way
             return
         self.wait_steady(self.b, timeout)
         response = self.b.switchover()
@@ -866,11 +891,13 @@ def build_cluster(
     vip: str | None = None,
     load_tags: int = 0,
     tls: bool = False,
+    opcua: bool = False,
 ) -> HaCluster:
     """Write both configs and make (not start) every process of the pair.
 
     With `tls`, a CA and node certificates (`tandem certs init`'s code) make API and peer link
     HTTPS: node-a verifies node-b against the CA, node-b pins node-a's certificate.
+    `opcua` gives each node an `opcua_server` section naming the other as its peer.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     certs = (
@@ -886,6 +913,11 @@ def build_cluster(
         node_places[0].free_port(node_addresses[0]),
         node_places[1].free_port(node_addresses[1]),
     )
+    opcua_ports = (
+        (node_places[0].free_port(node_addresses[0]), node_places[1].free_port(node_addresses[1]))
+        if opcua
+        else (None, None)
+    )
     nodes = []
     for i, (name, priority) in enumerate(((NODE_A, 100), (NODE_B, 90))):
         j = 1 - i
@@ -900,6 +932,7 @@ def build_cluster(
             interface=interfaces[i],
             udp_port=udp_port,
             vip=vip,
+            opcua_port=opcua_ports[i],
         )
         config = node_config(
             plan,
@@ -909,6 +942,8 @@ def build_cluster(
             standby=standby,
             recovery=recovery,
             load_tags=load_tags,
+            peer_opcua_uri=f"urn:tandem:{(NODE_A, NODE_B)[j]}" if opcua else None,
+            peer_opcua_port=opcua_ports[j],
         )
         if certs is not None:
             with_tls(config, certs[i], certs[j], pin=i == 1, ca_file=workdir / "certs" / "ca.pem")
@@ -978,7 +1013,12 @@ def free_udp_port_on_both(a: str = LOOPBACK_A, b: str = LOOPBACK_B) -> int:
 
 
 def loopback_cluster(
-    workdir: Path, standby: Standby = "hot", load_tags: int = 0, *, tls: bool = False
+    workdir: Path,
+    standby: Standby = "hot",
+    load_tags: int = 0,
+    *,
+    tls: bool = False,
+    opcua: bool = False,
 ) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
@@ -994,6 +1034,7 @@ def loopback_cluster(
         udp_port=free_udp_port_on_both(),
         load_tags=load_tags,
         tls=tls,
+        opcua=opcua,
     )
 
 

@@ -173,6 +173,13 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         yield from ha_metrics(status)
     if status.vrrp:
         yield from vrrp_metrics(status.vrrp)
+    if status.opcua_server is not None:
+        yield GaugeMetricFamily(
+            "tandem_opcua_service_level",
+            "ServiceLevel of this node's OPC UA server (Part 4: 0 maintenance, 1 no data, "
+            "2-199 degraded, 200-255 healthy)",
+            value=status.opcua_server.service_level,
+        )
 
 
 def path_metrics(status: Status) -> Iterator[Metric]:

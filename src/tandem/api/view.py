@@ -106,6 +106,14 @@ class HaInfo(_Model):
     peer_config_version: str | None = None
 
 
+class OpcUaServerInfo(_Model):
+    """The node's OPC UA server: where it listens and the ServiceLevel clients see."""
+
+    endpoint: str
+    service_level: int
+    reason: str
+
+
 class Status(_Model):
     """Everything the dashboard shows at a glance; also the source of /metrics."""
 
@@ -121,6 +129,7 @@ class Status(_Model):
     publisher: PublisherInfo = Field(default_factory=PublisherInfo)
     ha: HaInfo | None = None
     vrrp: dict[str, Any] | None = None
+    opcua_server: OpcUaServerInfo | None = None
 
 
 class TagValue(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import string
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
@@ -208,8 +209,8 @@ class GroupConfig(_Model):
 
 # --- devices: one model per protocol, told apart by `protocol` ---------------------------------
 
-Protocol = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"]
-PROTOCOLS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
+Protocol = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "opcua"]
+PROTOCOLS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "opcua")
 DEFAULT_PROTOCOL = "modbus-tcp"
 DEFAULT_MODBUS_PORT = 502
 PathMode = Literal["switch-on-failure", "switch-on-trigger", "primary-only", "secondary-only"]
@@ -403,6 +404,153 @@ class ModbusRtuDevice(_ModbusDevice):
         return [] if self.serial is None else [self.serial]
 
 
+# --- OPC UA devices --------------------------------------------------------------------------
+
+OpcUaTagType = Literal[
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "string",
+]
+# OPC UA Part 6, 5.3.1.10: the string forms of a NodeId (ns=<index>; or nsu=<uri>; then i=, s=,
+# g= or b=). Checked here without the OPC UA library, so loading a config stays light.
+NODE_ID_PATTERN = (
+    r"^(?:(?:ns=\d{1,5}|nsu=[^;]+);)?"
+    r"(?:i=\d{1,10}|s=.+|g=[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+    r"[0-9A-Fa-f]{12}|b=[A-Za-z0-9+/]+={0,2})$"
+)
+OpcUaPolicy = Literal["None", "Basic256Sha256"]
+OpcUaMode = Literal["None", "Sign", "SignAndEncrypt"]
+
+
+class OpcUaTagConfig(_Model):
+    """One OPC UA variable read into a tag: its NodeId and the Tandem type it must have."""
+
+    name: str = Field(min_length=1, description="tag name, unique within the group")
+    node_id: str = Field(description="the variable's NodeId, e.g. ns=2;s=Line1.Temp")
+    type: OpcUaTagType = Field(
+        description="Tandem type; a value of another OPC UA type is a per-tag error (1005)"
+    )
+    max_length: int = Field(
+        default=1024, ge=1, le=65535, description="longest string accepted, in characters"
+    )
+
+    @field_validator("node_id")
+    @classmethod
+    def _check_node_id(cls, node_id: str) -> str:
+        if re.fullmatch(NODE_ID_PATTERN, node_id) is None:
+            raise ValueError(
+                f"{node_id!r} is not a NodeId: write ns=<index>;s=<name>, ns=<index>;i=<number>, "
+                "g=<guid> or b=<base64>"
+            )
+        return node_id
+
+    @model_validator(mode="after")
+    def _check_length(self) -> OpcUaTagConfig:
+        if self.type != "string" and "max_length" in self.model_fields_set:
+            raise _field_error("max_length", "max_length is only valid with type string")
+        return self
+
+
+class OpcUaGroupConfig(_Model):
+    """OPC UA variables polled together: one Read per slot, one Sample per slot."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="group name, unique within the device")
+    interval: float = Field(default=1.0, ge=0.01, description="seconds between polls")
+    mode: Literal["read", "subscription"] = Field(
+        default="read",
+        description="read: one Read per slot (slot-exact); subscription: the server reports "
+        "changes and each slot takes the latest (not slot-exact)",
+    )
+    tags: list[OpcUaTagConfig] = Field(min_length=1, description="the variables of this group")
+
+
+class OpcUaSecurity(_Model):
+    """How the secure channel to an OPC UA server is protected, and whom it trusts."""
+
+    policy: OpcUaPolicy = Field(default="None", description="security policy")
+    mode: OpcUaMode = Field(default="None", description="message security mode")
+    certificate: Path | None = Field(
+        default=None, description="this client's certificate (DER/PEM)"
+    )
+    private_key: Path | None = Field(default=None, description="this client's private key (PEM)")
+    server_certificate: Path | None = Field(
+        default=None,
+        description="the server's certificate: only a server holding its key is accepted",
+    )
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> OpcUaSecurity:
+        if self.policy == "None":
+            if self.mode != "None":
+                raise _field_error("mode", "security policy None needs mode None")
+            for name in ("certificate", "private_key", "server_certificate"):
+                if getattr(self, name) is not None:
+                    raise _field_error(name, f"{name} is only used with a security policy")
+            return self
+        if self.mode == "None":
+            raise _field_error("mode", f"policy {self.policy} needs mode Sign or SignAndEncrypt")
+        for name in ("certificate", "private_key", "server_certificate"):
+            if getattr(self, name) is None:
+                raise _field_error(name, f"policy {self.policy} needs {name}")
+        return self
+
+
+class OpcUaDevice(_Model):
+    """An OPC UA server polled as a device (Kepware, Ignition, a PLC's own server)."""
+
+    protocol: Literal["opcua"] = Field(description="southbound protocol")
+    name: str = Field(pattern=NAME_PATTERN, description="device name, unique; used in topics")
+    endpoint: str = Field(
+        pattern=r"^opc\.tcp://[^\s@/]+(?::\d{1,5})?(?:/\S*)?$",
+        description="the server's endpoint URL, opc.tcp://host:port/path (no credentials)",
+    )
+    security: OpcUaSecurity = Field(
+        default_factory=OpcUaSecurity, description="secure channel settings"
+    )
+    application_uri: str | None = Field(
+        default=None, description="this client's application URI (default: from its certificate)"
+    )
+    username: str | None = Field(default=None, min_length=1, description="user name token")
+    password_file: Path | None = Field(default=None, description="file holding the password")
+    password_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="variable with the password"
+    )
+    accept_uncertain: bool = Field(
+        default=False, description="take Uncertain values as values (else a per-tag error)"
+    )
+    timeout: float = Field(default=2.0, gt=0, description="seconds to wait for a response")
+    reconnect_min: float = Field(default=0.5, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=10.0, gt=0, description="longest reconnect delay, seconds")
+    max_message_size: int = Field(
+        default=16 * 1024 * 1024, ge=65536, description="largest response asked for, bytes"
+    )
+    groups: list[OpcUaGroupConfig] = Field(min_length=1, description="tags polled together")
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> OpcUaDevice:
+        if self.reconnect_max < self.reconnect_min:
+            raise _field_error("reconnect_max", "reconnect_max must be >= reconnect_min")
+        sources = [n for n in ("password_file", "password_env") if getattr(self, n) is not None]
+        if self.username is None and sources:
+            raise _field_error(sources[0], f"{sources[0]} needs username")
+        if self.username is not None and len(sources) != 1:
+            raise _field_error(
+                "username",
+                "username needs exactly one of password_file and "
+                "password_env (a password never goes in the config or argv)",
+            )
+        return self
+
+
 def _protocol_of(value: Any) -> str:
     """The union tag of a device: its protocol, modbus-tcp when left out (older configs)."""
     if isinstance(value, dict):
@@ -414,7 +562,8 @@ def _protocol_of(value: Any) -> str:
 DeviceConfig = Annotated[
     Annotated[ModbusTcpDevice, Tag("modbus-tcp")]
     | Annotated[ModbusRtuDevice, Tag("modbus-rtu")]
-    | Annotated[ModbusRtuOverTcpDevice, Tag("modbus-rtu-over-tcp")],
+    | Annotated[ModbusRtuOverTcpDevice, Tag("modbus-rtu-over-tcp")]
+    | Annotated[OpcUaDevice, Tag("opcua")],
     Discriminator(
         _protocol_of,
         custom_error_type="unknown_protocol",
@@ -424,10 +573,11 @@ DeviceConfig = Annotated[
 """One southbound device; `protocol` picks the model (a new protocol is one more member)."""
 
 ModbusDevice = ModbusTcpDevice | ModbusRtuDevice | ModbusRtuOverTcpDevice
-DEVICE_ADAPTER: TypeAdapter[ModbusDevice] = TypeAdapter(DeviceConfig)
+AnyDevice = ModbusDevice | OpcUaDevice
+DEVICE_ADAPTER: TypeAdapter[AnyDevice] = TypeAdapter(DeviceConfig)
 
 
-def parse_device(data: Any) -> ModbusDevice:
+def parse_device(data: Any) -> AnyDevice:
     """Validate one device mapping (tests, tools); raises pydantic's ValidationError."""
     return DEVICE_ADAPTER.validate_python(data)
 
@@ -699,6 +849,60 @@ class HaConfig(_Model):
         return value
 
 
+ServerSecurity = Literal["None", "Basic256Sha256-Sign", "Basic256Sha256-SignAndEncrypt"]
+
+
+def _no_security() -> list[ServerSecurity]:
+    return ["None"]
+
+
+class OpcUaServerConfig(_Model):
+    """This node's tags as a read-only OPC UA server; in a pair, one of a hot redundant set.
+
+    Node-local like api: each node has its own address, URI and certificate.
+    """
+
+    host: str = Field(default="0.0.0.0", description="address the server listens on")
+    port: int = Field(default=4840, ge=0, le=65535, description="TCP port (0 = any free port)")
+    application_uri: str | None = Field(
+        default=None, min_length=1, description="this server's URI (default urn:tandem:<node>)"
+    )
+    peer_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the peer's server URI; required in a pair (ServerUriArray names both)",
+    )
+    peer_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^opc\.tcp://[^\s@/]+(?::\d{1,5})?(?:/\S*)?$",
+        description="the peer server's endpoint URL, listed by FindServers so a client that "
+        "knows one node finds the other (Part 4, 6.6.2.4.5.1)",
+    )
+    security: list[ServerSecurity] = Field(
+        default_factory=_no_security, min_length=1, description="endpoints offered"
+    )
+    certificate: Path | None = Field(default=None, description="server certificate (DER/PEM)")
+    private_key: Path | None = Field(default=None, description="server private key (PEM)")
+    trusted_clients: Path | None = Field(
+        default=None,
+        description="directory of client certificates accepted on secure endpoints "
+        "(default: any client certificate)",
+    )
+
+    @model_validator(mode="after")
+    def _check_certificate(self) -> OpcUaServerConfig:
+        secure = any(s != "None" for s in self.security)
+        if secure and (self.certificate is None or self.private_key is None):
+            field = "certificate" if self.certificate is None else "private_key"
+            raise _field_error(field, "a Basic256Sha256 endpoint needs certificate and private_key")
+        if len(set(self.security)) != len(self.security):
+            raise _field_error("security", "an endpoint is listed twice")
+        return self
+
+    def uri(self, node: str) -> str:
+        return self.application_uri or f"urn:tandem:{node}"
+
+
 class TandemConfig(_Model):
     """The whole native config of one Tandem node."""
 
@@ -710,6 +914,9 @@ class TandemConfig(_Model):
     # An empty list is allowed: a node can be brought up (API, HA) before devices are known.
     devices: list[DeviceConfig] = Field(default_factory=list)
     ha: HaConfig | None = None
+    opcua_server: OpcUaServerConfig | None = Field(
+        default=None, description="serve the tags over OPC UA (read-only)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -766,6 +973,8 @@ def _device_overlaps(device: Any, device_index: int) -> list[tuple[FieldPath, st
     """
     claims: dict[tuple[str, int], tuple[FieldPath, str, int | None]] = {}
     found: list[tuple[FieldPath, str]] = []
+    if isinstance(device, dict) and device.get("protocol") == "opcua":
+        return found  # OPC UA tags name nodes, not registers
     for gi, group in enumerate(_list_of(device, "groups")):
         for ti, raw in enumerate(_list_of(group, "tags")):
             try:
@@ -820,6 +1029,8 @@ def _link_problems(devices: list[Any]) -> list[tuple[FieldPath, str]]:
             device = parse_device(raw)
         except ValidationError:
             continue
+        if isinstance(device, OpcUaDevice):
+            continue  # a session per device: no shared line to agree on
         for pi, endpoint in enumerate(device.endpoints()):
             key = link_key(endpoint)
             where = _endpoint_path(device, di, pi)
@@ -897,7 +1108,20 @@ def cross_field_problems(data: Any) -> list[tuple[FieldPath, str]]:
             )
         found += _device_overlaps(device, di)
     found += _link_problems(devices)
+    found += _opcua_server_problems(data)
     return found
+
+
+def _opcua_server_problems(data: Any) -> list[tuple[FieldPath, str]]:
+    """A pair's servers form one redundant set: each must name the other (ServerUriArray)."""
+    server = data.get("opcua_server") if isinstance(data, dict) else None
+    if not isinstance(server, dict) or not isinstance(data.get("ha"), dict):
+        return []
+    if server.get("peer_uri") is None:
+        return [(("opcua_server", "peer_uri"), "required in a pair: the peer's server URI")]
+    if server.get("peer_uri") == server.get("application_uri", f"urn:tandem:{data.get('node')}"):
+        return [(("opcua_server", "peer_uri"), "the peer's URI must differ from this server's")]
+    return []
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -311,6 +311,8 @@ class HubSide:
     def _set_gate(self, g: SetGate) -> None:
         gate = self.gate
         gate.term, gate.lease_until, gate.hold_valueless = g.term, g.lease_until, g.hold_valueless
+        if g.publishing != gate.publishing:
+            self._spawn(self.observer.set_watch_data(not g.publishing))
         gate.publishing = g.publishing
         self.hub.gate.term = g.term
         self.hub.set_publishing(g.publishing)

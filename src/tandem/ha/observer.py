@@ -91,6 +91,7 @@ class BrokerObserver:
             barrier_topic(cluster, node),
         )
         self.messages = 0
+        self.watch_data = True
         self.drops = DropCounts()
         self.connected = False
         self._drop_log = RateLimitedLog(logger=log)
@@ -130,14 +131,36 @@ class BrokerObserver:
             tls_insecure=s.tls_insecure if tls is not None else None,
         ) as client:
             state, heartbeat, barrier = self._topics
-            await client.subscribe(
-                [(wildcard(s.topic), 1), (state, 1), (heartbeat, 0), (barrier, 1)]
-            )
+            topics = [(state, 1), (heartbeat, 0), (barrier, 1)]
+            if self.watch_data:
+                topics.append((wildcard(s.topic), 1))
+            await client.subscribe(topics)
             self._client = client
             self.connected = True
             self._synced_at = time.monotonic() + SYNC_MARGIN_S
             async for message in client.messages:
                 self.handle(str(message.topic), message.payload)
+
+    async def set_watch_data(self, on: bool) -> None:
+        """Follow the data topics, or not: a publishing master learns its watermarks from its
+        own PUBACKs and other nodes' terms from their state and heartbeats, so receiving every
+        one of its own messages back would only cost it CPU."""
+        if on == self.watch_data:
+            return
+        self.watch_data = on
+        client = self._client
+        if client is None:
+            return  # the next session subscribes as asked
+        topic = wildcard(self.settings.topic)
+        try:
+            if on:
+                await client.subscribe(topic, qos=1)
+            else:
+                await client.unsubscribe(topic)
+        except aiomqtt.MqttError as exc:
+            log.warning(
+                "broker observer could not %s the data topics: %s", "follow" if on else "leave", exc
+            )
 
     async def barrier(self, timeout: float = 1.0) -> bool:
         """True once everything the broker sent us before now has been handled.

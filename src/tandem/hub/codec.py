@@ -10,9 +10,13 @@ code   meaning
 1002   timeout: the device did not answer the request that covers this tag
 1003   I/O error: the connection broke or the answer was malformed mid-request
 1004   decode error: registers arrived but do not form a valid value (bad UTF-8
-       string, NaN/inf float that JSON cannot carry)
+       string, NaN/inf float that JSON cannot carry, an OPC UA string too long)
+1005   type mismatch: an OPC UA server sent a value of another type than the tag's
+       (an array, a null, a Double for an int16 tag)
 2000+n Modbus exception response with exception code n, e.g. 2002 = illegal data
        address (tag outside the device's map), 2004 = server device failure
+2^30+  an OPC UA status code itself, severity and sub-code (the low 16 bits cleared),
+       e.g. 2150891520 = 0x80340000 BadNodeIdUnknown (docs/opcua.md)
 ====== ==========================================================================
 """
 
@@ -32,6 +36,7 @@ ERR_DISCONNECTED = 1001
 ERR_TIMEOUT = 1002
 ERR_IO = 1003
 ERR_DECODE = 1004
+ERR_TYPE = 1005
 ERR_MODBUS_EXCEPTION_BASE = 2000
 
 # Protocol limits per request (Modbus Application Protocol v1.1b3, 6.1-6.4).

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI
 
@@ -31,7 +31,7 @@ from tandem.api.view import (
     TimelineKind,
 )
 from tandem.batch import LoopStepBatch
-from tandem.config.hub import DeviceConfig, TandemConfig
+from tandem.config.hub import DeviceConfig, OpcUaDevice, TandemConfig
 from tandem.hub.modbus import (
     DeviceEvent,
     DeviceEventKind,
@@ -44,6 +44,9 @@ from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox
 from tandem.hub.outbox_watch import OutboxWatch, outbox_info
+
+if TYPE_CHECKING:
+    from tandem.north.opcua_server import OpcUaNorth
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,7 @@ class Hub:
         self._publisher_factory = publisher_factory
         self._poller_factory = poller_factory
         self.on_sample: list[Callable[[Sample], None]] = []
+        self.on_gate: list[Callable[[], None]] = []  # after every role, polling, publishing change
         # The outbox keeps what it cannot write; the watch retries it and tells the timeline.
         self._outbox_watch = OutboxWatch(
             retry=lambda: self._store([]), tell=lambda m, d: self.add_timeline("info", m, d)
@@ -216,10 +220,35 @@ class Hub:
         self._ready = asyncio.Event()
         self._seen_devices: dict[str, bool] = {}
         self._seen_broker = False
+        self.north = self._make_north() if config.opcua_server is not None else None
+
+    def _make_north(self) -> OpcUaNorth:
+        """The OPC UA server: fed the stored samples and told of every gate change."""
+        from tandem.north.opcua_server import OpcUaNorth  # asyncua only when it is used
+        from tandem.north.service_level import NodeState
+
+        def node_state() -> NodeState:
+            gate = self.gate
+            return NodeState(gate.role, gate.phase, gate.publishing, self._stop.is_set())
+
+        north = OpcUaNorth(lambda: self.config, node_state)
+        self.on_sample.append(north.on_sample)
+        self.on_gate.append(north.wake)
+        return north
 
     def _default_poller(
         self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
     ) -> Poller:
+        if isinstance(device, OpcUaDevice):
+            from tandem.hub.opcua_client import OpcUaPoller  # asyncua only when it is used
+
+            return OpcUaPoller(
+                device,
+                source_node=source_node,
+                emit=emit,
+                on_event=self._on_device_event,
+                scheduler=self.scheduler,
+            )
         return DevicePoller(
             device,
             source_node=source_node,
@@ -310,9 +339,13 @@ class Hub:
                     tasks.create_task(self.live.run(), name="hub-live"),
                     tasks.create_task(self._watch_transitions(), name="hub-transitions"),
                 ]
+                if self.north is not None:
+                    watchers.append(tasks.create_task(self.north.run(), name="opcua-server"))
                 if self.gate.polling or self.standby_mode == "warm":
                     self._start_pollers()
                 await api_ready.wait()
+                if self.north is not None:
+                    await self.north.ready.wait()
                 self.add_timeline("info", f"node {self.config.node} started")
                 self._ready.set()
                 await self._stop.wait()
@@ -356,6 +389,11 @@ class Hub:
                     task.cancel()
         if changed:
             log.info("polling %s", "on" if on else "off")
+            self._gate_changed()
+
+    def _gate_changed(self) -> None:
+        for listener in self.on_gate:
+            listener()
 
     def _pause_idle_pollers(self) -> None:
         if self.standby_mode == "warm":
@@ -377,6 +415,7 @@ class Hub:
             return
         self.gate.publishing = on
         log.info("publishing %s", "on" if on else "off")
+        self._gate_changed()
         if on:
             self.publisher.notify()
 
@@ -413,6 +452,7 @@ class Hub:
             },
         )
         self.live.push(LiveEvent("status", self.status()))
+        self._gate_changed()
 
     def add_timeline(
         self, kind: TimelineKind, message: str, detail: dict[str, Any] | None = None
@@ -653,6 +693,7 @@ class Hub:
             ),
             ha=self.ha.ha_info() if self.ha is not None else None,
             vrrp=self.ha.vrrp_info() if self.ha is not None else None,
+            opcua_server=self.north.info() if self.north is not None else None,
         )
 
     @property

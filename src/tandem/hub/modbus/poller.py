@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.config.hub import DeviceConfig, GroupConfig
+from tandem.config.hub import GroupConfig, ModbusDevice
 from tandem.hub.codec import (
     ERR_DISCONNECTED,
     ERR_IO,
@@ -120,7 +120,7 @@ def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
     return current, current - slot - 1
 
 
-def _plan(device: DeviceConfig, group: GroupConfig) -> tuple[_BlockRead, ...]:
+def _plan(device: ModbusDevice, group: GroupConfig) -> tuple[_BlockRead, ...]:
     return tuple(
         _BlockRead(
             ReadRequest(device.unit, FUNCTION_OF_AREA[block.area], block.start, block.count),
@@ -185,7 +185,7 @@ class DevicePoller:
 
     def __init__(
         self,
-        device: DeviceConfig,
+        device: ModbusDevice,
         *,
         source_node: str,
         emit: Callable[[Sample], None],

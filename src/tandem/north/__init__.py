@@ -1,0 +1,1 @@
+"""Northbound servers other than MQTT: the tags as an OPC UA server."""
