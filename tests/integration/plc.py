@@ -12,6 +12,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from tandem.sim.plc import LOAD_START
 
 READY_TIMEOUT_S = 15.0
 
@@ -168,3 +171,27 @@ def start_pty_pair(timeout: float = READY_TIMEOUT_S) -> PtyPair:
             process.wait(timeout=5)
             raise
     return PtyPair(names[0], names[1], process)
+
+
+def load_device(
+    name: str, plc_port: int, tags: int, *, interval: float = 0.1, host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """A device config of `tags` uint16 tags r0..r<tags-1> on the simulator's load registers.
+
+    Every one of them changes with every 100 ms tick of the simulator: the worst case for a
+    live view, since nothing stays still.
+    """
+    return {
+        "name": name,
+        "host": host,
+        "port": plc_port,
+        "timeout": 1.0,
+        "reconnect_max": 0.5,
+        "groups": [
+            {
+                "name": "fast",
+                "interval": interval,
+                "tags": [{"name": f"r{i}", "address": LOAD_START + i} for i in range(tags)],
+            }
+        ],
+    }

@@ -2,7 +2,7 @@
 
 Swapping in a real hub: override `dashboard_url` (base URL of a running API) and
 `dashboard_expect` (names to look for). The hub must change the value of `expect.tag` while
-running and take `expect.device` down within `expect.down_within_s` of the fixture starting.
+running and take `expect.device` down within `expect.down_within_s` of the page opening.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from playwright.async_api import Browser, Page, expect
 
 from tandem.api.app import bound_port, create_app, serve
 from tandem.api.auth import Security
+from tandem.api.live import LiveFeed
+from tandem.api.tagindex import TagCatalog, TagEntry, TagKind
 from tandem.api.view import (
     DeviceInfo,
     GroupInfo,
@@ -36,6 +38,7 @@ from tandem.api.view import (
     TimelineEvent,
 )
 from tandem.config.hub import TandemConfig
+from tandem.hub.model import Sample
 from tandem.security.roles import Role
 from tandem.security.users import UserStore
 
@@ -53,6 +56,8 @@ class DashboardExpect:
     tag: str  # a tag whose value keeps changing
     device: str  # a device that goes down during the test
     down_within_s: float
+    # A device with redundant paths, polled through the second (None: the hub has no such one).
+    redundant_device: str | None = None
 
 
 # ---- a scripted hub: values move, one device drops after a few seconds ----
@@ -62,9 +67,21 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+SCRIPTED_TAGS = [
+    TagEntry("plc1", "fast", "temperature"),
+    TagEntry("plc1", "fast", "counter"),
+    TagEntry("plc1", "fast", "running", TagKind.BOOL),
+    TagEntry("plc2", "slow", "pressure"),
+]
+
+
 @dataclass
 class ScriptedView:
-    """A HubView whose data moves on a script, to drive the page without a PLC or broker."""
+    """A HubView whose data moves on a script, to drive the page without a PLC or broker.
+
+    The samples go through the real live feed, as the hub's do: only the transport from a
+    PLC is scripted.
+    """
 
     node: str = "edge-a"
     down_after_s: float = 3.0
@@ -73,9 +90,13 @@ class ScriptedView:
     plc1_up: bool = True
     polls: int = 0
     published: int = 0
-    values: dict[tuple[str, str, str], TagValue] = field(default_factory=dict)
     events: list[TimelineEvent] = field(default_factory=list)
-    subscribers: set[asyncio.Queue[LiveEvent]] = field(default_factory=set)
+    watched_since: float | None = None
+    live: LiveFeed = field(init=False)
+
+    def __post_init__(self) -> None:
+        intervals = {("plc1", "fast"): self.period_s, ("plc2", "slow"): self.period_s * 5}
+        self.live = LiveFeed(self.status, TagCatalog(SCRIPTED_TAGS, intervals))
 
     def health(self) -> Health:
         return Health(ok=self.plc1_up, checks={"plc1": self.plc1_up, "plc2": True})
@@ -132,31 +153,21 @@ class ScriptedView:
         )
 
     def tags(self) -> list[TagValue]:
-        return sorted(self.values.values(), key=lambda t: (t.device, t.group, t.tag))
+        return self.live.tags()
 
     def timeline(self, limit: int) -> list[TimelineEvent]:
         return list(reversed(self.events))[:limit]
 
-    async def subscribe(self) -> AsyncIterator[LiveEvent]:
-        queue: asyncio.Queue[LiveEvent] = asyncio.Queue()
-        self.subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self.subscribers.discard(queue)
+    def subscribe(self) -> AsyncIterator[LiveEvent]:
+        return self.live.subscribe()
 
     async def switchover(self) -> dict[str, Any]:
         raise NotImplementedError("the scripted hub has no peer")
 
-    def _push(self, event: LiveEvent) -> None:
-        for queue in self.subscribers:
-            queue.put_nowait(event)
-
     def _note(self, kind: str, message: str, **detail: Any) -> None:
         event = TimelineEvent(ts_ms=_now_ms(), kind=kind, message=message, detail=detail)  # type: ignore[arg-type]
         self.events.append(event)
-        self._push(LiveEvent("timeline", event))
+        self.live.push(LiveEvent("timeline", event))
 
     def step(self) -> None:
         """One poll of every group: new values, and the scripted device failure."""
@@ -164,59 +175,38 @@ class ScriptedView:
         self.published += 2
         now = _now_ms()
         t = time.monotonic() - self.started
-        if self.plc1_up and t >= self.down_after_s:
+        # The outage is timed from the first page that watches, however slow the browser
+        # was to start: the page must see values move before the device goes.
+        if self.watched_since is None and self.live.subscribers:
+            self.watched_since = time.monotonic()
+        watched_s = 0.0 if self.watched_since is None else time.monotonic() - self.watched_since
+        if self.plc1_up and watched_s >= self.down_after_s:
             self.plc1_up = False
             self._note("device", "plc1 disconnected: connection refused", device="plc1")
-            self._push(LiveEvent("status", self.status()))
-        changed: list[TagValue] = []
+            self.live.push(LiveEvent("status", self.status()))
         plc1 = {
             "temperature": round(21.0 + 2.5 * math.sin(t / 2.0), 3),
             "counter": self.polls,
             "running": self.polls % 20 < 15,
         }
-        for tag, value in plc1.items():
-            if self.plc1_up:
-                tv = TagValue(
-                    device="plc1",
-                    group="fast",
-                    tag=tag,
-                    value=value,
-                    timestamp_ms=now,
-                    slot=self.polls,
-                )
-            else:
-                tv = TagValue(
-                    device="plc1",
-                    group="fast",
-                    tag=tag,
-                    error=DEVICE_DOWN_CODE,
-                    timestamp_ms=now,
-                    slot=self.polls,
-                )
-            changed.append(tv)
+        values = plc1 if self.plc1_up else {}
+        errors = {} if self.plc1_up else dict.fromkeys(plc1, DEVICE_DOWN_CODE)
+        self.live.note_values(
+            Sample("plc1", "fast", self.polls, now, values, errors, seq=self.polls)
+        )
         if self.polls % 5 == 1:
-            changed.append(
-                TagValue(
-                    device="plc2",
-                    group="slow",
-                    tag="pressure",
-                    value=round(4.2 + 0.3 * math.cos(t), 3),
-                    timestamp_ms=now,
-                    slot=self.polls // 5,
-                )
-            )
-        for tv in changed:
-            self.values[(tv.device, tv.group, tv.tag)] = tv
-        self._push(LiveEvent("tags", changed))
-        if self.polls % 5 == 0:
-            self._push(LiveEvent("status", self.status()))
+            pressure = {"pressure": round(4.2 + 0.3 * math.cos(t), 3)}
+            slot = self.polls // 5
+            self.live.note_values(Sample("plc2", "slow", slot, now, pressure, {}, seq=slot))
 
     async def run(self) -> None:
         self._note("role", "became MASTER (term 3): startup", reason="startup")
         self._note("broker", "connected to 127.0.0.1:1883")
-        while True:
-            self.step()
-            await asyncio.sleep(self.period_s)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.live.run())
+            while True:
+                self.step()
+                await asyncio.sleep(self.period_s)
 
 
 # ---- fixtures (override these two to point the test at a real hub) ----
@@ -234,7 +224,12 @@ async def log_in(page: Page, user: str, password: str) -> None:
 @pytest.fixture
 def dashboard_expect() -> DashboardExpect:
     return DashboardExpect(
-        node="edge-a", role="MASTER", tag="counter", device="plc1", down_within_s=15.0
+        node="edge-a",
+        role="MASTER",
+        tag="counter",
+        device="plc1",
+        down_within_s=15.0,
+        redundant_device="plc2",
     )
 
 
@@ -298,17 +293,20 @@ async def test_dashboard_live_hub_shows_values_device_loss_and_timeline(
     first = await value.inner_text()
     await expect(value).not_to_have_text(first, timeout=10_000)
 
-    # Pick a tag to chart: the row is marked and the chart names it.
+    # Pick a tag to chart: the row is marked and the trend names it.
     await page.locator(f'tbody#tags tr[data-tag="{expect_.tag}"]').first.click()
     await expect(page.locator(f'tbody#tags tr[data-tag="{expect_.tag}"]').first).to_have_class(
         re.compile(r"\bselected\b")
     )
-    await expect(page.locator("#chart-title")).to_contain_text(expect_.tag)
+    chips = page.locator("#trend-tags li")
+    await expect(chips).to_have_count(1)
+    await expect(chips.first).to_have_attribute("data-key", re.compile(f"/{expect_.tag}$"))
 
     # A device with redundant paths says which one it is polled through.
-    path = page.locator('[data-device="plc2"] .device-path')
-    await expect(path).to_have_text("via 10.0.2.10:502")
-    await expect(path).to_have_attribute("title", re.compile(r"10\.0\.1\.10:502 down"))
+    if expect_.redundant_device is not None:
+        path = page.locator(f'[data-device="{expect_.redundant_device}"] .device-path')
+        await expect(path).to_have_text("via 10.0.2.10:502")
+        await expect(path).to_have_attribute("title", re.compile(r"10\.0\.1\.10:502 down"))
 
     down = page.locator(f'[data-device="{expect_.device}"][data-connected="false"]')
     await expect(down).to_be_visible(timeout=expect_.down_within_s * 1000)
@@ -319,7 +317,7 @@ async def test_dashboard_live_hub_shows_values_device_loss_and_timeline(
     # The chart has really been drawn: some canvas pixels are not transparent.
     painted = await page.evaluate(
         """() => {
-            const c = document.getElementById('chart');
+            const c = document.querySelector('#trend canvas');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let n = 0;
             for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -242,3 +244,108 @@ def test_demo_failover_scenario_cold_standby_reports_gap_and_exits_zero(
     # A cold backup starts polling only once it is master, at least three adverts (300 ms,
     # three 100 ms slots) after the kill: those slots were never read, so they are lost.
     assert int(kill["lost"]) > 0, output
+
+
+# A fresh checkout installs its venv first (uv, or pip): allow for a slow mirror.
+FRESH_TIMEOUT_S = 300
+
+
+def _fresh_checkout(target: Path) -> Path:
+    """The checkout's files (tracked, and new ones not ignored) in `target`, without .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / name.decode()
+        if source.is_file():
+            dest = target / name.decode()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+    # ../shared beside the checkout, as in the repository's own layout.
+    shared = REPO.parent / "shared"
+    if shared.is_dir() and not (target.parent / "shared").exists():
+        (target.parent / "shared").symlink_to(shared)
+    return target
+
+
+def _status(url: str, token_file: Path) -> dict[str, Any] | None:
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    with contextlib.suppress(httpx.HTTPError, ValueError, OSError):
+        body = httpx.get(f"{url}/api/v1/status", timeout=2, headers=headers).json()
+        return body if isinstance(body, dict) else None
+    return None
+
+
+def _pair_with_data(nodes: dict[str, Path]) -> bool:
+    """One MASTER and one BACKUP, and the master's published count going up.
+
+    `nodes`: URL -> the token file the demo wrote for that node.
+    """
+    bodies = {url: _status(url, token) for url, token in nodes.items()}
+    roles = {(b or {}).get("role") for b in bodies.values()}
+    if roles != {"MASTER", "BACKUP"}:
+        return False
+    master = next(u for u, b in bodies.items() if (b or {}).get("role") == "MASTER")
+    before = (bodies[master] or {})["publisher"]["published_total"]
+    time.sleep(0.5)
+    after = _status(master, nodes[master]) or {}
+    return bool(after.get("publisher", {}).get("published_total", 0) > before)
+
+
+def test_demo_fresh_checkout_new_venv_reaches_pair_with_data_flowing(
+    demo_runs: list[subprocess.Popen[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkout = _fresh_checkout(tmp_path / "tandem")
+    assert not (checkout / ".venv").exists()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(checkout / "scripts" / "demo"), "--no-color"],
+        cwd=checkout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    demo_runs.append(proc)
+    assert proc.stdout is not None
+    output: list[str] = []
+    urls: list[str] = []
+    deadline = started + FRESH_TIMEOUT_S
+    while len(urls) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = re.match(r"dashboard node-[ab]: (http://\S+?)/?$", line.strip())
+        if match:
+            urls.append(match.group(1))
+    assert len(urls) == 2, "".join(output)
+    setup_s = next(
+        (float(m.group(1)) for line in output if (m := re.search(r"ready .* in ([\d.]+) s", line))),
+        None,
+    )
+    match = re.search(r"^work dir: (\S+)$", "".join(output), re.MULTILINE)
+    assert match, "".join(output)
+    workdir = Path(match.group(1))
+    names = ("node-a", "node-b")
+    nodes = {url: workdir / f"{name}.token" for url, name in zip(urls, names, strict=True)}
+    while not _pair_with_data(nodes):
+        assert time.monotonic() < deadline, f"no MASTER/BACKUP pair with data:\n{''.join(output)}"
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    with capsys.disabled():
+        print(
+            f"\nfresh checkout -> MASTER/BACKUP pair with data flowing: {elapsed:.1f} s "
+            f"(setup {setup_s} s)"
+        )
+
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=40)
+    assert proc.returncode == 130
+    assert (checkout / ".venv" / "bin" / "tandem").exists()
+    assert elapsed < FRESH_TIMEOUT_S

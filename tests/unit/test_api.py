@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tandem.api.app import bound_port, create_app, format_sse, serve
 from tandem.api.auth import Security
+from tandem.api.live import LiveFeed
 from tandem.api.metrics import render_metrics
 from tandem.api.view import (
     DeviceInfo,
@@ -94,6 +95,10 @@ class FakeView:
     subscriptions_closed: int = 0
 
     reader_threads: set[int] = field(default_factory=set)
+    live: LiveFeed = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = LiveFeed(self.status)
 
     def health(self) -> Health:
         self.reader_threads.add(threading.get_ident())
@@ -125,7 +130,7 @@ class FakeView:
             while self.endless:
                 await asyncio.sleep(self.tick_s)
                 n += 1
-                yield LiveEvent("tags", [TAGS[0].model_copy(update={"value": float(n)})])
+                yield LiveEvent("rows", [TAGS[0].model_copy(update={"value": float(n)})])
         finally:
             self.subscriptions_closed += 1
 
@@ -349,7 +354,7 @@ def test_format_sse_model_data_is_one_event() -> None:
 async def test_events_finite_subscription_streams_each_event_then_ends() -> None:
     view = FakeView(
         events=[
-            LiveEvent("tags", TAGS),
+            LiveEvent("rows", TAGS),
             LiveEvent("status", make_status(role="BACKUP")),
             LiveEvent("timeline", {"ts_ms": 1, "kind": "role", "message": "became BACKUP"}),
         ]
@@ -359,7 +364,7 @@ async def test_events_finite_subscription_streams_each_event_then_ends() -> None
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.startswith("retry: ")
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["tags", "status", "timeline"]
+    assert [name for name, _ in events] == ["rows", "status", "timeline"]
     assert events[0][1][0]["tag"] == "temp"
     assert events[1][1]["role"] == "BACKUP"
     assert view.subscriptions_closed == 1
@@ -413,7 +418,7 @@ async def test_events_client_closes_stream_subscription_released(
             received = parse_sse(buffer.rsplit("\n\n", 1)[0] + "\n\n")
             if len(received) >= 2:
                 break
-    assert [name for name, _ in received[:2]] == ["tags", "tags"]
+    assert [name for name, _ in received[:2]] == ["rows", "rows"]
     assert received[1][1][0]["value"] > received[0][1][0]["value"]
     assert await wait_until(lambda: view.subscriptions_closed == 1)
     assert view.subscriptions_open == 1

@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from tandem.api.view import HaInfo, HubView, LiveEvent
+from tandem.api.live import TIMELINE_BACKLOG
+from tandem.api.view import HaInfo, HubView, LiveEvent, TagQuery
 from tandem.config.hub import DeviceConfig, TandemConfig
 from tandem.errors import TandemError
 from tandem.hub.modbus import DeviceStatus, GroupStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import PublisherStatus
 from tandem.hub.outbox import Outbox
-from tandem.hub.runtime import SUBSCRIBER_QUEUE_SIZE, Hub
+from tandem.hub.runtime import Hub
 
 
 class FakePoller:
@@ -315,29 +316,32 @@ async def test_hub_timeline_is_bounded(hub: Hub) -> None:
     assert events[0].message == "event 599"
 
 
-async def test_hub_subscribe_first_status_then_timeline_events(hub: Hub) -> None:
+async def test_hub_subscribe_hello_then_status_then_timeline_events(hub: Hub) -> None:
     events = hub.subscribe()
+    hello = await anext(events)
     first = await anext(events)
     hub.add_timeline("config", "config reloaded")
     second = await asyncio.wait_for(anext(events), 1)
     await events.aclose()
 
+    assert hello.type == "hello" and len(hello.data["subscription"]) >= 16
     assert first.type == "status" and first.data.node == "edge-a"
     assert second.type == "timeline" and second.data.message == "config reloaded"
 
 
-async def test_hub_subscribe_slow_client_loses_oldest_events(hub: Hub) -> None:
+async def test_hub_subscribe_slow_client_loses_oldest_timeline_events(hub: Hub) -> None:
     events = hub.subscribe()
     await anext(events)  # the subscription is registered once the first event is taken
-    for i in range(SUBSCRIBER_QUEUE_SIZE + 5):
+    await anext(events)  # status
+    for i in range(TIMELINE_BACKLOG + 5):
         hub.add_timeline("info", f"event {i}")
     got: list[LiveEvent] = []
-    for _ in range(SUBSCRIBER_QUEUE_SIZE):
+    for _ in range(TIMELINE_BACKLOG):
         got.append(await asyncio.wait_for(anext(events), 1))
     await events.aclose()
 
     assert got[0].data.message == "event 5"
-    assert got[-1].data.message == f"event {SUBSCRIBER_QUEUE_SIZE + 4}"
+    assert got[-1].data.message == f"event {TIMELINE_BACKLOG + 4}"
     assert hub.live_dropped == 5
 
 
@@ -425,3 +429,29 @@ async def test_hub_api_port_taken_fails_to_start_and_closes_outbox(tmp_path: Pat
             async with hub:
                 pass
     assert hub.outbox.closed
+
+
+async def test_hub_live_view_pages_stored_samples_and_follows_reconfiguration(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(make_config(tmp_path), poller_factory=FakePoller, publisher_factory=FakePublisher)
+    async with hub:
+        plc1, plc2 = pollers(hub)
+        plc1.sample("fast", 3, {"t1": 10, "t2": 20}, {})
+        plc2.sample("slow", 3, {"t1": 1}, {"t2": 1001})
+        await settle()
+        page = hub.live.page(TagQuery(error="error"))
+        assert [(r.key, r.error) for r in page.rows] == [("plc2/slow/t2", 1001)]
+        assert hub.live.page(TagQuery()).catalog_total == 4
+
+        doc = make_config(tmp_path).model_dump(mode="json")
+        doc["devices"] = doc["devices"][:1]
+        await hub.reconfigure(TandemConfig.model_validate(doc))
+
+        after = hub.live.page(TagQuery())
+        assert (after.catalog_total, after.devices) == (2, ["plc1"])
+        assert [(r.key, r.value) for r in after.rows] == [
+            ("plc1/fast/t1", 10),
+            ("plc1/fast/t2", 20),
+        ]
+        assert {t.device for t in hub.tags()} == {"plc1"}

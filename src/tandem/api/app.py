@@ -14,11 +14,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic_core import to_jsonable_python
 
+from tandem.api.assets import StaticAssets
 from tandem.api.auth import Security, needs, principal_of
+from tandem.api.live_routes import live_router
 from tandem.api.login import add_login_routes
 from tandem.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tandem.api.metrics import render_metrics
@@ -35,8 +36,9 @@ API = "/api/v1"
 
 # How long a browser waits before reconnecting an EventSource after the stream ends.
 SSE_RETRY_MS = 2000
-# Events buffered per client before the subscription itself is made to wait.
-SSE_QUEUE_SIZE = 256
+# Events held per client between the subscription and the socket: one, so a slow client's
+# backlog stays in the live feed, where a newer value of a row replaces the queued one.
+SSE_QUEUE_SIZE = 1
 # Upper bound on how long a stream takes to notice a vanished client or a shutdown
 # when nothing else wakes it.
 SSE_CHECK_S = 1.0
@@ -95,9 +97,9 @@ async def _pump(events: AsyncIterator[LiveEvent], queue: asyncio.Queue[LiveEvent
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-    # The subscription ended on its own: end the stream, the browser reconnects.
-    with contextlib.suppress(asyncio.QueueFull):
-        queue.put_nowait(None)
+    # The subscription ended on its own: end the stream (after what is queued), the browser
+    # reconnects.
+    await queue.put(None)
 
 
 async def event_stream(
@@ -148,11 +150,13 @@ def create_app(
     app.state.view = view
     app.state.streams = streams
     app.state.security = security
+    app.state.assets = StaticAssets(STATIC_DIR)
     app.add_middleware(SecurityMiddleware, security=security, router=app.router)
     _add_read_routes(app, view, streams, heartbeat_s)
     _add_control_routes(app, view, security)
     add_login_routes(app, security, STATIC_DIR)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(live_router(view), prefix=API)
+    app.mount("/static", app.state.assets, name="static")
     return app
 
 
@@ -220,8 +224,9 @@ def _add_control_routes(app: FastAPI, view: HubView, security: Security) -> None
         return Response(text, media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False, dependencies=[needs(Access.VIEWER)])
-    async def dashboard() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def dashboard(request: Request) -> Response:
+        assets: StaticAssets = request.app.state.assets
+        return assets.response("index.html", request)
 
 
 class _InLoopServer(uvicorn.Server):

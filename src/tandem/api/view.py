@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tandem.api.tagindex import SortColumn, TagKind
+
+if TYPE_CHECKING:
+    from tandem.api.live import LiveFeed
 
 # Roles the dashboard and the metrics know by name; the status may carry others (e.g. "INIT").
 KNOWN_ROLES: tuple[str, ...] = ("MASTER", "BACKUP", "FAULT", "SINGLE", "INIT", "STOPPED")
 
 TimelineKind = Literal["role", "device", "broker", "config", "info"]
-LiveEventType = Literal["tags", "status", "timeline"]
+LiveEventType = Literal["hello", "status", "timeline", "page", "rows"]
+ErrorFilter = Literal["any", "error", "ok"]
 
 
 class _Model(BaseModel):
@@ -138,6 +144,64 @@ class TagValue(_Model):
     slot: int
 
 
+class TagRow(_Model):
+    """One row of the dashboard's tag table: the tag's names, its kind and its latest state."""
+
+    key: str  # "device/group/tag"
+    device: str
+    group: str
+    tag: str
+    kind: TagKind
+    value: int | float | bool | str | None = None
+    error: int | None = None
+    timestamp_ms: int | None = None  # of the group's latest poll; None before the first
+    slot: int | None = None
+
+
+class TagQuery(BaseModel):
+    """Which rows of the tag table a page asks for: filters, natural sort and a window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search: str = Field("", max_length=200, description="words that must all appear in the key")
+    device: str | None = Field(None, max_length=200)
+    group: str | None = Field(None, max_length=200)
+    error: ErrorFilter = "any"
+    sort: SortColumn = SortColumn.DEVICE
+    desc: bool = False
+    offset: int = Field(0, ge=0, le=10_000_000)
+    limit: int = Field(100, ge=1, le=500)
+
+
+class LiveViewRequest(TagQuery):
+    """What one open page shows: its table window and the tags on its trend."""
+
+    seq: int = Field(0, ge=0, description="echoed in page events, so stale answers are ignored")
+    trend: list[Annotated[str, Field(max_length=400)]] = Field(default_factory=list, max_length=8)
+
+
+class TagPage(_Model):
+    """A window of the filtered, sorted tag table, with what the filter controls offer."""
+
+    seq: int = 0
+    total: int  # rows matching the query
+    catalog_total: int  # tags the node has
+    offset: int
+    rows: list[TagRow]
+    devices: list[str]
+    groups: list[str]
+    default_trend: str | None = None  # the first numeric, non-boolean tag
+
+
+class TagSeries(_Model):
+    """Recent history of one tag from the node's buffer: parallel timestamps and values."""
+
+    key: str
+    resolution_ms: int | None = None
+    t: list[int] = Field(default_factory=list)
+    v: list[float | None] = Field(default_factory=list)  # None: the poll had an error
+
+
 class TimelineEvent(_Model):
     """One line on the dashboard timeline: one decision, one reason."""
 
@@ -151,8 +215,11 @@ class TimelineEvent(_Model):
 class LiveEvent:
     """One push to live clients; becomes one server-sent event named after `type`.
 
-    `data` by type: "tags" a list of TagValue (only the tags that changed, batched),
-    "status" a Status, "timeline" a TimelineEvent. Models or plain JSON-able values both work.
+    `data` by type: "hello" {"subscription": id} (first, names the stream for PUT .../view),
+    "status" a Status, "timeline" a TimelineEvent, "page" a TagPage (the view's window,
+    after the view or the set of matching tags changed), "rows" {"seq", "rows": [{"key",
+    "value", "error", "timestamp_ms"}], "groups": [{"device", "group", "timestamp_ms",
+    "slot"}]} (only changed values of rows the view shows). Models or JSON-able values.
     """
 
     type: LiveEventType
@@ -163,10 +230,12 @@ class LiveEvent:
 class HubView(Protocol):
     """What the API needs from the hub runtime; reads are snapshots and must not block.
 
-    `subscribe()` yields live events for one client until it is closed; the runtime should batch
-    tag updates to at most about ten events per second. `switchover()` may raise
+    `subscribe()` yields live events for one client until it is closed; `live` serves the
+    tag table and trend (pages, per-client views, recent history). `switchover()` may raise
     NotImplementedError (answered with 501) or a TandemError (answered with 409).
     """
+
+    live: LiveFeed
 
     def health(self) -> Health: ...
 

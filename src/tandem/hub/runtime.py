@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from tandem.api.app import bound_port, create_app, serve
 from tandem.api.auth import Security
+from tandem.api.live import LiveFeed, tag_values
+from tandem.api.tagindex import TagCatalog
 from tandem.api.view import (
     DeviceInfo,
     GroupInfo,
@@ -50,13 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIMELINE_SIZE = 500
-# The live status push period.
-WATCH_PERIOD_S = 1.0
-# At most ten "tags" events per second per client, whatever the poll rates. Device and broker
-# state is sampled (the components have no callbacks) on the same period.
-TAGS_PERIOD_S = 0.1
-# A slow browser loses its oldest events rather than holding memory or the hub back.
-SUBSCRIBER_QUEUE_SIZE = 100
+# Device and broker state is sampled (the components have no callbacks) this often, so a device
+# that drops and comes back within a second still leaves its two lines on the timeline.
+TRANSITIONS_PERIOD_S = 0.1
 # On stop, messages already handed to the broker get this long for their PUBACK, so the rows
 # are deleted now rather than sent again on the next start.
 PUBLISH_GRACE_S = 1.0
@@ -159,50 +157,6 @@ def _connected(poller: Poller) -> bool:
     return poller.status().connected
 
 
-_MISSING = object()
-
-
-def tag_values_of(sample: Sample, value_tags: list[str], error_tags: list[str]) -> list[TagValue]:
-    """TagValues of the named tags of one sample (values first, then errors)."""
-    values, errors = sample.values, sample.errors
-    common = {
-        "device": sample.node,
-        "group": sample.group,
-        "timestamp_ms": sample.timestamp_ms,
-        "slot": sample.slot,
-    }
-    return [TagValue(tag=t, value=values[t], **common) for t in value_tags] + [
-        TagValue(tag=t, error=errors[t], **common) for t in error_tags
-    ]
-
-
-def tag_values(sample: Sample) -> list[TagValue]:
-    """One sample as the latest value (or error) of each of its tags."""
-    out = [
-        TagValue(
-            device=sample.node,
-            group=sample.group,
-            tag=tag,
-            value=value,
-            timestamp_ms=sample.timestamp_ms,
-            slot=sample.slot,
-        )
-        for tag, value in sample.values.items()
-    ]
-    out += [
-        TagValue(
-            device=sample.node,
-            group=sample.group,
-            tag=tag,
-            error=code,
-            timestamp_ms=sample.timestamp_ms,
-            slot=sample.slot,
-        )
-        for tag, code in sample.errors.items()
-    ]
-    return out
-
-
 class Hub:
     """One node's data hub: poller -> outbox -> publisher, plus the API, in one TaskGroup.
 
@@ -256,15 +210,8 @@ class Hub:
         self.started_at = time.monotonic()
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
-        # The newest stored sample per (device, group), and the one the last "tags" event was
-        # diffed against. TagValues (pydantic) are built only when read: per tag and per sample
-        # they cost more than polling, storing and publishing together (~1 us x 400k/s).
-        self._latest: dict[tuple[str, str], Sample] = {}
-        self._pushed: dict[tuple[str, str], Sample] = {}
-        self._dirty: set[tuple[str, str]] = set()
+        self.live = LiveFeed(self.status, TagCatalog.from_config(config))
         self._timeline: deque[TimelineEvent] = deque(maxlen=TIMELINE_SIZE)
-        self._subscribers: set[asyncio.Queue[LiveEvent]] = set()
-        self.live_dropped = 0
         self._poller_tasks: dict[int, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()
         self._publisher_task: asyncio.Task[None] | None = None
@@ -390,8 +337,8 @@ class Hub:
                 )
                 self._publisher_task = tasks.create_task(self._guarded_publisher(), name="mqtt")
                 watchers = [
-                    tasks.create_task(self._watch(), name="hub-watch"),
-                    tasks.create_task(self._push_tags(), name="hub-tags"),
+                    tasks.create_task(self.live.run(), name="hub-live"),
+                    tasks.create_task(self._watch_transitions(), name="hub-transitions"),
                 ]
                 if self.north is not None:
                     watchers.append(tasks.create_task(self.north.run(), name="opcua-server"))
@@ -506,7 +453,7 @@ class Hub:
                 "detail": detail,
             },
         )
-        self._push(LiveEvent("status", self.status()))
+        self.live.push(LiveEvent("status", self.status()))
         self._gate_changed()
 
     def add_timeline(
@@ -514,7 +461,7 @@ class Hub:
     ) -> TimelineEvent:
         event = TimelineEvent(ts_ms=_now_ms(), kind=kind, message=message, detail=detail or {})
         self._timeline.append(event)
-        self._push(LiveEvent("timeline", event))
+        self.live.push(LiveEvent("timeline", event))
         return event
 
     def _start_pollers(self) -> None:
@@ -582,74 +529,17 @@ class Hub:
         if ha is not None and stored:
             ha.stored(stored)
         for sample in stored:
-            self._note_values(sample)
+            self.live.note_values(sample)
             for hook in self.on_sample:
                 try:
                     hook(sample)
                 except Exception:
                     log.exception("on_sample hook %r failed", hook)
 
-    def _note_values(self, sample: Sample) -> None:
-        key = (sample.node, sample.group)
-        self._latest[key] = sample
-        self._dirty.add(key)
-
-    def _changed_tags(self) -> list[TagValue]:
-        """Tags whose value or error differs from what the previous "tags" event carried."""
-        dirty, self._dirty = self._dirty, set()
-        changed: list[TagValue] = []
-        for key in dirty:
-            sample = self._latest.get(key)
-            if sample is None:
-                continue
-            before = self._pushed.get(key)
-            self._pushed[key] = sample
-            if before is None:
-                changed += tag_values(sample)
-                continue
-            old_values, old_errors = before.values, before.errors
-            changed += tag_values_of(
-                sample,
-                [
-                    t
-                    for t, v in sample.values.items()
-                    if t in old_errors or old_values.get(t, _MISSING) != v
-                ],
-                [t for t, code in sample.errors.items() if old_errors.get(t) != code],
-            )
-        return changed
-
-    # --- live events --------------------------------------------------------------------------
-
-    def _push(self, event: LiveEvent) -> None:
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-                self.live_dropped += 1
-            queue.put_nowait(event)
-
-    async def _push_tags(self) -> None:
+    async def _watch_transitions(self) -> None:
         while True:
-            await asyncio.sleep(TAGS_PERIOD_S)
-            # Checked at the tag rate, not the status rate: a device that drops and comes back
-            # within a second still leaves its two lines on the timeline.
+            await asyncio.sleep(TRANSITIONS_PERIOD_S)
             self.check_transitions()
-            if not self._dirty:
-                continue
-            if not self._subscribers:
-                # Nobody to tell: remember the baseline without building a single TagValue.
-                self._pushed.update((k, self._latest[k]) for k in self._dirty if k in self._latest)
-                self._dirty.clear()
-                continue
-            changed = self._changed_tags()
-            if changed:
-                self._push(LiveEvent("tags", changed))
-
-    async def _watch(self) -> None:
-        while True:
-            if self._subscribers:
-                self._push(LiveEvent("status", self.status()))
-            await asyncio.sleep(WATCH_PERIOD_S)
 
     def check_transitions(self) -> None:
         """Turn device and broker connection changes into timeline events."""
@@ -725,12 +615,7 @@ class Hub:
         self.outbox.overflow = config.outbox.overflow
 
         # Latest values of tags that no longer exist would otherwise stay on the dashboard.
-        known = {(d.name, g.name, t.name) for d in config.devices for g in d.groups for t in g.tags}
-        known_groups = {key[:2] for key in known}
-        for stale in [k for k in self._latest if k not in known_groups]:
-            del self._latest[stale]
-            self._pushed.pop(stale, None)
-            self._dirty.discard(stale)
+        self.live.set_catalog(TagCatalog.from_config(config))
         names = {d.name for d in config.devices}
         for gone in [n for n in self._seen_devices if n not in names]:
             del self._seen_devices[gone]
@@ -748,7 +633,7 @@ class Hub:
             config.outbox.max_rows,
             config.outbox.overflow,
         )
-        self._push(LiveEvent("status", self.status()))
+        self.live.push(LiveEvent("status", self.status()))
 
     async def _replace_publisher(self, publisher: Publisher) -> None:
         old_task = self._publisher_task
@@ -813,10 +698,13 @@ class Hub:
             opcua_server=self.north.info() if self.north is not None else None,
         )
 
+    @property
+    def live_dropped(self) -> int:
+        """Live events a slow dashboard lost (its queue was full)."""
+        return self.live.dropped
+
     def tags(self) -> list[TagValue]:
-        out = [tv for sample in self._latest.values() for tv in tag_values(sample)]
-        out.sort(key=lambda tv: (tv.device, tv.group, tv.tag))
-        return out
+        return self.live.tags()
 
     def timeline(self, limit: int) -> list[TimelineEvent]:
         """Newest first."""
@@ -824,15 +712,8 @@ class Hub:
         events.reverse()
         return events[:limit]
 
-    async def subscribe(self) -> AsyncIterator[LiveEvent]:
-        queue: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
-        self._subscribers.add(queue)
-        try:
-            yield LiveEvent("status", self.status())
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.discard(queue)
+    def subscribe(self) -> AsyncIterator[LiveEvent]:
+        return self.live.subscribe()
 
     async def switchover(self) -> dict[str, Any]:
         if self.ha is None:
