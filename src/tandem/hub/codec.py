@@ -321,10 +321,10 @@ class BlockDecoder:
     ) -> None:
         """Add this block's tag values (or decode errors) to ``values``/``errors``."""
         if self._plain_get is not None:
-            values.update(zip(self._plain_names, self._plain_get(words), strict=True))  # type: ignore[arg-type]
+            values.update(zip(self._plain_names, self._plain_get(words), strict=True))
         for name, offset, width, decode in self._others:
             try:
-                values[name] = decode(words[offset : offset + width])  # type: ignore[arg-type]
+                values[name] = decode(words[offset : offset + width])
             except (DecodeError, struct.error, IndexError):
                 errors[name] = ERR_DECODE
 
