@@ -37,12 +37,14 @@ LISTENING = re.compile(r"API listening on (?:https?://)?[\d.]+:(\d+)")
 class NodeProcess:
     """`tandem run -c <config>` in a subprocess; the API port is read from its log (port 0)."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, token: str | None = None) -> None:
         self.config = config
         self.log = log
         self.port: int | None = None
-        # A viewer token for the node's data dir, made before it starts (read-only tests).
-        token = create_token(load_config(config).data_dir, Role.VIEWER)
+        # A viewer token for the node's data dir, made before it starts (read-only tests); a
+        # restart on a data dir that has since become read-only passes the earlier one.
+        token = token or create_token(load_config(config).data_dir, Role.VIEWER)
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"}
         with log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -108,9 +110,9 @@ class NodeProcess:
 
 
 @contextlib.contextmanager
-def running_node(config: Path, log: Path) -> Iterator[NodeProcess]:
+def running_node(config: Path, log: Path, token: str | None = None) -> Iterator[NodeProcess]:
     """A node for the block; killed afterwards if the test did not stop it."""
-    node = NodeProcess(config, log)
+    node = NodeProcess(config, log, token)
     try:
         yield node
     finally:

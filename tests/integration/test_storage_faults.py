@@ -92,7 +92,7 @@ async def subscriber(broker: Broker) -> AsyncIterator[RecordingSubscriber]:
 
 
 async def get(node: NodeProcess, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, headers=node.headers) as client:
         return await client.get(f"{node.url}{path}")
 
 
@@ -191,6 +191,7 @@ async def test_storage_disk_full_node_runs_on_health_fails_then_every_sample_arr
                 capture_output=True,
                 text=True,
                 timeout=30,
+                env={**os.environ, "TANDEM_TOKEN": node.token},
             )
             assert node.process.poll() is None
         recovered = await wait_health(node, True, "the outbox check to recover")
@@ -245,7 +246,7 @@ async def test_storage_read_only_data_dir_node_runs_holding_samples_until_writab
     mount("-o", "remount,ro", str(tmpfs))
     await asyncio.to_thread(broker.start)
     await asyncio.wait_for(subscriber.subscribed.wait(), 15)
-    with running_node(config, tmp_path / "node-2.log") as second:
+    with running_node(config, tmp_path / "node-2.log", first.token) as second:
         await second.wait_ready()
         failing = await wait_health(second, False, "the outbox check to fail")
         await asyncio.sleep(1.5)
