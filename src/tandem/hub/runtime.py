@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +39,7 @@ from tandem.hub.modbus import (
     DeviceStatus,
     LinkPool,
     PollScheduler,
+    resume_points,
 )
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
@@ -77,6 +78,8 @@ class Poller(Protocol):
     paused: bool  # a warm standby's pollers stay connected but do not poll
 
     def status(self) -> DeviceStatus: ...
+
+    def resume(self, next_slots: Mapping[str, int]) -> None: ...
 
     async def run(self) -> None: ...
 
@@ -587,14 +590,18 @@ class Hub:
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
         old_index = {device.name: i for i, device in enumerate(old.devices)}
         keep: dict[int, int] = {}  # new index -> old index of an unchanged device
+        replaced: list[tuple[Poller, int, dict[str, float]]] = []  # a changed device's new poller
         pollers: list[Poller] = []
         for new_i, device in enumerate(config.devices):
             old_i = old_index.get(device.name)
             if old_i is not None and old.devices[old_i] == device:
                 keep[new_i] = old_i
                 pollers.append(self.pollers[old_i])
-            else:
-                pollers.append(make_poller(device, config.node, self._on_sample))
+                continue
+            poller = make_poller(device, config.node, self._on_sample)
+            if old_i is not None:
+                replaced.append((poller, old_i, {g.name: g.interval for g in device.groups}))
+            pollers.append(poller)
         new_publisher = self._make_publisher(config) if config.mqtt != old.mqtt else None
 
         kept_old = set(keep.values())
@@ -603,6 +610,10 @@ class Hub:
             task.cancel()
         if stopping:
             await asyncio.wait(stopping)
+        # A changed device's kept groups go on from the slot after the last one emitted (read
+        # once the old poller has stopped), so a live change neither drops nor repeats a slot.
+        for poller, old_i, intervals in replaced:
+            poller.resume(resume_points(self.pollers[old_i].status(), intervals))
         self._pending.flush()  # samples of stopped pollers go in before the config changes
         self._poller_tasks = {
             new_i: self._poller_tasks[old_i]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,7 @@ class DevicePoller:
         self._probe = self._probe_read()
         # Warm standby: keep the connection up but do not poll (set by the HA layer).
         self.paused = False
+        self._resume: dict[str, int] = {}
         self._connected = False
         self._last_error: str | None = None
 
@@ -316,6 +317,10 @@ class DevicePoller:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    def resume(self, next_slots: Mapping[str, int]) -> None:
+        """Start the named groups at these slots (a replaced poller's), not at the next tick."""
+        self._resume = dict(next_slots)
+
     async def run(self) -> None:
         """Poll until cancelled; the device lets go of its links on the way out.
 
@@ -330,7 +335,7 @@ class DevicePoller:
             path.link.attach(path.listener)
         self._update_connected()
         for group in self._groups:
-            group.next_slot, group.busy = None, False
+            group.next_slot, group.busy = self._resume.pop(group.config.name, None), False
             self._scheduler.add(group.config.interval, group, group.phase)
         try:
             if self._selector.switching:
