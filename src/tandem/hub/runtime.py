@@ -717,6 +717,9 @@ class Hub:
     def tags(self) -> list[TagValue]:
         return self.live.tags()
 
+    def tags_json(self) -> bytes:
+        return self.live.tags_json()
+
     def timeline(self, limit: int) -> list[TimelineEvent]:
         """Newest first."""
         events = list(self._timeline)
