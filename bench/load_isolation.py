@@ -78,6 +78,7 @@ class Counters:
     overruns: dict[str, int]  # per node and device (a replaced poller starts again at 0)
     lost: int
     duplicates: int
+    lost_by_stream: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class PhaseResult:
     duplicates: int
     overruns: int
     master_kept_role: bool
+    lost_by_stream: dict[str, int]  # device/group: slots lost in the phase
 
 
 def _sum(counts: dict[str, Any] | None) -> int:
@@ -118,8 +120,16 @@ async def counters(cluster: DemoCluster) -> Counters:
         for d in status.get("devices", []):
             overruns[f"{name}/{d['name']}"] = sum(g["overruns"] for g in d["groups"])
     audit = cluster.audit
+    by_stream = {key: stream.lost for key, stream in audit.streams.items()}
     return Counters(
-        time.time(), transitions, spurious, terms, overruns, audit.lost, audit.duplicates
+        time.time(),
+        transitions,
+        spurious,
+        terms,
+        overruns,
+        audit.lost,
+        audit.duplicates,
+        by_stream,
     )
 
 
@@ -279,13 +289,21 @@ async def run_phase(
         duplicates=after.duplicates - before.duplicates,
         overruns=overruns_between(before.overruns, after.overruns),
         master_kept_role=cluster.master() == master,
+        lost_by_stream={
+            k: n - before.lost_by_stream.get(k, 0)
+            for k, n in after.lost_by_stream.items()
+            if n != before.lost_by_stream.get(k, 0)
+        },
     )
 
 
 @contextlib.asynccontextmanager
-async def running_pair(tags: int, vrrp_port: int) -> AsyncIterator[DemoCluster]:
+async def running_pair(
+    tags: int, vrrp_port: int, workdir: Path | None = None
+) -> AsyncIterator[DemoCluster]:
     cluster = DemoCluster(
         standby="hot",
+        workdir=workdir,
         devices=devices_for(tags),
         load_registers=min(tags, 1000),
         vrrp_port=vrrp_port,
@@ -306,7 +324,7 @@ async def main_async(args: argparse.Namespace) -> list[PhaseResult]:
     vrrp_port = shared_udp_port(("127.0.0.2", "127.0.0.3", LISTENER))
     results = []
     with AdvertListener(vrrp_port) as listener:
-        async with running_pair(args.tags, vrrp_port) as cluster:
+        async with running_pair(args.tags, vrrp_port, args.workdir) as cluster:
             master = cluster.master()
             assert master is not None and cluster.specs is not None
             address = next(s.address for s in cluster.specs if s.name == master)
@@ -372,6 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases")
     parser.add_argument("--quick", action="store_true", help="20 s per phase (a smoke run)")
     parser.add_argument("--output", default="load_isolation", help="results/<output>.json")
+    parser.add_argument("--workdir", type=Path, help="keep the nodes' logs and data here")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.reconfig_every, args.settle = 20.0, 8.0, 2.0

@@ -361,4 +361,5 @@ def test_feed_tags_json_same_rows_as_tags_built_at_most_every_max_age() -> None:
     # A new configuration is never answered from the old body.
     live.set_catalog(catalog(1))
     live.note_values(sample("plc1", 3, {"r0": 5}))
-    assert [r["slot"] for r in json.loads(live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S))] == [3, 2]
+    rows = json.loads(live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S))
+    assert [r["slot"] for r in rows] == [3, 2]
