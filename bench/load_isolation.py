@@ -3,7 +3,8 @@
 The demo's loopback pair (two ``tandem run`` nodes, VRRPv3 at 0.1 s over the UDP transport
 between 127.0.0.2 and 127.0.0.3, hot standby, one PLC simulator, mosquitto) polls ``--tags``
 tags (1,000 per device, every value changing, all every 100 ms). Then, one after the other,
-for ``--duration`` seconds each, the master is put under:
+for ``--duration`` seconds each, the master is left alone (**idle**: the baseline, what
+polling that many tags costs this machine by itself), then put under:
 
 * **pages**: 5 dashboard pages open on the master (real headless Chromium, logged in, each in
   its own browser context so none is a throttled background tab);
@@ -64,7 +65,7 @@ PAGES = 5
 REST_RATE = 200.0
 REST_PATHS = ("/api/v1/status", "/api/v1/tags", "/api/v1/timeline?limit=50", "/metrics")
 BURNERS = 2
-PHASES = ("pages", "rest", "reconfig", "burners")
+PHASES = ("idle", "pages", "rest", "reconfig", "burners")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +134,34 @@ async def counters(cluster: DemoCluster) -> Counters:
     )
 
 
+def describe_losses(cluster: DemoCluster, start: float, end: float) -> None:
+    """Where a phase lost slots, as wall-clock ranges on stderr (for the post-mortem)."""
+    for key, stream in sorted(cluster.audit.streams.items()):
+        missing = [s for s in stream.missing() if start <= s * 0.1 <= end]
+        if not missing:
+            continue
+        runs: list[list[int]] = []
+        for slot in missing:
+            if runs and slot == runs[-1][1] + 1:
+                runs[-1][1] = slot
+            else:
+                runs.append([slot, slot])
+        shown = ", ".join(
+            f"{time.strftime('%H:%M:%S', time.localtime(a * 0.1))}.{a % 10}+{b - a + 1}"
+            for a, b in runs[:8]
+        )
+        print(f"  {key}: {len(missing)} lost in {len(runs)} run(s): {shown}", file=sys.stderr)
+
+
 # ---- the loads --------------------------------------------------------------------------------
 
 Load = Callable[[DemoCluster, str, asyncio.Event], Awaitable[tuple[int, int]]]
+
+
+async def idle_load(cluster: DemoCluster, master: str, stop: asyncio.Event) -> tuple[int, int]:
+    """No load: the baseline, what polling this many tags costs this machine by itself."""
+    await stop.wait()
+    return 0, 0
 
 
 async def pages_load(cluster: DemoCluster, master: str, stop: asyncio.Event) -> tuple[int, int]:
@@ -275,6 +301,7 @@ async def run_phase(
     await asyncio.sleep(2.0)  # what was polled last is published and seen
     after = await counters(cluster)
     await cluster.refresh()
+    describe_losses(cluster, before.at, after.at)
     return PhaseResult(
         phase=name,
         seconds=seconds,
@@ -316,6 +343,7 @@ async def running_pair(
 
 async def main_async(args: argparse.Namespace) -> list[PhaseResult]:
     loads: dict[str, Load] = {
+        "idle": idle_load,
         "pages": pages_load,
         "rest": rest_load,
         "reconfig": reconfig_load(args.reconfig_every),
