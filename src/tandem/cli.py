@@ -32,6 +32,7 @@ from tandem.cli_security import (
 )
 from tandem.errors import ConfigError, TandemError
 from tandem.logs import setup_logging
+from tandem.signals import interrupt_on_sigint
 
 app = typer.Typer(
     name="tandem",
@@ -412,6 +413,7 @@ def simulate_plc(
     from tandem.sim.plc import main as sim_main
 
     setup_logging("text", verbose)
+    interrupt_on_sigint()  # Ctrl-C stops it, even started as a background job
     if opcua is not None:
         _simulate_opcua(host, opcua, bad or [])
         return

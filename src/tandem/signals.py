@@ -13,6 +13,15 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def interrupt_on_sigint() -> None:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt even if this process inherited it ignored.
+
+    A shell starts background jobs (`cmd &` in a script) with SIGINT ignored, and Python then
+    leaves it ignored: `kill -INT` would not stop the demo or a simulator started that way.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """SIGTERM and SIGINT set ``stop`` during the block; the default handling comes back after."""

@@ -20,6 +20,7 @@ from tandem.demo.scenario import (
 )
 from tandem.demo.view import AuditTotals, render_summary, results_table
 from tandem.errors import TandemError
+from tandem.signals import interrupt_on_sigint
 
 INTERACTIVE_RESTART_S = 5.0  # how long a node killed by hand stays down in interactive mode
 CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -41,6 +42,7 @@ def run_demo(options: DemoOptions) -> int:
     console = Console(no_color=options.no_color, highlight=False, width=None)
     if not console.is_terminal:
         console.width = 160  # a pipe would otherwise wrap the results table at 80 columns
+    interrupt_on_sigint()
     try:
         return asyncio.run(_main(options, console))
     except KeyboardInterrupt:
