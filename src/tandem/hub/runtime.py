@@ -29,6 +29,7 @@ from tandem.api.view import (
     TagValue,
     TimelineEvent,
     TimelineKind,
+    WritesInfo,
 )
 from tandem.batch import LoopStepBatch
 from tandem.config.hub import DeviceConfig, OpcUaDevice, TandemConfig
@@ -45,6 +46,9 @@ from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
 from tandem.hub.outbox import Outbox
 from tandem.hub.outbox_watch import OutboxWatch, outbox_info
 from tandem.security.users import warm_up as warm_up_password_checks
+from tandem.writes.mqtt import RequestListener, RequestTopics
+from tandem.writes.routes import write_router
+from tandem.writes.service import Writer, WriteService
 
 if TYPE_CHECKING:
     from tandem.north.opcua_server import OpcUaNorth
@@ -211,6 +215,13 @@ class Hub:
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         self.live = LiveFeed(self.status, TagCatalog.from_config(config))
+        # Writes: REST and MQTT requests, at most once per uuid (docs/writes.md).
+        self.writes = WriteService(
+            lambda: self.config, self._writer_of, self.live, config.data_dir / "writes.sqlite3"
+        )
+        self.app.include_router(write_router(self.writes))
+        self.requests = self._make_requests(config)
+        self._requests_task: asyncio.Task[None] | None = None
         self._timeline: deque[TimelineEvent] = deque(maxlen=TIMELINE_SIZE)
         self._poller_tasks: dict[int, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()
@@ -222,6 +233,20 @@ class Hub:
         self._seen_devices: dict[str, bool] = {}
         self._seen_broker = False
         self.north = self._make_north() if config.opcua_server is not None else None
+
+    def _writer_of(self, device: str) -> Writer | None:
+        for poller in self.pollers:
+            if isinstance(poller, DevicePoller) and poller.device.name == device:
+                return poller
+        return None
+
+    def _make_requests(self, config: TandemConfig) -> RequestListener | None:
+        """The MQTT request listener; none in unit tests that fake the publisher."""
+        if self._publisher_factory is not None and self.ha is None:
+            return None
+        return RequestListener(
+            MqttSettings.from_config(config.mqtt), RequestTopics.of(config), self.writes
+        )
 
     def _make_north(self) -> OpcUaNorth:
         """The OPC UA server: fed the stored samples and told of every gate change."""
@@ -342,6 +367,11 @@ class Hub:
                 ]
                 if self.north is not None:
                     watchers.append(tasks.create_task(self.north.run(), name="opcua-server"))
+                if self.requests is not None:
+                    self._requests_task = tasks.create_task(
+                        self.requests.run(), name="mqtt-requests"
+                    )
+                    watchers.append(self._requests_task)
                 if self.gate.polling or self.standby_mode == "warm":
                     self._start_pollers()
                 await api_ready.wait()
@@ -356,6 +386,7 @@ class Hub:
             self._tasks = None
             self._pending.flush()
             self.outbox.close()
+            self.writes.close()
             log.info("hub %s stopped", self.config.node)
 
     async def _shutdown(self, api: asyncio.Task[None], watchers: list[asyncio.Task[None]]) -> None:
@@ -696,6 +727,10 @@ class Hub:
             ha=self.ha.ha_info() if self.ha is not None else None,
             vrrp=self.ha.vrrp_info() if self.ha is not None else None,
             opcua_server=self.north.info() if self.north is not None else None,
+            writes=WritesInfo(
+                answered={str(k): v for k, v in self.writes.counters.answered.items()},
+                drops=dict(self.writes.counters.drops),
+            ),
         )
 
     @property

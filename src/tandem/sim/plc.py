@@ -63,12 +63,19 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteMultipleCoilsRequest,
+    WriteSingleCoilRequest,
+)
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
     ReadInputRegistersRequest,
     ReadInputRegistersResponse,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
 )
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -334,7 +341,7 @@ _FAST_RESPONSES: dict[type[ModbusPDU], type[_FastHoldingResponse | _FastInputRes
 
 
 def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
-    """Read requests that apply ``policy`` and pack register responses in one struct call."""
+    """Requests that apply ``policy``; register read responses are packed in one struct call."""
 
     def fast(response: ModbusPDU) -> ModbusPDU:
         kind = _FAST_RESPONSES.get(type(response))
@@ -367,6 +374,11 @@ def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
             ReadInputRegistersRequest,
             ReadCoilsRequest,
             ReadDiscreteInputsRequest,
+            # Writes too: a slow unit applies and confirms a write late, as a busy PLC does.
+            WriteSingleCoilRequest,
+            WriteMultipleCoilsRequest,
+            WriteSingleRegisterRequest,
+            WriteMultipleRegistersRequest,
         )
     ]
 

@@ -1,0 +1,91 @@
+"""Write intents and their results, durable (SQLite next to the outbox), one row per uuid.
+
+A row is committed with ``synchronous=FULL`` before its write is sent, so a crash, a kill or a
+power cut after the commit still finds it: the uuid is then answered (outcome unknown, or the
+recorded result) and never executed again. Rows the peer streamed in are kept the same way,
+so a node that takes over knows what the old master started.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem.writes.codes import WriteCode
+
+# Kept this long (and at most MAX_ROWS): a client retries within seconds, not days.
+KEEP_S = 7 * 24 * 3600
+MAX_ROWS = 200_000
+PRUNE_EVERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    uuid: str
+    term: int
+    origin: str  # the node that took the request
+    result: WriteCode | None  # None: started, no result known
+
+
+class IntentStore:
+    """uuid -> (term, origin, result); every change is committed before the call returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS intents (uuid TEXT PRIMARY KEY, term INTEGER NOT NULL,"
+            " origin TEXT NOT NULL, result INTEGER, created REAL NOT NULL)"
+        )
+        self._writes = 0
+
+    def get(self, uuid: str) -> Intent | None:
+        row = self._db.execute(
+            "SELECT uuid, term, origin, result FROM intents WHERE uuid = ?", (uuid,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Intent(row[0], row[1], row[2], None if row[3] is None else WriteCode(row[3]))
+
+    def begin(self, uuid: str, term: int, origin: str) -> bool:
+        """Record that ``uuid`` is about to be executed; False if it was known already."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO intents (uuid, term, origin, result, created)"
+            " VALUES (?, ?, ?, NULL, ?)",
+            (uuid, term, origin, time.time()),
+        )
+        self._note_write()
+        return cursor.rowcount == 1
+
+    def finish(self, uuid: str, result: WriteCode) -> None:
+        """The result of ``uuid``; a result already recorded is never replaced."""
+        self._db.execute(
+            "UPDATE intents SET result = ? WHERE uuid = ? AND result IS NULL", (int(result), uuid)
+        )
+
+    def merge(self, uuid: str, term: int, origin: str, result: WriteCode | None) -> None:
+        """What the peer streamed: its intent (and later its result) for ``uuid``."""
+        self.begin(uuid, term, origin)
+        if result is not None:
+            self.finish(uuid, result)
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0])
+
+    def _note_write(self) -> None:
+        self._writes += 1
+        if self._writes % PRUNE_EVERY:
+            return
+        self._db.execute("DELETE FROM intents WHERE created < ?", (time.time() - KEEP_S,))
+        self._db.execute(
+            "DELETE FROM intents WHERE uuid IN (SELECT uuid FROM intents ORDER BY created DESC"
+            " LIMIT -1 OFFSET ?)",
+            (MAX_ROWS,),
+        )
+
+    def close(self) -> None:
+        self._db.close()
