@@ -44,6 +44,8 @@ class Authority(Protocol):
 
     def term(self) -> int: ...
 
+    def highest_term(self) -> int: ...
+
     def master_hint(self) -> str | None: ...
 
     def peer_expected(self) -> bool: ...
@@ -63,6 +65,9 @@ class SingleNode:
         return True
 
     def term(self) -> int:
+        return 0
+
+    def highest_term(self) -> int:
         return 0
 
     def master_hint(self) -> str | None:
@@ -281,7 +286,7 @@ class WriteService:
         """An intent (or result) the master streamed to us; False rejects a stale master."""
         if result is None and self.authority.may_write():
             return False  # we are the master: whoever sends this was fenced by our term
-        if result is None and term < self.authority.term():
+        if result is None and term < self.authority.highest_term():
             return False
         self.store.merge(uuid, term, origin, result)
         return True
