@@ -10,6 +10,8 @@ from typing import Any
 
 import aiomqtt
 
+from tandem.writes.mqtt import no_delay
+
 
 class RequestClient:
     """Publishes requests and collects every response by uuid (all of them, repeats included)."""
@@ -30,6 +32,7 @@ class RequestClient:
     async def __aenter__(self) -> RequestClient:
         self._client = aiomqtt.Client(self.host, self.port, timeout=5)
         await self._client.__aenter__()
+        no_delay(self._client)
         await self._client.subscribe(self.topic("write/resp"), qos=1)
         await self._client.subscribe(self.topic("read/resp"), qos=1)
         self._task = asyncio.create_task(self._collect())

@@ -155,6 +155,10 @@ async def test_write_service_peer_must_confirm_intent_before_the_write(tmp_path:
     authority.peer_says = Replication.REJECTED
     assert (await service.submit(req("g"))).code is WriteCode.NOT_MASTER
     assert len(writer.calls) == 1
+    # Nothing was sent for f: once the peer confirms, a retry of the same uuid runs.
+    authority.peer_says = Replication.CONFIRMED
+    assert (await service.submit(req("f"))).code is WriteCode.OK
+    assert len(writer.calls) == 2
 
 
 async def test_write_service_concurrent_retry_waits_for_the_running_write(tmp_path: Path) -> None:

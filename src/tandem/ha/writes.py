@@ -75,8 +75,10 @@ class PairAuthority:
         return self._side.ha.peer_url if snap.peer.role == "MASTER" else None
 
     def peer_expected(self) -> bool:
+        """The peer must confirm while its state stream is up; a peer whose stream broke
+        (a killed node resets the connection at once) cannot take the intent anyway."""
         snap = self._side.snapshot
-        return snap is not None and snap.peer_fresh
+        return snap is not None and snap.peer_fresh and self._side.peer.connected
 
     async def replicate(
         self, uuid: str, term: int, origin: str, result: WriteCode | None

@@ -18,7 +18,8 @@ code   meaning
 4003   outcome unknown: the request went out and no valid answer came, or a master that
        took over holds this uuid's intent without its result; the value may or may not
        have been written, and the request is never executed again
-4004   not replicated: the peer is up but did not confirm the intent; nothing was sent
+4004   not replicated: the peer is up but did not confirm the intent; nothing was sent,
+       and the same uuid may be sent again
 ====== =====================================================================================
 """
 

@@ -10,7 +10,9 @@ client never gets "not master" from the backup while the master answers too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import logging
 import string
 from dataclasses import dataclass
@@ -56,6 +58,16 @@ class RequestTopics:
         )
 
 
+def no_delay(client: aiomqtt.Client) -> None:
+    """Nagle off on the client's socket: an answer is a PUBACK and a PUBLISH back to back, and
+    Nagle would hold the second until the broker's delayed ACK of the first (~40 ms each way)."""
+    paho = getattr(client, "_client", None)  # aiomqtt keeps its paho client here
+    sock = paho.socket() if paho is not None else None
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class RequestListener:
     """Subscribes to the request topics and answers them through the WriteService."""
 
@@ -86,6 +98,7 @@ class RequestListener:
             )
             try:
                 async with client:
+                    no_delay(client)
                     await client.subscribe(self.topics.write_req, qos=1)
                     await client.subscribe(self.topics.read_req, qos=1)
                     self.connected = True

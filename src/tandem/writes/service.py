@@ -262,7 +262,7 @@ class WriteService:
                     if said is Replication.REJECTED
                     else WriteCode.NOT_REPLICATED
                 )
-                self._finish(uuid, term, origin, code)
+                self.store.forget(uuid)  # nothing was sent: a retry of the uuid may run
                 return WriteAnswer(uuid, code, f"peer: {said.value}; nothing sent")
         results = await writer.write(ops, authority.may_write)
         code, per_tag, message = summarize(results)

@@ -67,6 +67,11 @@ class IntentStore:
             "UPDATE intents SET result = ? WHERE uuid = ? AND result IS NULL", (int(result), uuid)
         )
 
+    def forget(self, uuid: str) -> None:
+        """Drop an intent that was never sent (the peer did not confirm it): the uuid may be
+        retried. A copy the peer may hold without a result only ever answers outcome unknown."""
+        self._db.execute("DELETE FROM intents WHERE uuid = ? AND result IS NULL", (uuid,))
+
     def merge(self, uuid: str, term: int, origin: str, result: WriteCode | None) -> None:
         """What the peer streamed: its intent (and later its result) for ``uuid``."""
         self.begin(uuid, term, origin)
