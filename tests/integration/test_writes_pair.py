@@ -71,24 +71,32 @@ async def send_through_fault(
     async with RequestClient(cluster.broker.host, cluster.broker.port, CLUSTER) as client:
         bodies = [body(base, i) for i in range(REQUESTS)]
         last_sent: dict[str, float] = {}
-        for i, b in enumerate(bodies):
-            if i == at:
-                await asyncio.to_thread(fault)
-            await client.publish("write/req", b)
-            last_sent[b["uuid"]] = time.monotonic()
-            await asyncio.sleep(1 / RATE_HZ)
-        deadline = time.monotonic() + ANSWER_ALL_S
-        while True:
-            open_ = [b for b in bodies if b["uuid"] not in client.responses]
-            if not open_:
-                break
-            assert time.monotonic() < deadline, f"{len(open_)} uuids never answered"
-            now = time.monotonic()
-            for b in open_:
-                if now - last_sent[b["uuid"]] >= RETRY_S:
-                    await client.publish("write/req", b)
-                    last_sent[b["uuid"]] = now
-            await asyncio.sleep(0.1)
+
+        async def retry_unanswered() -> None:
+            """All along, every uuid sent and not answered within RETRY_S is sent again."""
+            while True:
+                now = time.monotonic()
+                for b in bodies[: len(last_sent)]:
+                    uuid = b["uuid"]
+                    if uuid not in client.responses and now - last_sent[uuid] >= RETRY_S:
+                        await client.publish("write/req", b)
+                        last_sent[uuid] = now
+                await asyncio.sleep(0.1)
+
+        retrier = asyncio.create_task(retry_unanswered())
+        try:
+            for i, b in enumerate(bodies):
+                if i == at:
+                    await asyncio.to_thread(fault)
+                await client.publish("write/req", b)
+                last_sent[b["uuid"]] = time.monotonic()
+                await asyncio.sleep(1 / RATE_HZ)
+            deadline = time.monotonic() + ANSWER_ALL_S
+            while open_ := [b for b in bodies if b["uuid"] not in client.responses]:
+                assert time.monotonic() < deadline, f"{len(open_)} uuids never answered"
+                await asyncio.sleep(0.1)
+        finally:
+            retrier.cancel()
         await asyncio.sleep(1.0)  # late repeats, if any, are in the log too
         return client.responses
 

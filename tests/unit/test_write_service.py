@@ -89,6 +89,9 @@ class FakeAuthority:
         self.sent.append((uuid, term, origin, result))
         return self.peer_says
 
+    async def withdraw(self, uuid: str, term: int, origin: str) -> None:
+        self.sent.append((uuid, term, origin, None))
+
 
 def make(tmp_path: Path, writer: FakeWriter) -> tuple[WriteService, FakeAuthority]:
     cfg = config(tmp_path)
@@ -178,7 +181,6 @@ async def test_write_service_concurrent_retry_waits_for_the_running_write(tmp_pa
     ("outcome", "code"),
     [
         (WriteOutcome.NOT_SENT, WriteCode.DEVICE_DOWN),
-        (WriteOutcome.REFUSED, WriteCode.NOT_MASTER),
         (WriteOutcome.REJECTED, WriteCode.WRITE_FAILURE),
         (WriteOutcome.UNKNOWN, WriteCode.OUTCOME_UNKNOWN),
     ],
@@ -212,3 +214,12 @@ def test_intent_store_survives_reopen_and_keeps_first_result(tmp_path: Path) -> 
     again = IntentStore(tmp_path / "i.sqlite3")
     intent = again.get("u")
     assert intent is not None and intent.term == 1 and intent.result is WriteCode.OK
+
+
+async def test_write_service_fenced_before_sending_forgets_the_intent(tmp_path: Path) -> None:
+    writer = FakeWriter(WriteOutcome.REFUSED)
+    service, _ = make(tmp_path, writer)
+    assert (await service.submit(req("n"))).code is WriteCode.NOT_MASTER
+    assert service.store.get("n") is None  # not final: the master we lost to may run it
+    writer.outcome = WriteOutcome.DONE
+    assert (await service.submit(req("n"))).code is WriteCode.OK

@@ -39,6 +39,7 @@ class IntentMessage(BaseModel):
     term: Annotated[int, Field(ge=0, le=2**63 - 1)]
     origin: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
     result: WriteCode | None = None
+    withdrawn: bool = False  # never sent: forget the intent, the uuid may run again
 
 
 class PairAuthority:
@@ -93,6 +94,13 @@ class PairAuthority:
             return Replication.UNREACHABLE
         return Replication.CONFIRMED if answer.get("accepted") is True else Replication.REJECTED
 
+    async def withdraw(self, uuid: str, term: int, origin: str) -> None:
+        body = IntentMessage(uuid=uuid, term=term, origin=origin, withdrawn=True)
+        try:
+            await self._side.peer.post("/writes", body.model_dump(mode="json"), timeout=REPLICATE_S)
+        except Exception as exc:  # the peer keeps a bare intent: it would answer 4003
+            log.info("write %s: withdrawal not delivered: %s", uuid, exc or type(exc).__name__)
+
 
 def intent_routes(side: HubSide, router: APIRouter, auth: Any) -> None:
     """POST /api/v1/peer/writes: the master's intents and results, into our store."""
@@ -105,7 +113,7 @@ def intent_routes(side: HubSide, router: APIRouter, auth: Any) -> None:
         except ValidationError as exc:
             raise HTTPException(422, "writes: not an IntentMessage") from exc
         accepted = side.hub.writes.merge_remote(
-            message.uuid, message.term, message.origin, message.result
+            message.uuid, message.term, message.origin, message.result, message.withdrawn
         )
         if not accepted:
             log.warning(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import logging
+import socket
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -149,8 +149,8 @@ class RequestListener:
             await self._respond(client, topic, self.service.read(body))
             return
         answer = await self.service.submit(body)
-        if answer.code is WriteCode.NOT_MASTER and not self.service.authority.answers_requests():
-            return  # lost the role meanwhile: the new master answers the client's retry
+        if answer.code is WriteCode.NOT_MASTER:
+            return  # never on MQTT: the node that may write answers the client's retry
         await self._respond(client, topic, answer.neuron())
 
     async def _respond(self, client: aiomqtt.Client, topic: str, body: dict[str, Any]) -> None:

@@ -20,6 +20,11 @@ from tandem.writes.service import WriteService
 def write_router(service: WriteService) -> APIRouter:
     router = APIRouter()
 
+    @router.get("/api/v1/write/tags", dependencies=[needs(Access.VIEWER)])
+    async def writable() -> dict[str, list[str]]:
+        """Keys ("device/group/tag") of the tags that take writes: the dashboard's buttons."""
+        return {"tags": service.writable_keys()}
+
     @router.post("/api/v1/write", dependencies=[needs(Access.OPERATOR)])
     async def write(request: Request) -> JSONResponse:
         """The MQTT write body; ``uuid`` may be left out (one is made up and returned)."""

@@ -54,6 +54,8 @@ class Authority(Protocol):
         self, uuid: str, term: int, origin: str, result: WriteCode | None
     ) -> Replication: ...
 
+    async def withdraw(self, uuid: str, term: int, origin: str) -> None: ...
+
 
 class SingleNode:
     """A node without a pair: always the one that writes; nobody to tell."""
@@ -80,6 +82,9 @@ class SingleNode:
         self, uuid: str, term: int, origin: str, result: WriteCode | None
     ) -> Replication:
         return Replication.CONFIRMED
+
+    async def withdraw(self, uuid: str, term: int, origin: str) -> None:
+        return None
 
 
 class Writer(Protocol):
@@ -114,7 +119,7 @@ class WriteAnswer:
 _OUTCOME_CODE: dict[WriteOutcome, WriteCode] = {
     WriteOutcome.DONE: WriteCode.OK,
     WriteOutcome.NOT_SENT: WriteCode.DEVICE_DOWN,
-    WriteOutcome.REFUSED: WriteCode.NOT_MASTER,
+    WriteOutcome.REFUSED: WriteCode.OUTCOME_UNKNOWN,  # after others were written: partial
     WriteOutcome.REJECTED: WriteCode.WRITE_FAILURE,
     WriteOutcome.UNKNOWN: WriteCode.OUTCOME_UNKNOWN,
     WriteOutcome.SKIPPED: WriteCode.WRITE_FAILURE,
@@ -262,12 +267,22 @@ class WriteService:
                     if said is Replication.REJECTED
                     else WriteCode.NOT_REPLICATED
                 )
-                self.store.forget(uuid)  # nothing was sent: a retry of the uuid may run
+                self._withdraw(uuid, term, origin, tell_peer=said is Replication.UNREACHABLE)
                 return WriteAnswer(uuid, code, f"peer: {said.value}; nothing sent")
         results = await writer.write(ops, authority.may_write)
+        if results and results[0].outcome is WriteOutcome.REFUSED:
+            # Fenced before the first byte: nothing was sent, the master we lost to may run it.
+            self._withdraw(uuid, term, origin, tell_peer=True)
+            return WriteAnswer(uuid, WriteCode.NOT_MASTER, "lost the right to write; not sent")
         code, per_tag, message = summarize(results)
         self._finish(uuid, term, origin, code)
         return WriteAnswer(uuid, code, message, per_tag if len(per_tag) > 1 else {})
+
+    def _withdraw(self, uuid: str, term: int, origin: str, *, tell_peer: bool) -> None:
+        """Nothing was sent: forget the intent here (and on the peer), so a retry may run."""
+        self.store.forget(uuid)
+        if tell_peer:
+            self._spawn(self.authority.withdraw(uuid, term, origin))
 
     def _finish(self, uuid: str, term: int, origin: str, code: WriteCode) -> None:
         """Record the result here and stream it to the peer (in the background)."""
@@ -280,10 +295,31 @@ class WriteService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def writable_keys(self) -> list[str]:
+        return [
+            f"{d.name}/{g.name}/{t.name}"
+            for d in self._config().devices
+            if isinstance(d, ModbusDevice)
+            for g in d.groups
+            for t in g.tags
+            if isinstance(t, TagConfig) and t.access in WRITABLE
+        ]
+
     # --- the peer's intents -------------------------------------------------------------------
 
-    def merge_remote(self, uuid: str, term: int, origin: str, result: WriteCode | None) -> bool:
-        """An intent (or result) the master streamed to us; False rejects a stale master."""
+    def merge_remote(
+        self,
+        uuid: str,
+        term: int,
+        origin: str,
+        result: WriteCode | None,
+        withdrawn: bool = False,
+    ) -> bool:
+        """An intent (or result, or a withdrawal) the master streamed; False rejects a stale
+        master's intent."""
+        if withdrawn:
+            self.store.forget(uuid)
+            return True
         if result is None and self.authority.may_write():
             return False  # we are the master: whoever sends this was fenced by our term
         if result is None and term < self.authority.highest_term():
