@@ -11,17 +11,21 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, expect
 from pymodbus.client import AsyncModbusTcpClient
 
 from tandem.config.hub import load_config
 from tandem.security.roles import Role
 from tandem.security.tokens import create_token
+from tandem.security.users import UserStore
 from tests.integration.broker import Broker
 from tests.integration.plc import SimProcess, free_port, start_sim
+from tests.integration.test_dashboard_browser import log_in
 from tests.integration.test_hub_e2e import NodeProcess, running_node, wait_until, write_config
 from tests.integration.writes_client import RequestClient
 
 NODE = "w-a"
+PASSWORD = "writes test password"
 
 WRITE_TAGS: list[dict[str, Any]] = [
     {"name": "u16", "address": 50, "type": "uint16", "access": "write"},
@@ -93,6 +97,9 @@ async def node(
             device("slow", slow.ports[0], plain, unit=2, timeout=0.3),
         ],
     )
+    users = UserStore(tmp_path / "data")
+    users.add("op", Role.OPERATOR, PASSWORD)
+    users.add("vera", Role.VIEWER, PASSWORD)
     with running_node(config, tmp_path / "node.log") as n:
         await n.wait_ready()
         await wait_until(lambda: _connected(n, "plc"), 15, "plc connected")
@@ -288,3 +295,35 @@ async def test_writes_rest_operator_writes_and_viewer_is_refused(
         )
         assert down.status_code == 503 and down.json()["error"] == 3002
     assert await registers(sims[0].ports[0], 50, 1) == [4321]
+
+
+@pytest.mark.slow
+async def test_writes_dashboard_operator_writes_a_tag_and_viewer_sees_no_control(
+    node: NodeProcess, browser: Browser, sims: tuple[SimProcess, SimProcess, Path]
+) -> None:
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = await context.new_page()
+        await page.goto(node.url + "/")
+        await log_in(page, "op", PASSWORD)
+        row = page.locator('#tags tr[data-key="plc/w/u16"]')
+        await expect(row.get_by_test_id("write-btn")).to_be_visible(timeout=15_000)
+        assert await page.locator('#tags tr[data-key="plc/w/counter"] .write-btn').count() == 0
+        await row.get_by_test_id("write-btn").click()
+        await page.get_by_test_id("write-value").fill("777")
+        await page.get_by_test_id("write-send").click()
+        await expect(page.get_by_test_id("write-result")).to_have_text("written (777)")
+        assert await registers(sims[0].ports[0], 50, 1) == [777]
+        await page.get_by_test_id("write-value").fill("70000")
+        await page.get_by_test_id("write-send").click()
+        await expect(page.get_by_test_id("write-result")).to_contain_text("error 4001")
+        await context.clear_cookies()
+
+        viewer = await context.new_page()
+        await viewer.goto(node.url + "/")
+        await log_in(viewer, "vera", PASSWORD)
+        await expect(viewer.locator('#tags tr[data-key="plc/w/u16"]')).to_be_visible(timeout=15_000)
+        await viewer.wait_for_timeout(1000)
+        assert await viewer.get_by_test_id("write-btn").count() == 0
+    finally:
+        await context.close()

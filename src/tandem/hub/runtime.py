@@ -371,7 +371,6 @@ class Hub:
                     self._requests_task = tasks.create_task(
                         self.requests.run(), name="mqtt-requests"
                     )
-                    watchers.append(self._requests_task)
                 if self.gate.polling or self.standby_mode == "warm":
                     self._start_pollers()
                 await api_ready.wait()
@@ -394,7 +393,7 @@ class Hub:
         await self._stop_pollers()
         self._pending.flush()
         await self.drain_inflight()
-        for task in (self._publisher_task, api, *watchers):
+        for task in (self._publisher_task, self._requests_task, api, *watchers):
             if task is None:
                 continue
             task.cancel()
@@ -656,6 +655,7 @@ class Hub:
             self._start_pollers()
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)
+            await self._replace_requests(config)
         log.info(
             "reconfigured: %s device(s) (%s unchanged), publisher %s, outbox max_rows %s %s",
             len(config.devices),
@@ -665,6 +665,20 @@ class Hub:
             config.outbox.overflow,
         )
         self.live.push(LiveEvent("status", self.status()))
+
+    async def _replace_requests(self, config: TandemConfig) -> None:
+        """New mqtt settings: the request listener reconnects with them (and its topics)."""
+        if self.requests is None:
+            return
+        old_task = self._requests_task
+        if old_task is not None and not old_task.done():
+            old_task.cancel()
+            await asyncio.wait([old_task])
+        self.requests = self._make_requests(config)
+        if self._tasks is not None and self.requests is not None:
+            self._requests_task = self._tasks.create_task(
+                self.requests.run(), name="mqtt-requests"
+            )
 
     async def _replace_publisher(self, publisher: Publisher) -> None:
         old_task = self._publisher_task
