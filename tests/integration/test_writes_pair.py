@@ -154,3 +154,23 @@ def test_writes_pair_backup_rest_answers_not_master_with_the_master(pair: HaClus
     assert response.json()["master"] == pair.a.url
     written = pair.a.request("POST", "/api/v1/write", timeout=5, json=request)
     assert written.status_code == 200, written.text
+
+
+def test_writes_pair_frozen_backup_answers_not_replicated_then_master_writes_alone(
+    pair: HaCluster,
+) -> None:
+    pair.reset()
+    request = {"node": DEVICE, "group": "w", "tag": "w1", "value": 4242}
+    pair.b.freeze(True)
+    try:
+        # The peer still looks up for peer_fresh_s (0.5 s): its confirmation is required and
+        # does not come within a second, so nothing is sent.
+        refused = pair.a.request("POST", "/api/v1/write", timeout=5, json=request)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == 4004
+        time.sleep(1.0)  # the peer's state is stale now: the master writes alone
+        alone = pair.a.request("POST", "/api/v1/write", timeout=5, json=request)
+        assert alone.status_code == 200, alone.text
+    finally:
+        pair.b.freeze(False)
+    assert written_values(pair)[4242] == 1

@@ -14,7 +14,7 @@ from tandem.api.view import Status
 from tandem.config.hub import TandemConfig
 from tandem.hub.modbus.writer import OpResult, WriteOp, WriteOutcome
 from tandem.writes.codes import WriteCode
-from tandem.writes.requests import WriteBody
+from tandem.writes.requests import ReadBody, WriteBody
 from tandem.writes.service import Replication, WriteService
 from tandem.writes.store import IntentStore
 
@@ -223,3 +223,10 @@ async def test_write_service_fenced_before_sending_forgets_the_intent(tmp_path: 
     assert service.store.get("n") is None  # not final: the master we lost to may run it
     writer.outcome = WriteOutcome.DONE
     assert (await service.submit(req("n"))).code is WriteCode.OK
+
+
+def test_write_service_read_before_first_poll_is_tag_not_ready(tmp_path: Path) -> None:
+    service, _ = make(tmp_path, FakeWriter())
+    answer = service.read(ReadBody(uuid="r", node="plc", group="g"))
+    assert answer["tags"] == [{"name": "w", "error": 3011}, {"name": "r", "error": 3011}]
+    assert service.read(ReadBody(uuid="r", node="plc", group="x"))["error"] == 2106
