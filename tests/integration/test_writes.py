@@ -25,6 +25,7 @@ from tests.integration.test_hub_e2e import NodeProcess, running_node, wait_until
 from tests.integration.writes_client import RequestClient
 
 NODE = "w-a"
+RTU_PORT: dict[Path, int] = {}  # the RTU-over-TCP gateway simulator of each test
 PASSWORD = "writes test password"
 
 WRITE_TAGS: list[dict[str, Any]] = [
@@ -73,11 +74,15 @@ def sims(tmp_path: Path) -> Iterator[tuple[SimProcess, SimProcess, Path]]:
     log = tmp_path / "writes.jsonl"
     main = start_sim(["--port", "0", "--write-log", str(log)])
     slow = start_sim(["--port", "0", "--slow", "2:1500"])
+    gateway = start_sim(["--port", "0", "--rtu-over-tcp", "--units", "3"])
+    RTU_PORT[tmp_path] = gateway.ports[0]
     try:
         yield main, slow, log
     finally:
         main.stop()
         slow.stop()
+        gateway.stop()
+        RTU_PORT.pop(tmp_path, None)
 
 
 @pytest.fixture
@@ -95,6 +100,16 @@ async def node(
             device("plc", main.ports[0], WRITE_TAGS),
             device("down", free_port(), plain),
             device("slow", slow.ports[0], plain, unit=2, timeout=0.3),
+            device(
+                "rtu",
+                RTU_PORT[tmp_path],
+                [
+                    *plain,
+                    {"name": "c", "area": "coil", "address": 8, "type": "bool", "access": "write"},
+                ],
+                protocol="modbus-rtu-over-tcp",
+                unit=3,
+            ),
         ],
     )
     users = UserStore(tmp_path / "data")
@@ -327,3 +342,26 @@ async def test_writes_dashboard_operator_writes_a_tag_and_viewer_sees_no_control
         assert await viewer.get_by_test_id("write-btn").count() == 0
     finally:
         await context.close()
+
+
+async def test_writes_rtu_over_tcp_frames_write_and_confirm(
+    client: RequestClient, node: NodeProcess, tmp_path: Path
+) -> None:
+    await wait_until(lambda: _connected(node, "rtu"), 15, "rtu device connected")
+    body = {
+        "uuid": new_uuid(),
+        "node": "rtu",
+        "group": "w",
+        "tags": [{"tag": "x", "value": 31337}],
+    }
+    assert (await client.request("write", body))["error"] == 0
+    coil = {"uuid": new_uuid(), "node": "rtu", "group": "w", "tag": "c", "value": True}
+    assert (await client.request("write", coil))["error"] == 0
+    # The next polls read back what was written, through the same RTU framing.
+    for _ in range(50):
+        read = await client.request("read", {"uuid": new_uuid(), "node": "rtu", "group": "w"})
+        values = {t["name"]: t.get("value") for t in read["tags"]}
+        if values == {"x": 31337, "c": True}:
+            break
+        await asyncio.sleep(0.1)
+    assert values == {"x": 31337, "c": True}

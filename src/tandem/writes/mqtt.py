@@ -34,6 +34,7 @@ MAX_PENDING = 256  # requests being executed at once; more are dropped (counted)
 
 @dataclass(frozen=True, slots=True)
 class RequestTopics:
+    node: str  # in the client id: the two nodes of a pair share their (synced) mqtt section
     write_req: str
     write_resp: str
     read_req: str
@@ -50,6 +51,7 @@ class RequestTopics:
             return template.format(cluster=cluster) if names else template
 
         return cls(
+            cfg.node,
             fill(m.write_request_topic),
             fill(m.write_response_topic),
             fill(m.read_request_topic),
@@ -90,7 +92,7 @@ class RequestListener:
                 s.port,
                 username=s.username,
                 password=s.password,
-                identifier=f"{s.client_id}-requests" if s.client_id else None,
+                identifier=f"{s.client_id}-{self.topics.node}-requests" if s.client_id else None,
                 keepalive=s.keepalive,
                 clean_session=True,
                 tls_context=self._tls,

@@ -25,6 +25,7 @@ from tandem.hub.modbus.frames import (
     ReadRequest,
     Reply,
     Request,
+    WriteRequest,
     encode_request,
     parse_mbap,
     parse_rtu,
@@ -284,7 +285,9 @@ class Link:
                 continue
             now = loop.time()
             if self._owes_late_answer(request.unit, now):
-                _deliver(done, ERR_TIMEOUT)
+                # Not sent: a write must not be taken for one that may have landed.
+                unsent = ERR_DISCONNECTED if isinstance(request, WriteRequest) else ERR_TIMEOUT
+                _deliver(done, unsent)
                 continue
             self._current = (request, timeout, done, guard)
             quiet = self.quiet_at + self._silence
