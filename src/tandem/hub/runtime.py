@@ -676,9 +676,7 @@ class Hub:
             await asyncio.wait([old_task])
         self.requests = self._make_requests(config)
         if self._tasks is not None and self.requests is not None:
-            self._requests_task = self._tasks.create_task(
-                self.requests.run(), name="mqtt-requests"
-            )
+            self._requests_task = self._tasks.create_task(self.requests.run(), name="mqtt-requests")
 
     async def _replace_publisher(self, publisher: Publisher) -> None:
         old_task = self._publisher_task
