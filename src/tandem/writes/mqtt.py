@@ -118,7 +118,7 @@ class RequestListener:
     def _on_message(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:
         counters = self.service.counters
         if not isinstance(payload, bytes | bytearray):
-            counters.drop("not_bytes")
+            counters.drop("unparsable")
             return
         if len(payload) > self.topics.max_bytes:
             counters.drop("too_large")
