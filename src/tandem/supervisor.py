@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from tandem.config.hub import TandemConfig, load_config
-from tandem.hub.runtime import Hub
 from tandem.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,9 @@ def warn_if_peer_link_in_clear(cfg: TandemConfig) -> None:
 
 async def run_single_node(cfg: TandemConfig) -> int:
     """One hub, no peer: role SINGLE, always polling and publishing, term 0."""
+    # Imported here: the warden of an HA node never loads the hub stack, its child does.
+    from tandem.hub.runtime import Hub
+
     stop = asyncio.Event()
     with stop_on_signals(stop):
         async with Hub(cfg) as hub:

@@ -1,9 +1,17 @@
-"""The codec and parser properties at a count that keeps the suite fast (fuzz runs use more)."""
+"""The parser properties at a count that keeps the suite fast (bench/fuzz.py runs 100,000)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.fuzz.inputs import (
+    INPUT_PROPERTIES,
+    broker_control_payloads_never_raise,
+    broker_data_payloads_never_raise,
+    modbus_replies_never_raise,
+    rest_bodies_only_raise_validation_error,
+    yaml_config_only_raises_config_error,
+)
 from tests.fuzz.properties import (
     PROPERTIES,
     decode_arbitrary_bytes_never_raises,
@@ -23,6 +31,13 @@ def test_properties_every_one_is_listed_for_fuzzing() -> None:
         encode_decode_round_trip,
         keepalived_parser_only_raises_config_error,
     }
+    assert set(INPUT_PROPERTIES) == {
+        broker_data_payloads_never_raise,
+        broker_control_payloads_never_raise,
+        rest_bodies_only_raise_validation_error,
+        yaml_config_only_raises_config_error,
+        modbus_replies_never_raise,
+    }
 
 
 def test_codec_arbitrary_bytes_decode_to_advert_or_drop() -> None:
@@ -40,3 +55,23 @@ def test_codec_encode_decode_round_trip_is_exact() -> None:
 
 def test_keepalived_parser_arbitrary_text_only_raises_config_error() -> None:
     keepalived_parser_only_raises_config_error(SUITE_EXAMPLES)
+
+
+def test_broker_data_payloads_parse_or_typed_drop() -> None:
+    broker_data_payloads_never_raise(SUITE_EXAMPLES)
+
+
+def test_broker_control_payloads_parse_or_typed_drop() -> None:
+    broker_control_payloads_never_raise(SUITE_EXAMPLES)
+
+
+def test_rest_and_peer_bodies_only_raise_validation_error() -> None:
+    rest_bodies_only_raise_validation_error(SUITE_EXAMPLES)
+
+
+def test_yaml_config_arbitrary_text_only_raises_config_error() -> None:
+    yaml_config_only_raises_config_error(SUITE_EXAMPLES)
+
+
+def test_modbus_arbitrary_replies_parse_and_decode_without_escaping() -> None:
+    modbus_replies_never_raise(SUITE_EXAMPLES)
