@@ -230,3 +230,21 @@ def test_write_service_read_before_first_poll_is_tag_not_ready(tmp_path: Path) -
     answer = service.read(ReadBody(uuid="r", node="plc", group="g"))
     assert answer["tags"] == [{"name": "w", "error": 3011}, {"name": "r", "error": 3011}]
     assert service.read(ReadBody(uuid="r", node="plc", group="x"))["error"] == 2106
+
+
+async def test_write_service_unwritable_intent_store_refuses_before_sending(
+    tmp_path: Path,
+) -> None:
+    writer = FakeWriter()
+    cfg = config(tmp_path)
+    live = LiveFeed(lambda: Status(node="n1", role="SINGLE"))
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the data dir should be")
+    service = WriteService(lambda: cfg, lambda name: writer, live, blocked / "w.sqlite3")
+    answer = await service.submit(req("o"))
+    assert answer.code is WriteCode.STORE_UNAVAILABLE and writer.calls == []
+    # The disk comes back: the store opens on the next request.
+    blocked.unlink()
+    blocked.mkdir()
+    assert (await service.submit(req("o"))).code is WriteCode.OK
+    assert len(writer.calls) == 1

@@ -20,6 +20,7 @@ from tandem.ha.types import Phase
 from tandem.writes.codes import WriteCode
 from tandem.writes.requests import Uuid
 from tandem.writes.service import Replication
+from tandem.writes.store import IntentStoreError
 
 if TYPE_CHECKING:
     from tandem.ha.hubside import HubSide
@@ -112,9 +113,12 @@ def intent_routes(side: HubSide, router: APIRouter, auth: Any) -> None:
             message = IntentMessage.model_validate_json(await request.body())
         except ValidationError as exc:
             raise HTTPException(422, "writes: not an IntentMessage") from exc
-        accepted = side.hub.writes.merge_remote(
-            message.uuid, message.term, message.origin, message.result, message.withdrawn
-        )
+        try:
+            accepted = side.hub.writes.merge_remote(
+                message.uuid, message.term, message.origin, message.result, message.withdrawn
+            )
+        except IntentStoreError as exc:  # the master hears "not confirmed" and sends nothing
+            raise HTTPException(503, "writes: intents cannot be stored here") from exc
         if not accepted:
             log.warning(
                 "refused write intent %s of %s (term %s)",

@@ -20,6 +20,8 @@ code   meaning
        have been written, and the request is never executed again
 4004   not replicated: the peer is up but did not confirm the intent; nothing was sent,
        and the same uuid may be sent again
+4005   intents not writable: the data dir cannot take the intent (read-only, full); nothing
+       was sent, and the same uuid may be sent again
 ====== =====================================================================================
 """
 
@@ -43,6 +45,7 @@ class WriteCode(enum.IntEnum):
     NOT_MASTER = 4002
     OUTCOME_UNKNOWN = 4003
     NOT_REPLICATED = 4004
+    STORE_UNAVAILABLE = 4005
 
 
 # REST status codes for each outcome: the body carries the code either way.
@@ -61,4 +64,5 @@ HTTP_STATUS: dict[WriteCode, int] = {
     WriteCode.NOT_MASTER: 421,
     WriteCode.OUTCOME_UNKNOWN: 504,
     WriteCode.NOT_REPLICATED: 503,
+    WriteCode.STORE_UNAVAILABLE: 503,
 }

@@ -22,7 +22,7 @@ from tandem.hub.codec import ValueProblem, WriteValueError, encode_write
 from tandem.hub.modbus.writer import OpResult, WriteItem, WriteOp, WriteOutcome, plan_writes
 from tandem.writes.codes import WriteCode
 from tandem.writes.requests import ReadBody, WriteBody
-from tandem.writes.store import IntentStore
+from tandem.writes.store import IntentStore, IntentStoreError
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,12 @@ class WriteService:
     # --- writes -------------------------------------------------------------------------------
 
     async def submit(self, body: WriteBody) -> WriteAnswer:
-        answer = await self._submit(body)
+        try:
+            answer = await self._submit(body)
+        except IntentStoreError as exc:
+            # Only reads and the intent's commit get here, before anything is sent.
+            log.error("write %s: %s", body.uuid, exc)
+            answer = WriteAnswer(body.uuid, WriteCode.STORE_UNAVAILABLE, str(exc))
         self.counters.answer(answer.code)
         if answer.code not in (WriteCode.OK, WriteCode.NOT_MASTER):
             log.info("write %s: %s %s", body.uuid, answer.code.name, answer.message)
@@ -280,13 +285,19 @@ class WriteService:
 
     def _withdraw(self, uuid: str, term: int, origin: str, *, tell_peer: bool) -> None:
         """Nothing was sent: forget the intent here (and on the peer), so a retry may run."""
-        self.store.forget(uuid)
+        try:
+            self.store.forget(uuid)
+        except IntentStoreError as exc:  # kept without a result: a retry answers 4003
+            log.error("write %s: %s", uuid, exc)
         if tell_peer:
             self._spawn(self.authority.withdraw(uuid, term, origin))
 
     def _finish(self, uuid: str, term: int, origin: str, code: WriteCode) -> None:
         """Record the result here and stream it to the peer (in the background)."""
-        self.store.finish(uuid, code)
+        try:
+            self.store.finish(uuid, code)
+        except IntentStoreError as exc:  # the intent is kept: a retry answers 4003, never runs
+            log.error("write %s: result %s not recorded: %s", uuid, int(code), exc)
         if self.authority.peer_expected():
             self._spawn(self.authority.replicate(uuid, term, origin, code))
 
