@@ -248,3 +248,19 @@ async def test_write_service_unwritable_intent_store_refuses_before_sending(
     blocked.mkdir()
     assert (await service.submit(req("o"))).code is WriteCode.OK
     assert len(writer.calls) == 1
+
+
+def test_summarize_batch_failing_after_a_write_is_outcome_unknown() -> None:
+    from tandem.config.hub import TagConfig
+    from tandem.hub.modbus.writer import WriteItem, plan_writes
+    from tandem.writes.service import summarize
+
+    a = TagConfig(name="a", address=50, access="write")
+    b = TagConfig(name="b", address=60, access="write")
+    ops = plan_writes(1, [WriteItem(a, (1,)), WriteItem(b, (2,))])
+    partial = [OpResult(ops[0], WriteOutcome.DONE), OpResult(ops[1], WriteOutcome.NOT_SENT)]
+    code, per_tag, _ = summarize(partial)
+    assert code is WriteCode.OUTCOME_UNKNOWN
+    assert per_tag == {"a": WriteCode.OK, "b": WriteCode.DEVICE_DOWN}
+    none = [OpResult(ops[0], WriteOutcome.REJECTED), OpResult(ops[1], WriteOutcome.SKIPPED)]
+    assert summarize(none)[0] is WriteCode.WRITE_FAILURE

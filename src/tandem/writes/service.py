@@ -132,7 +132,11 @@ WRITABLE = frozenset({"write", "read_write"})
 
 
 def summarize(results: list[OpResult]) -> tuple[WriteCode, dict[str, WriteCode], str]:
-    """One code for the request (the first failure's), one per tag, and why in words."""
+    """One code for the request, one per tag, and why in words.
+
+    The request's code is its first failure's, except that a batch failing after some of its
+    requests were written answers outcome unknown: any other failure means nothing written.
+    """
     per_tag: dict[str, WriteCode] = {}
     first: OpResult | None = None
     for result in results:
@@ -145,6 +149,8 @@ def summarize(results: list[OpResult]) -> tuple[WriteCode, dict[str, WriteCode],
         return WriteCode.OK, per_tag, ""
     where = f"{first.op.request.function} at {first.op.request.start}"
     message = f"FC {where}: {first.outcome.value} (code {first.code})"
+    if results[0].outcome is WriteOutcome.DONE:
+        return WriteCode.OUTCOME_UNKNOWN, per_tag, f"partly written; {message}"
     return _OUTCOME_CODE[first.outcome], per_tag, message
 
 
