@@ -27,7 +27,7 @@ pytestmark = [
 
 async def test_writes_read_only_data_dir_refused_before_sending_then_written(
     tmp_path: Path,
-    tmpfs: Path,
+    tmpfs: Path,  # noqa: F811 - the fixture imported above
     broker: Broker,  # noqa: F811
 ) -> None:
     sim = start_sim(["--port", "0", "--write-log", str(tmp_path / "writes.jsonl")])
