@@ -85,6 +85,14 @@ async def start_check():
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def set_status(path: Path, code: str) -> None:
+    """Replace the status file in one step: a run reading it mid-write (truncated, empty) would
+    exit with a shell error and log an empty line, and the counts below would be off by one."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(code)
+    os.replace(tmp, path)
+
+
 @pytest.fixture
 def toggled_script(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A check script whose exit status is read from a file and appended to a log per run."""
@@ -213,12 +221,16 @@ async def test_script_check_fall_and_rise_count_consecutive_runs(
     def on_change(result: CheckResult) -> None:
         transitions.append((result.ok, runs.read_text().split()))
 
-    check = ScriptCheck("svc", str(script), interval=0.05, rise=2, fall=3, on_change=on_change)
+    # A generous timeout: the default (the interval, 50 ms) kills a run on a busy machine after
+    # it logged its exit code, and that kill counts as one more failure than the log shows.
+    check = ScriptCheck(
+        "svc", str(script), interval=0.05, timeout=10.0, rise=2, fall=3, on_change=on_change
+    )
     start_check(check)
     await wait_until(lambda: check.state is True)
-    status.write_text("1")
+    set_status(status, "1")
     await wait_until(lambda: check.state is False)
-    status.write_text("0")
+    set_status(status, "0")
     await wait_until(lambda: len(transitions) == 3)
 
     assert [ok for ok, _ in transitions] == [True, False, True]

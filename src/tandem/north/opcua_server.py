@@ -250,6 +250,8 @@ class OpcUaNorth:
         for device in cfg.devices:
             for group in device.groups:
                 await self._group_nodes((device.name, group.name))
+        # Judged before the first client can connect: it must not read the placeholder level.
+        await self._judge_level()
         await server.start()
         log.info("OPC UA server %s on %s (read-only)", self.uri, self.endpoint)
         self.ready.set()
