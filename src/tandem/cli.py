@@ -398,6 +398,10 @@ def simulate_plc(
         Path | None,
         typer.Option(help='JSON of known contents, e.g. {"holding": {"40": [258, 772]}}'),
     ] = None,
+    write_log: Annotated[
+        Path | None,
+        typer.Option(help="append every write received to this file, one JSON line each"),
+    ] = None,
     opcua: Annotated[
         int | None,
         typer.Option("--opcua", min=0, help="serve OPC UA on this port instead of Modbus"),
@@ -435,6 +439,7 @@ def simulate_plc(
             framing="rtu" if rtu_over_tcp else "mbap",
             rtu_device=rtu,
             preset=contents,
+            write_log=str(write_log) if write_log is not None else None,
         )
     except ValueError as exc:  # a preset that overlaps the time-driven map
         raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None

@@ -1,7 +1,8 @@
 """Property tests for the other parsers of outside input, at any example count.
 
-Broker payloads (data and control), the YAML config, REST and peer-link bodies, and Modbus
-replies (MBAP and RTU framing, then the decode into tag values): for any input each one gives
+Broker payloads (data and control), the YAML config, REST and peer-link bodies, Modbus
+replies (MBAP and RTU framing, then the decode into tag values), write and read requests,
+write intents and the PLC's write confirmations: for any input each one gives
 its typed result or its documented error, and nothing else escapes. Like tests/fuzz/properties.py,
 each property is a function of the example count (the suite runs a few hundred, bench/fuzz.py
 100,000).
@@ -22,8 +23,18 @@ from tandem.config.hub import TagConfig, load_config_text
 from tandem.errors import ConfigError
 from tandem.ha.peer import HandoverRequest, PeerState
 from tandem.ha.wire import BrokerDrop, Control, DataIdentity, parse_control, parse_data
+from tandem.ha.writes import IntentMessage
 from tandem.hub.codec import BlockDecoder, plan_reads
-from tandem.hub.modbus.frames import Parsed, ReadRequest, ReplyKind, parse_mbap, parse_rtu
+from tandem.hub.modbus.frames import (
+    Parsed,
+    ReadRequest,
+    ReplyKind,
+    WriteRequest,
+    parse_mbap,
+    parse_rtu,
+)
+from tandem.hub.modbus.writer import WriteOutcome, judge
+from tandem.writes.requests import ReadBody, WriteBody, readable_uuid
 from tests.fuzz.properties import Property, _settings
 
 # ---- JSON-shaped input: what a hostile broker client or HTTP client would send --------------
@@ -235,12 +246,71 @@ def modbus_replies_never_raise(examples: int) -> None:
     check()
 
 
+# ---- tag writes: requests from MQTT/REST, intents over the peer link, the PLC's confirmations --
+
+_WRITE_FIELDS = ("uuid", "node", "group", "tag", "value", "tags")
+_WRITES = (
+    WriteRequest(1, 5, 8, (1,)),
+    WriteRequest(1, 6, 50, (0xBEEF,)),
+    WriteRequest(1, 15, 8, (1, 0, 1)),
+    WriteRequest(1, 16, 50, (1, 2, 3, 4)),
+)
+
+
+def write_requests_only_raise_validation_error(examples: int) -> None:
+    """Any bytes as a write/read request or a peer's intent: the model, or ValidationError;
+    the uuid salvage for an error answer never raises."""
+    tags = st.lists(
+        st.dictionaries(st.sampled_from(("tag", "value", "x")), _json_values, max_size=3),
+        max_size=3,
+    )
+    shaped = st.fixed_dictionaries(
+        {}, optional={f: tags if f == "tags" else _json_values for f in _WRITE_FIELDS}
+    ).map(lambda doc: json.dumps(doc, allow_nan=True).encode())
+
+    @_settings(examples)
+    @given(
+        st.sampled_from((WriteBody, ReadBody, IntentMessage)),
+        st.one_of(_payloads(_WRITE_FIELDS), shaped),
+    )
+    def check(model: type[Any], body: bytes) -> None:
+        uuid = readable_uuid(body)
+        assert uuid is None or isinstance(uuid, str)
+        try:
+            parsed = model.model_validate_json(body)
+        except ValidationError:
+            return
+        assert isinstance(parsed, model)
+        if isinstance(parsed, WriteBody):
+            assert parsed.items()
+
+    check()
+
+
+def modbus_write_replies_never_raise(examples: int) -> None:
+    """Any bytes answering a write, MBAP or RTU framed: a Parsed outcome and a judged one."""
+
+    @_settings(examples)
+    @given(st.sampled_from(_WRITES), _frames(), st.integers(0, 65535))
+    def check(request: WriteRequest, buffer: bytes, tid: int) -> None:
+        for parsed in (parse_mbap(buffer, request, tid), parse_rtu(buffer[6:], request)):
+            assert isinstance(parsed, Parsed)
+            if parsed.reply is not None:
+                kind, code = judge(parsed.reply)
+                assert kind is not WriteOutcome.DONE or parsed.reply.data == request.echo()
+                assert isinstance(code, int)
+
+    check()
+
+
 INPUT_PROPERTIES: tuple[Property, ...] = (
     broker_data_payloads_never_raise,
     broker_control_payloads_never_raise,
     rest_bodies_only_raise_validation_error,
     yaml_config_only_raises_config_error,
     modbus_replies_never_raise,
+    write_requests_only_raise_validation_error,
+    modbus_write_replies_never_raise,
 )
 
 __all__ = ["INPUT_PROPERTIES"]

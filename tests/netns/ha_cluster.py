@@ -236,6 +236,7 @@ class PlcSimulator:
         self.load_registers = load_registers
         self.port = place.free_port(address)
         self.log = workdir / "plc.log"
+        self.write_log = workdir / "plc-writes.jsonl"  # every write it receives, one per line
         self.process: subprocess.Popen[Any] | None = None
 
     def start(self, timeout: float = 15.0) -> None:
@@ -250,6 +251,8 @@ class PlcSimulator:
                     str(self.port),
                     "--load-registers",
                     str(self.load_registers),
+                    "--write-log",
+                    str(self.write_log),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -556,11 +559,13 @@ def node_config(
     load_tags: int = 0,
     peer_opcua_uri: str | None = None,
     peer_opcua_port: int | None = None,
+    write_tags: int = 0,
 ) -> dict[str, Any]:
     """A full `tandem run` config for one node of the pair (JSON is valid YAML).
 
     `load_tags` adds a group "load" of that many registers (the simulator's load block), for
-    tests and benchmarks of a pair under a realistic tag count.
+    tests and benchmarks of a pair under a realistic tag count; `write_tags` a group "w" of
+    that many writable uint16 tags w0, w1, ... on the simulator's write block (holding 50-99).
     """
     vrrp: dict[str, Any] = {
         "transport": plan.transport,
@@ -612,6 +617,7 @@ def node_config(
                         "tags": [{"name": "coil0", "area": "coil", "address": 0, "type": "bool"}],
                     },
                     *load_group(load_tags),
+                    *write_group(write_tags),
                 ],
             }
         ],
@@ -626,6 +632,21 @@ def node_config(
         },
         **extra,
     }
+
+
+def write_group(tags: int) -> list[dict[str, Any]]:
+    if tags <= 0:
+        return []
+    return [
+        {
+            "name": "w",
+            "interval": 0.5,
+            "tags": [
+                {"name": f"w{i}", "address": 50 + i, "access": "read_write"}
+                for i in range(min(tags, 50))
+            ],
+        }
+    ]
 
 
 LOAD_GROUP_INTERVAL = 0.5
@@ -698,6 +719,13 @@ class TandemNode:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return time.time()
+
+    def freeze(self, frozen: bool) -> float:
+        """SIGSTOP (or SIGCONT) of the whole process group; returns the wall time."""
+        assert self.process is not None
+        when = time.time()
+        _killpg(self.process, signal.SIGSTOP if frozen else signal.SIGCONT)
+        return when
 
     def kill(self) -> float:
         """kill -9 of the whole process group; returns the wall time of the signal."""
@@ -899,6 +927,7 @@ def build_cluster(
     load_tags: int = 0,
     tls: bool = False,
     opcua: bool = False,
+    write_tags: int = 0,
 ) -> HaCluster:
     """Write both configs and make (not start) every process of the pair.
 
@@ -951,6 +980,7 @@ def build_cluster(
             load_tags=load_tags,
             peer_opcua_uri=f"urn:tandem:{(NODE_A, NODE_B)[j]}" if opcua else None,
             peer_opcua_port=opcua_ports[j],
+            write_tags=write_tags,
         )
         if certs is not None:
             with_tls(config, certs[i], certs[j], pin=i == 1, ca_file=workdir / "certs" / "ca.pem")
@@ -1026,6 +1056,7 @@ def loopback_cluster(
     *,
     tls: bool = False,
     opcua: bool = False,
+    write_tags: int = 0,
 ) -> HaCluster:
     """The pair without root: VRRP over UDP between 127.0.0.2 and 127.0.0.3 (examples/ha)."""
     root = Place(None)
@@ -1042,6 +1073,7 @@ def loopback_cluster(
         load_tags=load_tags,
         tls=tls,
         opcua=opcua,
+        write_tags=write_tags,
     )
 
 

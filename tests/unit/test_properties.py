@@ -9,7 +9,9 @@ from tests.fuzz.inputs import (
     broker_control_payloads_never_raise,
     broker_data_payloads_never_raise,
     modbus_replies_never_raise,
+    modbus_write_replies_never_raise,
     rest_bodies_only_raise_validation_error,
+    write_requests_only_raise_validation_error,
     yaml_config_only_raises_config_error,
 )
 from tests.fuzz.properties import (
@@ -37,6 +39,8 @@ def test_properties_every_one_is_listed_for_fuzzing() -> None:
         rest_bodies_only_raise_validation_error,
         yaml_config_only_raises_config_error,
         modbus_replies_never_raise,
+        write_requests_only_raise_validation_error,
+        modbus_write_replies_never_raise,
     }
 
 
@@ -75,3 +79,11 @@ def test_yaml_config_arbitrary_text_only_raises_config_error() -> None:
 
 def test_modbus_arbitrary_replies_parse_and_decode_without_escaping() -> None:
     modbus_replies_never_raise(SUITE_EXAMPLES)
+
+
+def test_write_requests_and_intents_only_raise_validation_error() -> None:
+    write_requests_only_raise_validation_error(SUITE_EXAMPLES)
+
+
+def test_modbus_write_replies_parse_and_judge_without_escaping() -> None:
+    modbus_write_replies_never_raise(SUITE_EXAMPLES)

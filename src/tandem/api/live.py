@@ -210,6 +210,10 @@ class LiveFeed:
 
     # --- reads --------------------------------------------------------------------------------
 
+    def latest(self, device: str, group: str) -> Sample | None:
+        """The newest stored sample of one group (MQTT read requests answer from it)."""
+        return self._latest.get((device, group))
+
     def tags(self) -> list[TagValue]:
         out = [tv for sample in self._latest.values() for tv in tag_values(sample)]
         out.sort(key=lambda tv: (tv.device, tv.group, tv.tag))

@@ -51,6 +51,10 @@ Metrics (all prefixed ``tandem_``; labels in braces):
   not use (malformed, out_of_range, unsigned, bad_signature, future_slot, replayed, ...).
 - ``tandem_security_events_total`` counter: messages only a forger (or a bug) can produce,
   such as a term naming this node that it never acquired.
+- ``tandem_write_requests_total{error}`` counter: write requests answered (REST and MQTT), by
+  response error code (0 = written; docs/writes.md).
+- ``tandem_request_drops_total{reason}`` counter: MQTT read/write requests not answered:
+  too_large, unparsable (no readable uuid), not_master (a backup stays silent), overload.
 """
 
 from __future__ import annotations
@@ -75,6 +79,24 @@ class StatusCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from status_metrics(self._snapshot())
+
+
+def write_metrics(status: Status) -> Iterator[Metric]:
+    writes = status.writes
+    if writes is None:
+        return
+    answered = CounterMetricFamily(
+        "tandem_write_requests", "Write requests answered, by error code", labels=["error"]
+    )
+    for code, count in sorted(writes.answered.items()):
+        answered.add_metric([code], count)
+    yield answered
+    drops = CounterMetricFamily(
+        "tandem_request_drops", "MQTT requests not answered, by reason", labels=["reason"]
+    )
+    for reason, count in sorted(writes.drops.items()):
+        drops.add_metric([reason], count)
+    yield drops
 
 
 def status_metrics(status: Status) -> Iterator[Metric]:
@@ -102,6 +124,7 @@ def status_metrics(status: Status) -> Iterator[Metric]:
             "2-199 degraded, 200-255 healthy)",
             value=status.opcua_server.service_level,
         )
+    yield from write_metrics(status)
 
 
 def node_metrics(status: Status) -> Iterator[Metric]:

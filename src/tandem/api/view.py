@@ -114,6 +114,13 @@ class OpcUaServerInfo(_Model):
     reason: str
 
 
+class WritesInfo(_Model):
+    """Write and read requests: answers by error code, MQTT requests dropped by reason."""
+
+    answered: dict[str, int] = Field(default_factory=dict)  # error code (as text) -> count
+    drops: dict[str, int] = Field(default_factory=dict)
+
+
 class Status(_Model):
     """Everything the dashboard shows at a glance; also the source of /metrics."""
 
@@ -130,6 +137,7 @@ class Status(_Model):
     ha: HaInfo | None = None
     vrrp: dict[str, Any] | None = None
     opcua_server: OpcUaServerInfo | None = None
+    writes: WritesInfo | None = None
 
 
 class TagValue(_Model):

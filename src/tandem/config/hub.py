@@ -126,7 +126,11 @@ class TagConfig(_Model):
         description="decimal places a non-integer value is rounded to (default: not rounded)",
     )
     access: Access = Field(
-        default="read", description="read, write or read_write (writes are not performed yet)"
+        default="read",
+        description=(
+            "read, write or read_write: write and read_write tags take writes (REST, MQTT;"
+            " docs/writes.md); coil and holding tags only"
+        ),
     )
 
     @property
@@ -655,6 +659,45 @@ class MqttConfig(_Model):
     tls: TlsConfig | None = None
     inflight: int = Field(default=20, ge=1)
     keepalive: int = Field(default=10, ge=1)
+    write_request_topic: str = Field(
+        default="/neuron/{cluster}/write/req",
+        description=(
+            "where write requests arrive (Neuron's format); {cluster} is ha.cluster, or the"
+            " node name of a single node"
+        ),
+    )
+    write_response_topic: str = Field(
+        default="/neuron/{cluster}/write/resp", description="where write requests are answered"
+    )
+    read_request_topic: str = Field(
+        default="/neuron/{cluster}/read/req", description="where read requests arrive"
+    )
+    read_response_topic: str = Field(
+        default="/neuron/{cluster}/read/resp", description="where read requests are answered"
+    )
+    request_max_bytes: int = Field(
+        default=65536,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="larger read/write requests are dropped (and counted) unparsed",
+    )
+
+    @field_validator(
+        "write_request_topic", "write_response_topic", "read_request_topic", "read_response_topic"
+    )
+    @classmethod
+    def _check_request_topic(cls, topic: str) -> str:
+        if not topic or "+" in topic or "#" in topic:
+            raise ValueError("a request topic must be non-empty and contain no wildcards")
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(topic) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad topic template: {exc}") from exc
+        if names - {"cluster"}:
+            raise ValueError(
+                f"unknown topic variable(s) {sorted(names - {'cluster'})}; use cluster"
+            )
+        return topic
 
     @field_validator("topic")
     @classmethod

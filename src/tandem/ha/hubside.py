@@ -61,6 +61,7 @@ from tandem.ha.types import (
     stream_key,
 )
 from tandem.ha.wire import Signer, heartbeat_topic, state_topic
+from tandem.ha.writes import PairAuthority, intent_routes
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings
 from tandem.hub.outbox import Outbox, OutboxError, OutboxRow
@@ -121,6 +122,7 @@ class HubSide:
         self._answers: dict[int, asyncio.Future[Refusal | None]] = {}
         self.settings = MqttSettings.from_config(cfg.mqtt)
         self.hub = Hub(cfg, ha=self)
+        self.hub.writes.authority = PairAuthority(self)
         self.peer = PeerClient(
             self.ha.peer_url,
             secret,
@@ -422,6 +424,7 @@ class HubSide:
 
     def _extra_routes(self, router: APIRouter, auth: Callable[[str | None], None]) -> None:
         self.configsync.routes(router, auth)
+        intent_routes(self, router, auth)
 
         @router.post("/switchover")
         async def forwarded_switchover(authorization: str | None = Header(default=None)) -> Any:

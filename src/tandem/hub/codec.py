@@ -13,6 +13,8 @@ code   meaning
        string, NaN/inf float that JSON cannot carry, an OPC UA string too long)
 1005   type mismatch: an OPC UA server sent a value of another type than the tag's
        (an array, a null, a Double for an int16 tag)
+1006   refused: a write was not sent because this node lost the right to write (its term
+       was fenced or its lease ran out) between the request and the wire
 2000+n Modbus exception response with exception code n, e.g. 2002 = illegal data
        address (tag outside the device's map), 2004 = server device failure
 2^30+  an OPC UA status code itself, severity and sub-code (the low 16 bits cleared),
@@ -22,14 +24,16 @@ code   meaning
 
 from __future__ import annotations
 
+import enum
 import math
 import struct
+import sys
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
 
-from tandem.config.hub import BIT_AREAS, TagConfig
+from tandem.config.hub import BIT_AREAS, FLOAT_TYPES, TagConfig
 from tandem.hub.model import Value
 
 ERR_DISCONNECTED = 1001
@@ -37,6 +41,7 @@ ERR_TIMEOUT = 1002
 ERR_IO = 1003
 ERR_DECODE = 1004
 ERR_TYPE = 1005
+ERR_REFUSED = 1006
 ERR_MODBUS_EXCEPTION_BASE = 2000
 
 # Protocol limits per request (Modbus Application Protocol v1.1b3, 6.1-6.4).
@@ -331,3 +336,112 @@ class BlockDecoder:
     def fail(self, code: int, errors: MutableMapping[str, int]) -> None:
         """Mark every tag of this block with ``code``."""
         errors.update(dict.fromkeys(self.names, code))
+
+
+# --- write encoding -----------------------------------------------------------------------------
+
+# Raw ranges of the integer types: a value past them would wrap on the device.
+_INT_RANGE: dict[str, tuple[int, int]] = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+class ValueProblem(enum.Enum):
+    """Why a value cannot be written to a tag; each maps to one response error code."""
+
+    TYPE = "type"  # a string for a number tag, a number for a string, 0.5 for an unscaled int
+    RANGE = "range"  # outside what the tag's type can hold once scale and offset are undone
+
+
+class WriteValueError(ValueError):
+    """The value does not fit the tag; ``problem`` says how."""
+
+    def __init__(self, problem: ValueProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+def _integral(number: float, tag: TagConfig) -> int:
+    """The raw integer of an integer tag: scaled values round, unscaled ones must be whole."""
+    if not math.isfinite(number):
+        raise WriteValueError(ValueProblem.RANGE, f"{tag.name}: {number} is not a finite number")
+    if tag.scale == 1.0 and tag.offset == 0.0 and number != int(number):
+        raise WriteValueError(ValueProblem.TYPE, f"{tag.name}: {number} is not an integer")
+    return int(round(number))
+
+
+def _raw_number(tag: TagConfig, value: Value) -> int | float:
+    """The raw (unscaled) number to put on the wire, range-checked for the tag's type."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WriteValueError(ValueProblem.TYPE, f"{tag.name}: {tag.type} needs a number")
+    identity = tag.scale == 1.0 and tag.offset == 0.0
+    raw: int | float
+    if tag.type in FLOAT_TYPES:
+        raw = float(value) if identity else (float(value) - tag.offset) / tag.scale
+        limit = _FLOAT32_MAX if tag.type == "float32" else sys.float_info.max
+        if not math.isfinite(raw) or abs(raw) > limit:
+            raise WriteValueError(ValueProblem.RANGE, f"{tag.name}: {value} does not fit")
+        return raw
+    if isinstance(value, int) and identity:
+        raw = value  # exact: a 64-bit integer does not survive a trip through float
+    else:
+        raw = _integral(float(value) if identity else (float(value) - tag.offset) / tag.scale, tag)
+    low, high = _INT_RANGE[tag.type]
+    if not low <= raw <= high:
+        raise WriteValueError(
+            ValueProblem.RANGE, f"{tag.name}: {value} is outside {tag.type} once scaled"
+        )
+    return raw
+
+
+def _as_bool(tag: TagConfig, value: Value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise WriteValueError(ValueProblem.TYPE, f"{tag.name}: needs true/false (or 1/0)")
+
+
+def encode_write(tag: TagConfig, value: Value) -> tuple[int, ...]:
+    """The words a write of ``value`` puts on the wire, after every check; raises WriteValueError.
+
+    Coil tags give one 0/1; ``bool`` tags one register 0/1; ``bit`` tags one 0/1 that the
+    writer folds into the register it reads first (read-modify-write). Everything else is
+    the inverse of compile_decoder: scale and offset undone, the raw value range-checked for
+    the type (never wrapped), then the tag's word, dword and byte orders applied.
+    """
+    if tag.area in BIT_AREAS or tag.type in ("bool", "bit"):
+        return (1 if _as_bool(tag, value) else 0,)
+    if tag.type == "string":
+        if not isinstance(value, str):
+            raise WriteValueError(ValueProblem.TYPE, f"{tag.name}: a string tag needs a string")
+        data = value.encode("utf-8")
+        room = tag.width * 2 if tag.string_bytes == "both" else tag.width
+        if len(data) > room or b"\x00" in data:
+            raise WriteValueError(
+                ValueProblem.RANGE, f"{tag.name}: {len(data)} bytes do not fit in {room}"
+            )
+        return tuple(encode_value(tag, value))
+    return tuple(_words_of(tag, _raw_number(tag, value)))
+
+
+def _words_of(tag: TagConfig, raw: int | float) -> list[int]:
+    words = list(struct.unpack(f">{tag.width}H", _STRUCT_OF[tag.type].pack(raw)))
+    if tag.byte_order == "little":
+        words = [_swap16(w) for w in words]
+    received = [0] * len(words)
+    for position, source in enumerate(word_permutation(tag)):
+        received[source] = words[position]
+    return received
+
+
+def with_bit(register: int, bit: int, on: bool) -> int:
+    """``register`` with one bit set or cleared: the modify step of a bit tag's write."""
+    mask = 1 << bit
+    return (register | mask) if on else (register & ~mask & 0xFFFF)

@@ -23,6 +23,7 @@ from tandem.api.view import (
     TagValue,
     TimelineEvent,
     TimelineKind,
+    WritesInfo,
 )
 from tandem.batch import LoopStepBatch
 from tandem.config.hub import DeviceConfig, TandemConfig
@@ -49,6 +50,9 @@ from tandem.hub.reconfig import plan_devices
 from tandem.hub.report import device_info, publisher_info
 from tandem.hub.timeline import ConnectionsSeen, Timeline
 from tandem.security.users import warm_up as warm_up_password_checks
+from tandem.writes.mqtt import RequestListener, RequestTopics
+from tandem.writes.routes import write_router
+from tandem.writes.service import Writer, WriteService
 
 if TYPE_CHECKING:
     from tandem.north.opcua_server import OpcUaNorth
@@ -125,6 +129,13 @@ class Hub:
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         self.live = LiveFeed(self.status, TagCatalog.from_config(config))
+        # Writes: REST and MQTT requests, at most once per uuid (docs/writes.md).
+        self.writes = WriteService(
+            lambda: self.config, self._writer_of, self.live, config.data_dir / "writes.sqlite3"
+        )
+        self.app.include_router(write_router(self.writes))
+        self.requests = self._make_requests(config)
+        self._requests_task: asyncio.Task[None] | None = None
         self._timeline = Timeline(
             TIMELINE_SIZE, lambda event: self.live.push(LiveEvent("timeline", event))
         )
@@ -137,6 +148,20 @@ class Hub:
         self._ready = asyncio.Event()
         self._seen = ConnectionsSeen()
         self.north = self._make_north() if config.opcua_server is not None else None
+
+    def _writer_of(self, device: str) -> Writer | None:
+        for poller in self.pollers:
+            if isinstance(poller, DevicePoller) and poller.device.name == device:
+                return poller
+        return None
+
+    def _make_requests(self, config: TandemConfig) -> RequestListener | None:
+        """The MQTT request listener; none in unit tests that fake the publisher."""
+        if self._publisher_factory is not None and self.ha is None:
+            return None
+        return RequestListener(
+            MqttSettings.from_config(config.mqtt), RequestTopics.of(config), self.writes
+        )
 
     def _make_north(self) -> OpcUaNorth:
         """The OPC UA server: fed the stored samples and told of every gate change."""
@@ -238,6 +263,10 @@ class Hub:
                 ]
                 if self.north is not None:
                     watchers.append(tasks.create_task(self.north.run(), name="opcua-server"))
+                if self.requests is not None:
+                    self._requests_task = tasks.create_task(
+                        self.requests.run(), name="mqtt-requests"
+                    )
                 if self.gate.polling or self.standby_mode == "warm":
                     self._start_pollers()
                 await api_ready.wait()
@@ -252,6 +281,7 @@ class Hub:
             self._tasks = None
             self._pending.flush()
             self.outbox.close()
+            self.writes.close()
             log.info("hub %s stopped", self.config.node)
 
     async def _shutdown(self, api: asyncio.Task[None], watchers: list[asyncio.Task[None]]) -> None:
@@ -259,7 +289,7 @@ class Hub:
         await self._stop_pollers()
         self._pending.flush()
         await self.drain_inflight()
-        for task in (self._publisher_task, api, *watchers):
+        for task in (self._publisher_task, self._requests_task, api, *watchers):
             if task is None:
                 continue
             task.cancel()
@@ -496,6 +526,7 @@ class Hub:
             self._start_pollers()
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)
+            await self._replace_requests(config)
         publisher = "replaced" if new_publisher is not None else "unchanged"
         outbox = f"{config.outbox.max_rows} {config.outbox.overflow}"
         log.info(
@@ -503,6 +534,18 @@ class Hub:
             *(len(config.devices), len(plan.keep), publisher, outbox),
         )
         self.live.push(LiveEvent("status", self.status()))
+
+    async def _replace_requests(self, config: TandemConfig) -> None:
+        """New mqtt settings: the request listener reconnects with them (and its topics)."""
+        if self.requests is None:
+            return
+        old_task = self._requests_task
+        if old_task is not None and not old_task.done():
+            old_task.cancel()
+            await asyncio.wait([old_task])
+        self.requests = self._make_requests(config)
+        if self._tasks is not None and self.requests is not None:
+            self._requests_task = self._tasks.create_task(self.requests.run(), name="mqtt-requests")
 
     async def _replace_publisher(self, publisher: Publisher) -> None:
         old_task = self._publisher_task
@@ -558,6 +601,10 @@ class Hub:
             ha=self.ha.ha_info() if self.ha is not None else None,
             vrrp=self.ha.vrrp_info() if self.ha is not None else None,
             opcua_server=self.north.info() if self.north is not None else None,
+            writes=WritesInfo(
+                answered={str(k): v for k, v in self.writes.counters.answered.items()},
+                drops=dict(self.writes.counters.drops),
+            ),
         )
 
     @property

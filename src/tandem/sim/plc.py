@@ -20,15 +20,23 @@ holding 19         the unit id the simulated device answers as (0 when it answer
 holding 20-27      string fixture "TANDEM-SIM", 8 registers, NUL padded
 holding 28-29      zero
 holding 30         bit fixture 0b1010_0101_0000_0011
-holding 31-99      zero, writable
+holding 31-49      zero, writable
+holding 50-99      the write block: zero at start, keeps whatever is written (FC 6/16)
 holding 100..      N load registers (``load_registers``, default 1000): register 100+i holds
                    (counter + i) mod 65536, so every value changes every 100 ms
 holding >= 100+N   not mapped: any read touching it gets exception 2 (illegal data address)
-input 0-3          same as holding 0-3; input 4-15 zero; input >= 16 not mapped
+input 0-3          same as holding 0-3; input 4-15 zero
+input 16-17        write counter, uint32 (big word order): write requests (FC 5/6/15/16) this
+                   process received at mapped addresses, on any table, unit or port
+input >= 18        not mapped
 coil 0-7           pattern: coil i is on when (whole seconds + i) is even, so all toggle each s
-coil 8-15          off, writable;   coil >= 16 not mapped
+coil 8-15          off, keep whatever is written (FC 5/15);   coil >= 16 not mapped
 discrete 0-7       inverse of coil 0-7; discrete 8-15 off; discrete >= 16 not mapped
 =================  ===========================================================================
+
+With ``write_log`` (``tandem simulate-plc --write-log FILE``) every write is also appended to
+FILE as one JSON line, ``{"fc": 16, "address": 50, "values": [1, 2]}``, flushed before the
+write is answered, so a test can check exactly which writes reached the device.
 
 Values are computed when a request reads them, only for the addresses it reads, so the cost
 does not grow with ``load_registers``.
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import struct
@@ -54,12 +63,19 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteMultipleCoilsRequest,
+    WriteSingleCoilRequest,
+)
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
     ReadInputRegistersRequest,
     ReadInputRegistersResponse,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
 )
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -68,7 +84,9 @@ log = logging.getLogger(__name__)
 
 LOAD_START = 100
 FIXED_HOLDING = LOAD_START  # holding 0..99 are the fixed map above
-INPUT_REGISTERS = 16
+INPUT_REGISTERS = 18
+WRITE_COUNTER = 16  # input 16-17: writes received, uint32
+WRITE_BLOCK = range(50, 100)
 BITS = 16
 UNIT_REGISTER = 19
 COUNTER_PERIOD_S = 0.1
@@ -162,10 +180,22 @@ def _holding_values(load_registers: int) -> list[int]:
 class PlcState:
     """The time-driven part of the map, written into the registers a request is about to read."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, write_log: str | None = None
+    ) -> None:
         self._clock = clock
         self._t0 = clock()
         self.load_end = 65536  # first holding address after the load registers
+        self.writes = 0  # write requests received (input 16-17)
+        self._write_log = open(write_log, "a", encoding="utf-8") if write_log else None  # noqa: SIM115
+
+    def note_write(self, function_code: int, address: int, values: list[int] | list[bool]) -> None:
+        """Count a write (and log it) before it is applied and answered."""
+        self.writes += 1
+        if self._write_log is not None:
+            line = {"fc": function_code, "address": address, "values": [int(v) for v in values]}
+            self._write_log.write(json.dumps(line) + "\n")
+            self._write_log.flush()
 
     def dynamic_words(self) -> tuple[int, list[int]]:
         """(counter, [counter, sine hi, sine lo, ramp]) at this moment."""
@@ -195,7 +225,13 @@ class PlcState:
     ) -> None:
         """pymodbus SimDevice action: refresh the addresses a read is about to return."""
         if set_values is not None:
+            self.note_write(function_code, address, set_values)
             return None  # writes land as sent; time-driven registers overwrite them on next read
+        if function_code == _READ_INPUTS and address + count > WRITE_COUNTER:
+            offset = -start_address
+            tally = ((self.writes >> 16) & 0xFFFF, self.writes & 0xFFFF)
+            for i in range(max(address, WRITE_COUNTER), min(address + count, WRITE_COUNTER + 2)):
+                registers[i + offset] = tally[i - WRITE_COUNTER]
         if function_code in (_READ_COILS, _READ_DISCRETES):
             coils = self.coil_word()
             # Coil and discrete tables are separate lists; bits 8-15 keep whatever was written.
@@ -305,7 +341,7 @@ _FAST_RESPONSES: dict[type[ModbusPDU], type[_FastHoldingResponse | _FastInputRes
 
 
 def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
-    """Read requests that apply ``policy`` and pack register responses in one struct call."""
+    """Requests that apply ``policy``; register read responses are packed in one struct call."""
 
     def fast(response: ModbusPDU) -> ModbusPDU:
         kind = _FAST_RESPONSES.get(type(response))
@@ -338,6 +374,11 @@ def _request_classes(policy: UnitPolicy) -> list[type[ModbusPDU]]:
             ReadInputRegistersRequest,
             ReadCoilsRequest,
             ReadDiscreteInputsRequest,
+            # Writes too: a slow unit applies and confirms a write late, as a busy PLC does.
+            WriteSingleCoilRequest,
+            WriteMultipleCoilsRequest,
+            WriteSingleRegisterRequest,
+            WriteMultipleRegistersRequest,
         )
     ]
 
@@ -391,10 +432,13 @@ def build_device(
 
 
 def build_devices(
-    load_registers: int, policy: UnitPolicy, preset: Preset | None = None
+    load_registers: int,
+    policy: UnitPolicy,
+    preset: Preset | None = None,
+    state: PlcState | None = None,
 ) -> list[SimDevice]:
     """One SimDevice per served unit (one shared clock), or one that answers every id."""
-    state = PlcState()
+    state = state or PlcState()
     units = sorted(policy.units) or [0]
     return [build_device(load_registers, state, unit, preset) for unit in units]
 
@@ -409,6 +453,7 @@ async def serve(
     framing: Literal["mbap", "rtu"] = "mbap",
     ports: int = 1,
     preset: Preset | None = None,
+    write_log: str | None = None,
 ) -> None:
     """Serve the simulated PLC on ``ports`` TCP ports until cancelled.
 
@@ -416,12 +461,13 @@ async def serve(
     ``port``, ``port + 1``, ...). ``framing`` "rtu" makes it a serial-to-TCP gateway.
     """
     policy = policy or UnitPolicy()
+    state = PlcState(write_log=write_log)  # one write counter for every port
     servers: list[ModbusTcpServer] = []
     try:
         for index in range(ports):
             wanted = 0 if port == 0 else port + index
             server = ModbusTcpServer(
-                build_devices(load_registers, policy, preset),
+                build_devices(load_registers, policy, preset, state),
                 address=(host, wanted),
                 framer=FramerType.RTU if framing == "rtu" else FramerType.SOCKET,
                 ignore_missing_devices=True,
@@ -449,6 +495,7 @@ async def serve_serial(
     stopbits: int = 2,
     on_ready: Callable[[str], None] | None = None,
     preset: Preset | None = None,
+    write_log: str | None = None,
 ) -> None:
     """Serve the simulated PLC as RTU slave(s) on a serial device until cancelled.
 
@@ -457,7 +504,7 @@ async def serve_serial(
     """
     policy = policy or UnitPolicy()
     server = ModbusSerialServer(
-        build_devices(load_registers, policy, preset),
+        build_devices(load_registers, policy, preset, PlcState(write_log=write_log)),
         framer=FramerType.RTU,
         port=device,
         baudrate=baudrate,
@@ -495,6 +542,7 @@ def main(
     framing: Literal["mbap", "rtu"] = "mbap",
     rtu_device: str | None = None,
     preset: Preset | None = None,
+    write_log: str | None = None,
 ) -> None:
     """Blocking entry for ``tandem simulate-plc``; prints one line per port once it accepts."""
     policy = UnitPolicy(frozenset(units), dict(slow or {}))
@@ -513,6 +561,7 @@ def main(
             policy=policy,
             on_ready=announce_serial,
             preset=preset,
+            write_log=write_log,
         )
     else:
         run = serve(
@@ -524,6 +573,7 @@ def main(
             framing=framing,
             ports=ports,
             preset=preset,
+            write_log=write_log,
         )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run)

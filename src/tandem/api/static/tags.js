@@ -121,6 +121,7 @@ window.TandemTags = (() => {
         c[1].textContent = row.group;
         c[2].textContent = row.tag;
         c[2].title = row.key;
+        if (window.TandemWrite) window.TandemWrite.decorate(tr);
         tr.className = "";
         c[3].textContent = "";
         c[3].classList.remove("changed");

@@ -1,9 +1,10 @@
-"""Sans-I/O Modbus framing for the read requests the poller issues: MBAP and RTU, both ways.
+"""Sans-I/O Modbus framing for the requests the hub issues: MBAP and RTU, both ways.
 
-Only reads are framed here (function codes 1-4, Modbus Application Protocol v1.1b3, 6.1-6.4):
-that is all the poller sends. Replies are parsed from a byte buffer that may hold partial
-frames, frames for another request (a late answer, a stray unit) or noise; the parser says
-how many bytes it used and what it found, so nothing here can raise on peer input.
+Reads (function codes 1-4, Modbus Application Protocol v1.1b3, 6.1-6.4) for the poller and
+writes (5, 6, 15, 16: 6.5, 6.6, 6.11, 6.12) for tag writes. Replies are parsed from a byte
+buffer that may hold partial frames, frames for another request (a late answer, a stray unit)
+or noise; the parser says how many bytes it used and what it found, so nothing here can raise
+on peer input.
 """
 
 from __future__ import annotations
@@ -45,6 +46,55 @@ class ReadRequest:
         return self.count * 2 if self.function in (3, 4) else (self.count + 7) // 8
 
 
+# Write function codes (Modbus Application Protocol v1.1b3, 6.5, 6.6, 6.11, 6.12).
+WRITE_COIL = 5
+WRITE_REGISTER = 6
+WRITE_COILS = 15
+WRITE_REGISTERS = 16
+WRITE_FUNCTIONS: frozenset[int] = frozenset({5, 6, 15, 16})
+# Per-request limits of the multiple writes (6.11, 6.12).
+MAX_COILS_PER_WRITE = 1968
+MAX_REGISTERS_PER_WRITE = 123
+_COIL_ON = 0xFF00
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One write to one unit: ``values`` are registers (6, 16) or 0/1 bits (5, 15)."""
+
+    unit: int
+    function: int
+    start: int
+    values: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def pdu(self) -> bytes:
+        """The request PDU; FC 5 and 6 carry one value, 15 and 16 a count and packed data."""
+        function, start, values = self.function, self.start, self.values
+        if function == WRITE_COIL:
+            return _READ_PDU.pack(function, start, _COIL_ON if values[0] else 0)
+        if function == WRITE_REGISTER:
+            return _READ_PDU.pack(function, start, values[0])
+        if function == WRITE_COILS:
+            data = bytearray((len(values) + 7) // 8)
+            for i, bit in enumerate(values):
+                if bit:
+                    data[i >> 3] |= 1 << (i & 7)
+            return _READ_PDU.pack(function, start, len(values)) + bytes((len(data),)) + data
+        words = struct.pack(f">{len(values)}H", *values)
+        return _READ_PDU.pack(function, start, len(values)) + bytes((len(words),)) + words
+
+    def echo(self) -> bytes:
+        """The four bytes a correct reply repeats: address and value (5, 6) or count (15, 16)."""
+        return self.pdu()[1:5]
+
+
+Request = ReadRequest | WriteRequest
+
+
 class ReplyKind(enum.Enum):
     """What a parsed frame turned out to be."""
 
@@ -77,12 +127,19 @@ _MBAP_TAILS: dict[ReadRequest, bytes] = {}
 _TID = struct.Struct(">H")
 
 
-def encode_request(request: ReadRequest, framing: Framing, transaction_id: int = 0) -> bytes:
+def encode_request(request: Request, framing: Framing, transaction_id: int = 0) -> bytes:
     """The bytes on the wire for ``request``.
 
     A device asks for the same blocks on every poll, so everything but the transaction id is
-    built once per request and kept (an RTU frame, CRC included, is entirely fixed).
+    built once per read and kept (an RTU frame, CRC included, is entirely fixed); writes are
+    rare and built each time.
     """
+    if isinstance(request, WriteRequest):
+        pdu = request.pdu()
+        if framing == "rtu":
+            head = bytes((request.unit,)) + pdu
+            return head + FramerRTU.compute_CRC(head).to_bytes(2, "big")
+        return _MBAP.pack(transaction_id, 0, len(pdu) + 1, request.unit) + pdu
     if framing == "rtu":
         frame = _RTU_FRAMES.get(request)
         if frame is None:
@@ -102,7 +159,7 @@ def encode_request(request: ReadRequest, framing: Framing, transaction_id: int =
     return _TID.pack(transaction_id) + tail
 
 
-def _pdu_reply(pdu: bytes, request: ReadRequest) -> Reply | None:
+def _pdu_reply(pdu: bytes, request: Request) -> Reply | None:
     """The reply a PDU carries for ``request``; None if it answers another function."""
     if not pdu:
         return Reply(ReplyKind.MALFORMED)
@@ -111,12 +168,17 @@ def _pdu_reply(pdu: bytes, request: ReadRequest) -> Reply | None:
         return Reply(ReplyKind.EXCEPTION, exception_code=pdu[1] if len(pdu) > 1 else 0)
     if function != request.function:
         return None
+    if isinstance(request, WriteRequest):
+        # A write is confirmed only by the exact echo; anything else may not have landed.
+        if pdu[1:] != request.echo():
+            return Reply(ReplyKind.MALFORMED)
+        return Reply(ReplyKind.DATA, data=pdu[1:])
     if len(pdu) < 2 or pdu[1] != request.reply_bytes or len(pdu) != 2 + pdu[1]:
         return Reply(ReplyKind.MALFORMED)
     return Reply(ReplyKind.DATA, data=pdu[2:])
 
 
-def parse_mbap(buffer: bytes, request: ReadRequest, transaction_id: int) -> Parsed:
+def parse_mbap(buffer: bytes, request: Request, transaction_id: int) -> Parsed:
     """Find the reply to ``request`` (sent with ``transaction_id``) at the start of ``buffer``.
 
     Frames for another transaction (the late answer to a request that timed out) are skipped
@@ -144,18 +206,22 @@ def parse_mbap(buffer: bytes, request: ReadRequest, transaction_id: int) -> Pars
 
 
 def _rtu_frame_size(buffer: bytes, at: int) -> int | None:
-    """Size of the read reply (or exception) that would start at ``at``; None if not one."""
+    """Size of the read or write reply (or exception) starting at ``at``; None if not one."""
     if len(buffer) - at < 3:
         return 0
     function = buffer[at + 1]
-    if function & EXCEPTION_FLAG and function & 0x7F in FUNCTION_OF_AREA.values():
+    if function & EXCEPTION_FLAG and (
+        function & 0x7F in FUNCTION_OF_AREA.values() or function & 0x7F in WRITE_FUNCTIONS
+    ):
         return 5
+    if function in WRITE_FUNCTIONS:
+        return 8  # unit, function, address, value or count, CRC
     if function in FUNCTION_OF_AREA.values():
         return 5 + buffer[at + 2]
     return None
 
 
-def parse_rtu(buffer: bytes, request: ReadRequest) -> Parsed:
+def parse_rtu(buffer: bytes, request: Request) -> Parsed:
     """Find the reply to ``request`` in an RTU byte stream.
 
     RTU has no length field: a frame is recognised by its shape and CRC. Whole frames from

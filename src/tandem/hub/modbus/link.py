@@ -18,12 +18,14 @@ from collections import deque
 from collections.abc import Callable
 
 from tandem.config.hub import Endpoint, SerialConfig, TcpEndpoint, link_key
-from tandem.hub.codec import ERR_DISCONNECTED, ERR_IO, ERR_TIMEOUT
+from tandem.hub.codec import ERR_DISCONNECTED, ERR_IO, ERR_REFUSED, ERR_TIMEOUT
 from tandem.hub.modbus.frames import (
     Framing,
     Parsed,
     ReadRequest,
     Reply,
+    Request,
+    WriteRequest,
     encode_request,
     parse_mbap,
     parse_rtu,
@@ -39,6 +41,10 @@ TIMEOUTS_BEFORE_RECONNECT = 3
 _NOBODY = ReadRequest(0, 3, 0, 1)
 LinkListener = Callable[[bool, str | None], None]
 Outcome = Callable[[Reply | int], None]
+# Asked right before a request's bytes go out; False sends nothing and fails it with
+# ERR_REFUSED (a write whose node lost its term while the request waited for the line).
+Guard = Callable[[], bool]
+_Queued = tuple[Request, float, Outcome, Guard | None]
 
 
 def _deliver(done: Outcome, outcome: Reply | int) -> None:
@@ -57,7 +63,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._buffer = bytearray()
-        self._pending: tuple[ReadRequest, int] | None = None
+        self._pending: tuple[Request, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -77,7 +83,8 @@ class _LinkProtocol(asyncio.Protocol):
                 link.stray_bytes += len(data)
                 return
             # On RTU, find whose late answer this is: that unit stops owing one.
-            request, tid = _NOBODY, 0
+            request: Request = _NOBODY
+            tid = 0
         else:
             request, tid = self._pending
         # The usual case, one whole reply in one read, parses the bytes as they came.
@@ -94,7 +101,7 @@ class _LinkProtocol(asyncio.Protocol):
         elif parsed.reply is not None:
             self._finish(parsed.reply)
 
-    def expect(self, request: ReadRequest, tid: int) -> None:
+    def expect(self, request: Request, tid: int) -> None:
         """Forget whatever arrived before and wait for the answer to this request."""
         self._buffer.clear()
         self._pending = (request, tid)
@@ -146,8 +153,8 @@ class Link:
         self.stray_bytes = 0
         self.last_error: str | None = None
         self._protocol: _LinkProtocol | None = None
-        self._queue: deque[tuple[ReadRequest, float, Outcome]] = deque()
-        self._current: tuple[ReadRequest, float, Outcome] | None = None
+        self._queue: deque[_Queued] = deque()
+        self._current: _Queued | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tid = 0
         self._timeouts_in_row = 0
@@ -241,41 +248,48 @@ class Link:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def request(self, request: ReadRequest, timeout: float, done: Outcome) -> None:
-        """Queue one read; ``done`` gets its Reply or an error code, exactly once.
+    def request(
+        self, request: Request, timeout: float, done: Outcome, guard: Guard | None = None
+    ) -> None:
+        """Queue one request; ``done`` gets its Reply or an error code, exactly once.
 
         Requests go out one at a time in the order asked. ``done`` may run before this
         returns (no connection) or later from the loop; an exception it raises is logged and
-        does not break the line for the other devices.
+        does not break the line for the other devices. ``guard`` is asked in the same loop
+        step that hands the bytes to the transport.
         """
-        self._queue.append((request, timeout, done))
+        self._queue.append((request, timeout, done, guard))
         if self._current is None:
             self._start_next()
 
-    async def transact(self, request: ReadRequest, timeout: float) -> Reply | int:
-        """request() for callers that await (probes, tools)."""
+    async def transact(
+        self, request: Request, timeout: float, guard: Guard | None = None
+    ) -> Reply | int:
+        """request() for callers that await (probes, writes, tools)."""
         future: asyncio.Future[Reply | int] = asyncio.get_running_loop().create_future()
 
         def done(outcome: Reply | int) -> None:
             if not future.done():
                 future.set_result(outcome)
 
-        self.request(request, timeout, done)
+        self.request(request, timeout, done, guard)
         return await future
 
     def _start_next(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue and self._current is None:
-            request, timeout, done = self._queue.popleft()
+            request, timeout, done, guard = self._queue.popleft()
             protocol = self._protocol
             if protocol is None or protocol.closed.done():
                 _deliver(done, ERR_DISCONNECTED)
                 continue
             now = loop.time()
             if self._owes_late_answer(request.unit, now):
-                _deliver(done, ERR_TIMEOUT)
+                # Not sent: a write must not be taken for one that may have landed.
+                unsent = ERR_DISCONNECTED if isinstance(request, WriteRequest) else ERR_TIMEOUT
+                _deliver(done, unsent)
                 continue
-            self._current = (request, timeout, done)
+            self._current = (request, timeout, done, guard)
             quiet = self.quiet_at + self._silence
             if self._silence and quiet > now:
                 self._timer = loop.call_at(quiet, self._send)
@@ -284,10 +298,13 @@ class Link:
 
     def _send(self) -> None:
         assert self._current is not None
-        request, timeout, done = self._current
+        request, timeout, _, guard = self._current
         protocol = self._protocol
         if protocol is None or protocol.closed.done():
             self.resolve(ERR_DISCONNECTED)
+            return
+        if guard is not None and not guard():
+            self.resolve(ERR_REFUSED)
             return
         self._tid = self._tid + 1 if self._tid < 0xFFFF else 1
         protocol.expect(request, self._tid)
@@ -313,7 +330,7 @@ class Link:
         protocol = self._protocol
         if self._current is None:
             return
-        request, timeout, _ = self._current
+        request, timeout, _, _ = self._current
         self.quiet_at = asyncio.get_running_loop().time()
         if protocol is not None:
             protocol.forget()

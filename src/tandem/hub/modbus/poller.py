@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tandem.hub.modbus.frames import (
     bits_of,
     registers_of,
 )
-from tandem.hub.modbus.link import Link, LinkPool
+from tandem.hub.modbus.link import Guard, Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
 from tandem.hub.modbus.schedule import PollScheduler
 from tandem.hub.modbus.status import (
@@ -44,6 +44,7 @@ from tandem.hub.modbus.status import (
     GroupStatus,
     PathStatus,
 )
+from tandem.hub.modbus.writer import OpResult, WriteOp, execute
 from tandem.hub.model import Sample, Value, slot_of
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,15 @@ class DevicePoller:
         self._resume: dict[str, int] = {}
         self._connected = False
         self._last_error: str | None = None
+        # Writes of this device one at a time: a bit tag's read-modify-write must not interleave.
+        self._write_lock = asyncio.Lock()
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def write(self, ops: Sequence[WriteOp], guard: Guard) -> list[OpResult]:
+        """Send planned writes through the active path, queued with the polls on that line."""
+        async with self._write_lock:
+            return await execute(self._active_link(), ops, self.device.timeout, guard)
 
     # --- status -------------------------------------------------------------------------------
 
