@@ -128,6 +128,7 @@ class ConfigSync:
         self._peer_publishing_at = float("-inf")
         self._file_key = stat_key(config_path) if config_path is not None else None
         self.stamp = self._initial_stamp()
+        self.on_applied: Callable[[], None] | None = None  # after every applied change
 
     def _initial_stamp(self) -> ConfigStamp:
         sha = config_sha(self.cfg)
@@ -166,6 +167,14 @@ class ConfigSync:
 
     def _following_master(self) -> bool:
         return time.monotonic() - self._peer_publishing_at <= self._peer_fresh_s
+
+    def following_master(self) -> bool:
+        """True while the peer publishes: changes belong on it, this node takes its config."""
+        return self._following_master()
+
+    def runs_synced(self) -> bool:
+        """True when the running shared sections came from the master, not this node's file."""
+        return self._synced_path.exists()
 
     # ---- start-up precedence ----
 
@@ -357,6 +366,8 @@ class ConfigSync:
         self._timeline(
             message, {"version": stamp.version, "sha": stamp.sha, "previous": old.version}
         )
+        if self.on_applied is not None:
+            self.on_applied()
 
     def _persist_version(self, stamp: ConfigStamp) -> None:
         try:

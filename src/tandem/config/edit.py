@@ -1,0 +1,386 @@
+"""Edits of the config document: devices, groups and tags changed in the YAML, comments kept.
+
+Pure: text in, text out. The document is parsed with ruamel.yaml's round-trip loader so an edit
+changes only what it must; a replaced item is merged into the old one key by key, so comments
+on the keys that stayed survive. Validation is the loader's own (`validate_mapping`) and its
+problems come back as field paths relative to the edited item, for a form to show at the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from tandem.config.hub import TandemConfig, validate_mapping
+from tandem.config.yamlload import FieldPath, YamlSyntaxError, format_path, load_located
+from tandem.errors import ConfigError, ConfigProblem, TandemError
+from tandem.security.redact import REDACTED, is_secret_name
+
+# Where each level's items live in its parent, from the document root down.
+LEVELS: tuple[str, ...] = ("devices", "groups", "tags")
+
+
+class EditFailure(StrEnum):
+    """Why an edit could not even be tried (as opposed to a config that does not validate)."""
+
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"
+    BAD_BODY = "bad_body"
+    BAD_DOCUMENT = "bad_document"
+
+
+class EditError(TandemError):
+    """An edit that names a missing item, an existing one, or carries an unusable body."""
+
+    def __init__(self, reason: EditFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """An item of the document by name: a device, a group of it, or a tag of that group."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, *names: str) -> Scope:
+        if not 0 <= len(names) <= len(LEVELS):
+            raise ValueError(f"a scope has at most {len(LEVELS)} names")
+        return cls(tuple(names))
+
+    @property
+    def label(self) -> str:
+        kinds = ("device", "group", "tag")
+        return " / ".join(f"{kinds[i]} {n!r}" for i, n in enumerate(self.names)) or "the config"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One validation problem: `field` relative to the edited item, `path` from the root."""
+
+    field: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A problem with its raw field path, as the validation found it."""
+
+    path: FieldPath
+    message: str
+
+
+class EditInvalid(TandemError):
+    """The edited config does not validate; every problem, relative to the edited item."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.path or '(config)'}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+# ---- the round-trip document --------------------------------------------------------------------
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # long NodeIds and topics stay on one line
+    return yaml
+
+
+def load_doc(text: str) -> CommentedMap:
+    """The round-trip document; EditError when it is not a mapping of YAML."""
+    try:
+        doc = _yaml().load(text)
+    except YAMLError as exc:
+        raise EditError(EditFailure.BAD_DOCUMENT, f"the config file is not YAML: {exc}") from exc
+    if not isinstance(doc, CommentedMap):
+        raise EditError(EditFailure.BAD_DOCUMENT, "the config file's top level is not a mapping")
+    return doc
+
+
+def dump_doc(doc: CommentedMap) -> str:
+    out = io.StringIO()
+    try:
+        _yaml().dump(doc, out)
+    except YAMLError as exc:
+        raise EditError(EditFailure.BAD_BODY, f"cannot write this value as YAML: {exc}") from exc
+    return out.getvalue()
+
+
+def plain(value: Any) -> Any:
+    """A ruamel value as plain dicts, lists and scalars (for JSON answers)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    # bool is an int: True must not count as 1.
+    return isinstance(a, bool) == isinstance(b, bool) and type(a) is not dict and a == b
+
+
+def merge_into(target: CommentedMap, new: dict[str, Any]) -> None:
+    """Make `target` equal `new`, touching only keys that differ (their comments stay).
+
+    A secret-named key given as the redacted marker keeps its old value: a form sends back
+    what GET showed it, and must not overwrite a password with the marker.
+    """
+    for key in [k for k in target if k not in new]:
+        del target[key]
+    for key, value in new.items():
+        old = target.get(key)
+        if value == REDACTED and is_secret_name(str(key)) and key in target:
+            continue
+        if isinstance(old, CommentedMap) and isinstance(value, dict):
+            merge_into(old, value)
+        elif isinstance(old, CommentedSeq) and isinstance(value, list):
+            _merge_list(old, value)
+        elif key not in target or not _same(old, value):
+            target[key] = value
+
+
+def _merge_list(target: CommentedSeq, new: list[Any]) -> None:
+    del target[len(new) :]
+    for i, value in enumerate(new):
+        if i >= len(target):
+            target.append(value)
+        elif isinstance(target[i], CommentedMap) and isinstance(value, dict):
+            merge_into(target[i], value)
+        elif isinstance(target[i], CommentedSeq) and isinstance(value, list):
+            _merge_list(target[i], value)
+        elif not _same(target[i], value):
+            target[i] = value
+
+
+# ---- finding items ------------------------------------------------------------------------------
+
+
+def _items(parent: Any, key: str, create: bool = False) -> CommentedSeq:
+    if not isinstance(parent, dict):
+        raise EditError(EditFailure.BAD_DOCUMENT, f"{key}: its parent is not a mapping")
+    items = parent.get(key)
+    if items is None and create:
+        items = parent[key] = CommentedSeq()
+    if items is None:
+        return CommentedSeq()
+    if not isinstance(items, list):
+        raise EditError(EditFailure.BAD_DOCUMENT, f"{key} is not a list in the config file")
+    return items  # type: ignore[return-value]
+
+
+def _index_of(items: Sequence[Any], name: str) -> int | None:
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == name:
+            return i
+    return None
+
+
+def locate(doc: CommentedMap, scope: Scope) -> tuple[CommentedSeq, int, FieldPath]:
+    """The list holding the scoped item, its index there, and its field path from the root."""
+    if not scope.names:
+        raise ValueError("locate needs a named item")
+    parent: Any = doc
+    path: FieldPath = ()
+    for level, name in enumerate(scope.names):
+        items = _items(parent, LEVELS[level])
+        index = _index_of(items, name)
+        if index is None:
+            raise EditError(EditFailure.NOT_FOUND, f"no {Scope(scope.names[: level + 1]).label}")
+        path = (*path, LEVELS[level], index)
+        if level == len(scope.names) - 1:
+            return items, index, path
+        parent = items[index]
+    raise AssertionError("unreachable")
+
+
+def item(doc: CommentedMap, scope: Scope) -> Any:
+    items, index, _ = locate(doc, scope)
+    return items[index]
+
+
+def children(doc: CommentedMap, scope: Scope) -> tuple[CommentedSeq, FieldPath]:
+    """The list of items under `scope` (devices of the root, groups of a device, ...)."""
+    if len(scope.names) >= len(LEVELS):
+        raise ValueError("a tag has no children")
+    if not scope.names:
+        return _items(doc, LEVELS[0]), (LEVELS[0],)
+    items, index, path = locate(doc, scope)
+    key = LEVELS[len(scope.names)]
+    return _items(items[index], key), (*path, key)
+
+
+def _body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise EditError(EditFailure.BAD_BODY, "the body must be a JSON object")
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise EditError(EditFailure.BAD_BODY, "the body needs a name (a string)")
+    return body
+
+
+# ---- the edits (each returns the edited item's path, for the problems) --------------------------
+
+
+def add(doc: CommentedMap, parent: Scope, body: Any) -> FieldPath:
+    """A new item under `parent` (a device at the root, a group of a device, a tag of a group)."""
+    new = _body(body)
+    if parent.names:
+        items, index, path = locate(doc, parent)
+        key = LEVELS[len(parent.names)]
+        items = _items(items[index], key, create=True)
+        base: FieldPath = (*path, key)
+    else:
+        items, base = _items(doc, LEVELS[0], create=True), (LEVELS[0],)
+    if _index_of(items, new["name"]) is not None:
+        raise EditError(EditFailure.EXISTS, f"{Scope((*parent.names, new['name'])).label} exists")
+    items.append(copy.deepcopy(new))
+    return (*base, len(items) - 1)
+
+
+def replace(doc: CommentedMap, scope: Scope, body: Any) -> FieldPath:
+    """The item replaced by `body` (a rename included), merged so unchanged keys keep comments."""
+    new = _body(body)
+    items, index, path = locate(doc, scope)
+    if new["name"] != scope.names[-1] and _index_of(items, new["name"]) is not None:
+        raise EditError(
+            EditFailure.EXISTS, f"{Scope((*scope.names[:-1], new['name'])).label} exists"
+        )
+    current = items[index]
+    if isinstance(current, CommentedMap):
+        merge_into(current, copy.deepcopy(new))
+    else:
+        items[index] = copy.deepcopy(new)
+    return path
+
+
+def replace_children(doc: CommentedMap, scope: Scope, rows: list[dict[str, Any]]) -> FieldPath:
+    """Every item under `scope` replaced at once (a CSV import of a group's tags)."""
+    items, index, path = locate(doc, scope)
+    key = LEVELS[len(scope.names)]
+    parent = items[index]
+    current = _items(parent, key, create=True)
+    _merge_list(current, copy.deepcopy(rows))
+    return (*path, key)
+
+
+def delete(doc: CommentedMap, scope: Scope) -> FieldPath:
+    items, index, path = locate(doc, scope)
+    del items[index]
+    return path[:-1]
+
+
+def duplicate(doc: CommentedMap, scope: Scope, overrides: Any) -> FieldPath:
+    """A copy of the item right after it, with a new name and any other fields overridden."""
+    new = _body(overrides)
+    items, index, path = locate(doc, scope)
+    if _index_of(items, new["name"]) is not None:
+        raise EditError(
+            EditFailure.EXISTS, f"{Scope((*scope.names[:-1], new['name'])).label} exists"
+        )
+    twin = copy.deepcopy(items[index])
+    if not isinstance(twin, dict):
+        raise EditError(EditFailure.BAD_DOCUMENT, f"{scope.label} is not a mapping")
+    for key, value in new.items():
+        twin[key] = copy.deepcopy(value)
+    items.insert(index + 1, twin)
+    return (*path[:-1], index + 1)
+
+
+# ---- validation and its problems ----------------------------------------------------------------
+
+
+def validate_text(text: str, file: str = "<edit>") -> tuple[TandemConfig | None, list[Located]]:
+    """The loader's validation of the edited text: the config, or every problem with its path."""
+    found: list[Located] = []
+
+    def record(path: FieldPath, message: str) -> ConfigProblem:
+        found.append(Located(tuple(path), message))
+        return ConfigProblem(file, None, format_path(path), message)
+
+    try:
+        doc = load_located(text, file)
+    except YamlSyntaxError as exc:
+        return None, [Located((), p.message) for p in exc.problems]
+    try:
+        return validate_mapping(doc.data, record), []
+    except ConfigError:
+        return None, found
+
+
+def relative_problems(prefix: FieldPath, problems: Sequence[Located]) -> list[FieldProblem]:
+    """Problems as fields of the edited item; one elsewhere in the config keeps its full path.
+
+    A problem on the item itself (its list is too short, a duplicate name) has field "".
+    """
+    out: list[FieldProblem] = []
+    for p in problems:
+        inside = p.path[: len(prefix)] == prefix
+        field = format_path(p.path[len(prefix) :]) if inside else ""
+        out.append(FieldProblem(field=field, path=format_path(p.path), message=p.message))
+    return out
+
+
+def checked(text: str, prefix: FieldPath) -> TandemConfig:
+    """The config of the edited text, or EditInvalid with its problems relative to `prefix`."""
+    cfg, problems = validate_text(text)
+    if cfg is None:
+        raise EditInvalid(relative_problems(prefix, problems))
+    return cfg
+
+
+def config_problems(exc: ConfigError, prefix: FieldPath = ()) -> list[FieldProblem]:
+    """A ConfigError from applying (identity, a node-local check) as problems without a field."""
+    return [FieldProblem(field="", path=p.field, message=p.message) for p in exc.problems]
+
+
+# ---- versions -----------------------------------------------------------------------------------
+
+
+def unified(old: str, new: str, old_label: str, new_label: str) -> str:
+    """The change as a unified diff of the YAML text."""
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=old_label,
+            tofile=new_label,
+        )
+    )
+
+
+def with_sections(doc: CommentedMap, sections: dict[str, Any]) -> None:
+    """Put `sections` (plain data) in the document, merged so what did not change keeps comments.
+
+    Used where the running shared sections came from the master (config sync) and the file
+    still holds older ones: an edit must start from what runs.
+    """
+    for key, value in sections.items():
+        current = doc.get(key)
+        if isinstance(current, CommentedMap) and isinstance(value, dict):
+            merge_into(current, value)
+        elif isinstance(current, CommentedSeq) and isinstance(value, list):
+            _merge_list(current, value)
+        else:
+            doc[key] = copy.deepcopy(value)

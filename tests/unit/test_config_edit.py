@@ -1,0 +1,190 @@
+"""The pure parts of config editing: document edits, error mapping, CSV, diffs and versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tandem.api.configedit import redact_text
+from tandem.config import edit
+from tandem.config.edit import EditError, EditFailure, EditInvalid, Scope
+from tandem.config.tagcsv import CsvInvalid, export_csv, parse_csv, problems_by_line
+from tandem.config.versions import VersionStore
+
+CONFIG = """\
+# the line-1 hub
+node: edge-a
+data_dir: /tmp/edge-a  # where the outbox lives
+mqtt:
+  host: 127.0.0.1
+  password: hunter22-secret
+devices:
+  - name: plc1  # the press
+    host: 10.0.0.5
+    groups:
+      - name: fast
+        interval: 0.5
+        tags:
+          - name: counter  # parts made
+            address: 0
+          - name: temp
+            address: 1
+            type: float32
+"""
+
+
+def test_edit_replace_tag_keeps_comments_and_changes_only_the_field() -> None:
+    doc = edit.load_doc(CONFIG)
+    path = edit.replace(
+        doc, Scope.of("plc1", "fast", "counter"), {"name": "counter", "address": 7}
+    )
+    text = edit.dump_doc(doc)
+    assert path == ("devices", 0, "groups", 0, "tags", 0)
+    assert "# parts made" in text and "# the press" in text and "# the line-1 hub" in text
+    assert "address: 7" in text
+    cfg = edit.checked(text, path)
+    assert cfg.devices[0].groups[0].tags[0].address == 7
+
+
+def test_edit_add_existing_name_refused_as_exists() -> None:
+    doc = edit.load_doc(CONFIG)
+    with pytest.raises(EditError) as caught:
+        edit.add(doc, Scope.of("plc1", "fast"), {"name": "temp", "address": 9})
+    assert caught.value.reason is EditFailure.EXISTS
+
+
+def test_edit_missing_item_refused_as_not_found() -> None:
+    doc = edit.load_doc(CONFIG)
+    with pytest.raises(EditError) as caught:
+        edit.replace(doc, Scope.of("plc1", "slow"), {"name": "slow"})
+    assert caught.value.reason is EditFailure.NOT_FOUND
+    assert "group 'slow'" in str(caught.value)
+
+
+def test_edit_body_without_name_refused_as_bad_body() -> None:
+    doc = edit.load_doc(CONFIG)
+    with pytest.raises(EditError) as caught:
+        edit.add(doc, Scope.of(), ["not", "an", "object"])
+    assert caught.value.reason is EditFailure.BAD_BODY
+
+
+def test_edit_invalid_tag_problems_are_relative_to_the_tag() -> None:
+    doc = edit.load_doc(CONFIG)
+    path = edit.add(
+        doc, Scope.of("plc1", "fast"), {"name": "bad", "address": 70000, "colour": "red"}
+    )
+    with pytest.raises(EditInvalid) as caught:
+        edit.checked(edit.dump_doc(doc), path)
+    fields = {p.field: p for p in caught.value.problems}
+    assert set(fields) == {"address", "colour"}
+    assert fields["address"].path == "devices[0].groups[0].tags[2].address"
+    assert fields["colour"].message == "unknown key"
+
+
+def test_edit_overlap_reported_at_the_new_tag_address() -> None:
+    doc = edit.load_doc(CONFIG)
+    path = edit.duplicate(doc, Scope.of("plc1", "fast", "counter"), {"name": "counter2"})
+    with pytest.raises(EditInvalid) as caught:
+        edit.checked(edit.dump_doc(doc), path)
+    assert [p.field for p in caught.value.problems] == ["address"]
+    assert "already used by" in caught.value.problems[0].message
+
+
+def test_edit_duplicate_device_inserts_copy_after_original() -> None:
+    doc = edit.load_doc(CONFIG)
+    path = edit.duplicate(doc, Scope.of("plc1"), {"name": "plc2", "host": "10.0.0.6"})
+    cfg = edit.checked(edit.dump_doc(doc), path)
+    assert [d.name for d in cfg.devices] == ["plc1", "plc2"]
+    assert cfg.devices[1].endpoints()[0].label == "10.0.0.6:502"
+
+
+def test_edit_delete_last_group_problem_is_on_the_device_groups() -> None:
+    doc = edit.load_doc(CONFIG)
+    edit.delete(doc, Scope.of("plc1", "fast"))
+    with pytest.raises(EditInvalid) as caught:
+        edit.checked(edit.dump_doc(doc), ("devices", 0))
+    assert [p.field for p in caught.value.problems] == ["groups"]
+
+
+def test_edit_redacted_secret_sent_back_keeps_the_old_value() -> None:
+    doc = edit.load_doc(CONFIG)
+    edit.merge_into(doc["mqtt"], {"host": "10.1.1.1", "password": "<redacted>"})
+    assert doc["mqtt"]["password"] == "hunter22-secret"
+    assert doc["mqtt"]["host"] == "10.1.1.1"
+
+
+def test_edit_with_sections_replaces_devices_from_running_config() -> None:
+    doc = edit.load_doc(CONFIG)
+    edit.with_sections(doc, {"devices": []})
+    text = edit.dump_doc(doc)
+    assert "plc1" not in text and "# the line-1 hub" in text
+
+
+def test_edit_unified_diff_names_versions_and_changed_line() -> None:
+    diff = edit.unified("a: 1\nb: 2\n", "a: 1\nb: 3\n", "v1", "v2")
+    assert diff.startswith("--- v1\n+++ v2\n")
+    assert "-b: 2\n+b: 3\n" in diff
+
+
+def test_tagcsv_export_then_parse_round_trips() -> None:
+    tags = [
+        {"name": "counter", "address": 0},
+        {"name": "temp", "address": 1, "type": "float32", "scale": 0.1},
+    ]
+    text = export_csv("modbus-tcp", tags)
+    assert text.splitlines()[0].startswith("name,area,address,type")
+    rows = parse_csv("modbus-tcp", text)
+    assert [r.tag for r in rows] == tags
+    assert [r.line for r in rows] == [2, 3]
+
+
+def test_tagcsv_bad_cells_name_line_and_column() -> None:
+    text = "name,address,type\nok,1,uint16\nbad,x,uint16\nworse,3,float99\n"
+    with pytest.raises(CsvInvalid) as caught:
+        parse_csv("modbus-tcp", text)
+    found = {(p.line, p.column) for p in caught.value.problems}
+    assert found == {(3, "address"), (4, "type")}
+
+
+def test_tagcsv_unknown_column_reported_on_header() -> None:
+    with pytest.raises(CsvInvalid) as caught:
+        parse_csv("modbus-tcp", "name,adress\nx,1\n")
+    assert [(p.line, p.column) for p in caught.value.problems] == [(1, "adress")]
+
+
+def test_tagcsv_model_check_names_the_field_of_a_shape_error() -> None:
+    with pytest.raises(CsvInvalid) as caught:
+        parse_csv("modbus-tcp", "name,address,type\ns,1,string\n")
+    assert [(p.line, p.column) for p in caught.value.problems] == [(2, "length")]
+
+
+def test_tagcsv_config_problems_map_to_csv_lines() -> None:
+    mapped = problems_by_line([2, 4], [((1, "address"), "overlap")])
+    assert [(p.line, p.column, p.message) for p in mapped] == [(4, "address", "overlap")]
+
+
+def test_versions_store_keeps_newest_and_diffs_against_previous(tmp_path: Path) -> None:
+    store = VersionStore(tmp_path, keep=3)
+    for i in range(5):
+        store.add(f"node: n\nx: {i}\n", "alice", f"edit {i}")
+    metas = store.list()
+    assert [m.id for m in metas] == [5, 4, 3]
+    latest = store.get(5)
+    assert latest is not None and "-x: 3\n+x: 4\n" in latest.diff
+    assert latest.meta.lines_added == 1 and latest.meta.lines_removed == 1
+    assert store.get(1) is None
+
+
+def test_versions_damaged_metadata_skipped(tmp_path: Path) -> None:
+    store = VersionStore(tmp_path)
+    store.add("a: 1\n", "alice", "one")
+    (store.dir / "000002.json").write_text("{not json")
+    assert [m.id for m in store.list()] == [1]
+
+
+def test_redact_text_hides_secret_values_in_yaml_and_json_forms() -> None:
+    text = '  password: hunter2\n{"secret": "abc", "host": "h"}\n-  token: xyz # note\n'
+    out = redact_text(text)
+    assert "hunter2" not in out and "abc" not in out and "xyz" not in out
+    assert '"host": "h"' in out
