@@ -308,7 +308,7 @@ class ConfigEditor:
             return text
         doc = edit.load_doc(text)
         edit.with_sections(doc, sections)
-        return edit.dump_doc(doc)
+        return edit.dump_doc(doc, text)
 
     # ---- changing ----
 
@@ -323,7 +323,7 @@ class ConfigEditor:
             base = self.base_text()
             doc = edit.load_doc(base)
             prefix = op(doc)
-            text = edit.dump_doc(doc)
+            text = edit.dump_doc(doc, base)
             await asyncio.to_thread(edit.checked, text, prefix)
             await self._write(text, base, who, action)
             meta = self.versions.add(text, who, action)

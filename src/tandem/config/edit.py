@@ -19,6 +19,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from tandem.config.hub import TandemConfig, validate_mapping
 from tandem.config.yamlload import FieldPath, YamlSyntaxError, format_path, load_located
@@ -92,10 +93,22 @@ class EditInvalid(TandemError):
 # ---- the round-trip document --------------------------------------------------------------------
 
 
-def _yaml() -> YAML:
+def _yaml(like: str | None = None) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # long NodeIds and topics stay on one line
+    if like is not None:
+        # The file's own indentation, so an edit's diff shows the edit and nothing else.
+        try:
+            _, indent, dash = load_yaml_guess_indent(like)
+        except YAMLError:
+            indent, dash = None, None
+        if indent is not None:
+            yaml.indent(
+                mapping=indent if dash is None else max(2, indent - dash),
+                sequence=indent,
+                offset=dash or 0,
+            )
     return yaml
 
 
@@ -107,13 +120,23 @@ def load_doc(text: str) -> CommentedMap:
         raise EditError(EditFailure.BAD_DOCUMENT, f"the config file is not YAML: {exc}") from exc
     if not isinstance(doc, CommentedMap):
         raise EditError(EditFailure.BAD_DOCUMENT, "the config file's top level is not a mapping")
+    if doc.fa.flow_style():
+        _block_style(doc)  # a JSON file becomes YAML: one line per field, diffs that read
     return doc
 
 
-def dump_doc(doc: CommentedMap) -> str:
+def _block_style(node: Any) -> None:
+    if isinstance(node, CommentedMap | CommentedSeq):
+        node.fa.set_block_style()
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            _block_style(child)
+
+
+def dump_doc(doc: CommentedMap, like: str | None = None) -> str:
+    """The document as YAML text, indented like `like` (the text it was loaded from)."""
     out = io.StringIO()
     try:
-        _yaml().dump(doc, out)
+        _yaml(like).dump(doc, out)
     except YAMLError as exc:
         raise EditError(EditFailure.BAD_BODY, f"cannot write this value as YAML: {exc}") from exc
     return out.getvalue()
