@@ -36,9 +36,7 @@ devices:
 
 def test_edit_replace_tag_keeps_comments_and_changes_only_the_field() -> None:
     doc = edit.load_doc(CONFIG)
-    path = edit.replace(
-        doc, Scope.of("plc1", "fast", "counter"), {"name": "counter", "address": 7}
-    )
+    path = edit.replace(doc, Scope.of("plc1", "fast", "counter"), {"name": "counter", "address": 7})
     text = edit.dump_doc(doc)
     assert path == ("devices", 0, "groups", 0, "tags", 0)
     assert "# parts made" in text and "# the press" in text and "# the line-1 hub" in text
