@@ -114,9 +114,21 @@ def test_edit_redacted_secret_sent_back_keeps_the_old_value() -> None:
 
 def test_edit_with_sections_replaces_devices_from_running_config() -> None:
     doc = edit.load_doc(CONFIG)
-    edit.with_sections(doc, {"devices": []})
+    edit.with_sections(doc, {"devices": []}, None)
     text = edit.dump_doc(doc)
     assert "plc1" not in text and "# the line-1 hub" in text
+
+
+def test_edit_with_sections_keeps_unchanged_device_as_written() -> None:
+    cfg = edit.checked(CONFIG, ())
+    file_dump = cfg.model_dump(mode="json")
+    running = {"devices": [*file_dump["devices"], {**file_dump["devices"][0], "name": "plc9"}]}
+    doc = edit.load_doc(CONFIG)
+    edit.with_sections(doc, running, {"devices": file_dump["devices"]})
+    text = edit.dump_doc(doc, CONFIG)
+    assert "# the press" in text and "name: plc9" in text
+    assert "bit:" not in text  # None fields of the dump are left out
+    assert [d.name for d in edit.checked(text, ()).devices] == ["plc1", "plc9"]
 
 
 def test_edit_unified_diff_names_versions_and_changed_line() -> None:

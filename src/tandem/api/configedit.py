@@ -26,10 +26,11 @@ from ruamel.yaml.comments import CommentedMap
 from tandem.api.auth import needs, principal_of
 from tandem.config import edit
 from tandem.config.edit import EditError, EditFailure, EditInvalid, FieldProblem, Scope
-from tandem.config.hub import TandemConfig, load_config_text
+from tandem.config.hub import DEVICE_ADAPTER, TandemConfig, load_config_text
 from tandem.config.tagcsv import CsvInvalid, CsvProblem, export_csv, parse_csv, problems_by_line
 from tandem.config.versions import VersionMeta, VersionStore
 from tandem.config.yamlload import load_located
+from tandem.ha.configstamp import config_sha, shared_sections
 from tandem.errors import ConfigError, ConfigProblem, TandemError
 from tandem.files import write_atomic
 from tandem.security.redact import REDACTED, is_secret_name, redact
@@ -63,8 +64,11 @@ class ConfigTarget(Protocol):
     def master(self) -> Master | None:
         """None when this node takes changes; else the master that does."""
 
-    def running_sections(self) -> dict[str, Any] | None:
-        """Shared sections that run but are not in the file (synced from the master), or None."""
+    def synced(self) -> TandemConfig | None:
+        """The running config when its shared sections came from the master, not the file."""
+
+    def digest(self) -> str:
+        """A digest of the running shared config: a page polls it to see a change."""
 
     async def write(self, text: str) -> None:
         """Validate, write atomically and apply; ConfigError if it must not be."""
@@ -87,6 +91,7 @@ class SingleTarget:
     def __init__(self, config_path: Path, hub: Any) -> None:
         self.config_path = config_path
         self._hub = hub
+        self._digest: tuple[TandemConfig, str] | None = None
 
     def running(self) -> TandemConfig:
         cfg: TandemConfig = self._hub.config
@@ -95,8 +100,14 @@ class SingleTarget:
     def master(self) -> Master | None:
         return None
 
-    def running_sections(self) -> dict[str, Any] | None:
+    def synced(self) -> TandemConfig | None:
         return None
+
+    def digest(self) -> str:
+        cfg = self.running()
+        if self._digest is None or self._digest[0] is not cfg:
+            self._digest = (cfg, config_sha(cfg))
+        return self._digest[1]
 
     async def write(self, text: str) -> None:
         file = str(self.config_path)
@@ -144,7 +155,8 @@ class EditorState(_Out):
     node: str
     writable: bool
     master: MasterOut | None = None
-    version: int | None = None
+    version: int | None = None  # the newest version recorded on this node
+    config: str  # digest of the running devices, mqtt and outbox: changes with any of them
 
 
 class DeviceList(_Out):
@@ -261,6 +273,18 @@ def redact_text(text: str) -> str:
 # ---- the editor ---------------------------------------------------------------------------------
 
 
+def short_sections(cfg: TandemConfig) -> dict[str, Any]:
+    """The shared sections as a person would write them: without defaults, groups last."""
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    devices: list[dict[str, Any]] = []
+    for device in cfg.devices:
+        dumped = DEVICE_ADAPTER.dump_python(device, mode="json", exclude_defaults=True)
+        groups = dumped.pop("groups", [])
+        head = {"protocol": device.protocol} if device.protocol != "modbus-tcp" else {}
+        devices.append({**head, **dumped, "groups": groups})
+    return {"devices": devices, "mqtt": data.get("mqtt", {}), "outbox": data.get("outbox", {})}
+
+
 class NotMaster(TandemError):
     def __init__(self, master: Master) -> None:
         super().__init__(f"this node is a backup: change the config on {master.node or master.url}")
@@ -284,6 +308,7 @@ class ConfigEditor:
             writable=master is None,
             master=MasterOut(node=master.node, url=master.url) if master is not None else None,
             version=latest[0].id if latest else None,
+            config=self.target.digest(),
         )
 
     # ---- reading ----
@@ -295,19 +320,23 @@ class ConfigEditor:
         """The config as the editor sees it: the file, with synced sections where they run."""
         doc = load_located(self._file_text(), str(self.target.config_path))
         data = doc.data if isinstance(doc.data, dict) else {}
-        sections = self.target.running_sections()
-        if sections is not None:
-            data = {**data, **sections}
+        synced = self.target.synced()
+        if synced is not None:
+            data = {**data, **short_sections(synced)}
         return data
 
     def base_text(self) -> str:
         """The text an edit starts from: the file, with synced sections put in when they run."""
         text = self._file_text()
-        sections = self.target.running_sections()
-        if sections is None:
+        synced = self.target.synced()
+        if synced is None:
             return text
+        try:
+            in_file: dict[str, Any] | None = shared_sections(load_config_text(text))
+        except ConfigError:
+            in_file = None
         doc = edit.load_doc(text)
-        edit.with_sections(doc, sections)
+        edit.with_sections(doc, shared_sections(synced), in_file, short_sections(synced))
         return edit.dump_doc(doc, text)
 
     # ---- changing ----

@@ -393,17 +393,51 @@ def unified(old: str, new: str, old_label: str, new_label: str) -> str:
     )
 
 
-def with_sections(doc: CommentedMap, sections: dict[str, Any]) -> None:
-    """Put `sections` (plain data) in the document, merged so what did not change keeps comments.
+def compact(value: Any) -> Any:
+    """A model dump without its None fields (they are the defaults): shorter YAML."""
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
-    Used where the running shared sections came from the master (config sync) and the file
-    still holds older ones: an edit must start from what runs.
+
+def with_sections(
+    doc: CommentedMap,
+    running: dict[str, Any],
+    in_file: dict[str, Any] | None,
+    short: dict[str, Any] | None = None,
+) -> None:
+    """Put the running shared sections in the document where the file's differ from them.
+
+    Used where the running sections came from the master (config sync) and the file still
+    holds older ones: an edit must start from what runs. `running` and `in_file` are full
+    model dumps, compared (`in_file` None: the file does not validate); `short` is what is
+    written instead (the same sections without their defaults). A section, or a device, that
+    is the same in both stays as the file writes it, comments and all.
     """
-    for key, value in sections.items():
+    short = short if short is not None else {k: compact(v) for k, v in running.items()}
+    for key, value in running.items():
+        if in_file is not None and in_file.get(key) == value:
+            continue
+        new = copy.deepcopy(short.get(key, {} if isinstance(value, dict) else value))
+        if key == "devices" and isinstance(value, list) and in_file is not None:
+            doc[key] = _devices_from(doc.get(key), value, in_file.get(key) or [], new)
+            continue
         current = doc.get(key)
-        if isinstance(current, CommentedMap) and isinstance(value, dict):
-            merge_into(current, value)
-        elif isinstance(current, CommentedSeq) and isinstance(value, list):
-            _merge_list(current, value)
+        if isinstance(current, CommentedMap) and isinstance(new, dict):
+            merge_into(current, new)
         else:
-            doc[key] = copy.deepcopy(value)
+            doc[key] = new
+
+
+def _devices_from(
+    written: Any, running: list[Any], in_file: list[Any], short: list[Any]
+) -> CommentedSeq:
+    out = CommentedSeq()
+    by_name = {d.get("name"): i for i, d in enumerate(in_file) if isinstance(d, dict)}
+    for n, device in enumerate(running):
+        i = by_name.get(device.get("name")) if isinstance(device, dict) else None
+        same = i is not None and in_file[i] == device and isinstance(written, list)
+        out.append(written[i] if same and i is not None else short[n])
+    return out

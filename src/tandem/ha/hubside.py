@@ -27,7 +27,7 @@ from tandem.api.configedit import install as install_config_editor
 from tandem.api.view import HaInfo
 from tandem.config.hub import TandemConfig
 from tandem.errors import TandemError
-from tandem.ha.configsync import ConfigSync, shared_sections, stamp_label
+from tandem.ha.configsync import ConfigSync, stamp_label
 from tandem.ha.facts import FactQueue
 from tandem.ha.observer import BrokerObserver, BrokerRules
 from tandem.ha.peer import (
@@ -119,10 +119,12 @@ class SyncTarget:
         peer = snap.peer if snap is not None else None
         return Master(node=peer.node if peer is not None else None, url=self._side.ha.peer_url)
 
-    def running_sections(self) -> dict[str, Any] | None:
-        if not self._side.configsync.runs_synced():
-            return None
-        return shared_sections(self._side.configsync.cfg)
+    def synced(self) -> TandemConfig | None:
+        sync = self._side.configsync
+        return sync.cfg if sync.runs_synced() else None
+
+    def digest(self) -> str:
+        return self._side.configsync.sha
 
     async def write(self, text: str) -> None:
         await self._side.configsync.put_config(text)

@@ -4,7 +4,7 @@
 (() => {
   "use strict";
   const API = "/api/v1";
-  const POLL_MS = 500; // a backup's page follows the master's config within a second
+  const POLL_MS = 300; // a backup's page follows the master's config within a second
   const TAG_COLUMNS = ["name", "area", "address", "type", "scale", "offset", "length", "bit"];
   const NUMBER_FIELDS = new Set(["port", "unit", "timeout", "interval", "address", "scale",
     "offset", "length", "bit", "precision", "baudrate", "max_length"]);
@@ -51,7 +51,9 @@
     return d ? (d.groups || []).find((g) => g.name === ui.group) || null : null;
   };
 
+  // The last outcome stays across redraws until the next one.
   function say(text, bad = false) {
+    ui.msg = { text, bad };
     const msg = document.getElementById("cfg-msg");
     if (!msg) return;
     msg.textContent = text;
@@ -124,6 +126,17 @@
 
   // ---- loading ----
 
+  // The small editor state is polled; the config itself is fetched only when it changed.
+  async function poll() {
+    const r = await call("GET", "/config/editor");
+    if (!r.ok) return;
+    const s = r.data;
+    const was = ui.state || {};
+    if (s.config !== was.config || s.writable !== was.writable || s.version !== was.version) {
+      await load();
+    }
+  }
+
   async function load(force = false) {
     const r = await call("GET", "/devices");
     if (!r.ok) { say(`config: HTTP ${r.status}`, true); return; }
@@ -162,7 +175,9 @@
         el("a", { href: m.url ? `${m.url}/#config` : "#", testid: "master-link",
           text: m.node || m.url || "(unknown)" }));
     }
-    bar.append(el("span", { id: "cfg-msg", class: "cfg-msg", role: "status", testid: "config-msg" }));
+    const msg = ui.msg || { text: "", bad: false };
+    bar.append(el("span", { id: "cfg-msg", class: "cfg-msg", role: "status", testid: "config-msg",
+      text: msg.text, "data-bad": msg.bad ? "true" : "false" }));
     return bar;
   }
 
@@ -255,9 +270,11 @@
     return el("section", { class: "panel" }, form);
   }
 
+  // Drawn again first, then told: whoever acts on the message acts on the new page.
   async function done(r, what) {
-    say(`${what} (version ${r.data.version.id})`);
+    ui.msg = { text: `${what} (version ${r.data.version.id})`, bad: false };
     await load(true);
+    say(ui.msg.text);
   }
 
   async function duplicate(path, name, select) {
@@ -485,7 +502,7 @@
     // A backup's page follows the master; an editable one refreshes only when not mid-edit.
     timer = setInterval(() => {
       if (document.hidden || editing()) return;
-      load().catch(() => {});
+      poll().catch(() => {});
     }, POLL_MS);
   }
 
