@@ -179,6 +179,20 @@ async def test_config_rest_invalid_edit_answers_field_paths_and_changes_nothing(
             "/api/v1/devices", content=b"{" * 5000, headers={"content-type": "application/json"}
         )
         assert hostile.status_code in (400, 413, 422)
+        deep = b'{"name": "d", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        refused = await admin.post(
+            "/api/v1/devices", content=deep, headers={"content-type": "application/json"}
+        )
+        assert refused.status_code in (400, 413, 422), refused.text
+        nested: Any = 1
+        for _ in range(40):
+            nested = [nested]
+        nested = {"name": "d", "x": nested}
+        refused = await admin.post("/api/v1/devices", json=nested)
+        assert refused.status_code == 422 and refused.json()["reason"] == "bad_body"
+        weird = await admin.post("/api/v1/devices", json={**PLC2, "name": "a\u0000b\n- c"})
+        assert weird.status_code == 422
+        assert [p["field"] for p in weird.json()["problems"]] == ["name"]
     assert node.path.read_text() == before
     assert node.proc.process.poll() is None
 

@@ -198,3 +198,13 @@ def test_redact_text_hides_secret_values_in_yaml_and_json_forms() -> None:
     out = redact_text(text)
     assert "hunter2" not in out and "abc" not in out and "xyz" not in out
     assert '"host": "h"' in out
+
+
+def test_edit_too_deep_body_refused_before_copying() -> None:
+    doc = edit.load_doc(CONFIG)
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(EditError) as caught:
+        edit.add(doc, Scope.of(), {"name": "x", "groups": deep})
+    assert caught.value.reason is EditFailure.BAD_BODY

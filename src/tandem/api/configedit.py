@@ -30,9 +30,9 @@ from tandem.config.hub import DEVICE_ADAPTER, TandemConfig, load_config_text
 from tandem.config.tagcsv import CsvInvalid, CsvProblem, export_csv, parse_csv, problems_by_line
 from tandem.config.versions import VersionMeta, VersionStore
 from tandem.config.yamlload import load_located
-from tandem.ha.configstamp import config_sha, shared_sections
 from tandem.errors import ConfigError, ConfigProblem, TandemError
 from tandem.files import write_atomic
+from tandem.ha.configstamp import config_sha, shared_sections
 from tandem.security.redact import REDACTED, is_secret_name, redact
 from tandem.security.roles import Access
 
@@ -130,7 +130,7 @@ class HubReader:
         try:
             found = await self._hub.read_now(device, group)
         except NotImplementedError as exc:
-            raise EditError(EditFailure.BAD_BODY, str(exc)) from exc
+            raise EditError(EditFailure.UNSUPPORTED, str(exc)) from exc
         if found is None:
             raise EditError(EditFailure.NOT_FOUND, f"no running {Scope.of(device, group).label}")
         values, errors, latency = found
@@ -409,7 +409,11 @@ def _refused(exc: EditError | NotMaster) -> JSONResponse:
         master = MasterOut(node=exc.master.node, url=exc.master.url)
         body = Refused(reason="backup", message=str(exc), master=master)
         return JSONResponse(status_code=409, content=body.model_dump())
-    status = {EditFailure.NOT_FOUND: 404, EditFailure.EXISTS: 409}.get(exc.reason, 422)
+    status = {
+        EditFailure.NOT_FOUND: 404,
+        EditFailure.EXISTS: 409,
+        EditFailure.UNSUPPORTED: 501,
+    }.get(exc.reason, 422)
     return JSONResponse(
         status_code=status, content=Refused(reason=exc.reason.value, message=str(exc)).model_dump()
     )

@@ -37,6 +37,7 @@ class EditFailure(StrEnum):
     EXISTS = "exists"
     BAD_BODY = "bad_body"
     BAD_DOCUMENT = "bad_document"
+    UNSUPPORTED = "unsupported"  # e.g. read now on a device whose poller cannot
 
 
 class EditError(TandemError):
@@ -254,9 +255,29 @@ def children(doc: CommentedMap, scope: Scope) -> tuple[CommentedSeq, FieldPath]:
     return _items(items[index], key), (*path, key)
 
 
+# Deeper than any config item (a device's tags sit at depth 5): refused before it is copied,
+# so a hostile body cannot exhaust the recursion of deepcopy or the YAML writer.
+MAX_DEPTH = 16
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when `value` nests lists and mappings more than `limit` deep (checked iteratively)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise EditError(EditFailure.BAD_BODY, "the body must be a JSON object")
+    if too_deep(body):
+        raise EditError(EditFailure.BAD_BODY, f"the body nests deeper than {MAX_DEPTH} levels")
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise EditError(EditFailure.BAD_BODY, "the body needs a name (a string)")
