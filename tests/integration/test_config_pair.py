@@ -163,7 +163,8 @@ async def fill(page: Page, testid: str, value: str) -> None:
 async def open_config(browser: Browser, node: TandemNode) -> Page:
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
-    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    # Confirmations are accepted, prompts answered with what they propose.
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(dialog.default_value)))
     await page.goto(f"{node.url}/")
     await log_in(page, ADMIN, PASSWORD)
     await page.get_by_test_id("tab-config").click()
@@ -216,7 +217,7 @@ async def test_config_pair_browser_edit_sync_failover_and_restore(
     await master.get_by_test_id("add-group").click()
     await expect(master.get_by_test_id("config-msg")).to_contain_text("group slow added")
     await fill(master, "new-name", "wave")
-    await fill(master, "new-address", "1")
+    await fill(master, "new-address", "6")
     await master.get_by_test_id("new-type").select_option("float32")
     await master.get_by_test_id("add-tag").click()
     try:
@@ -225,6 +226,24 @@ async def test_config_pair_browser_edit_sync_failover_and_restore(
         print(await master.get_by_test_id("config-tags").inner_html())
         raise
     await expect(master.get_by_test_id("tag-row-wave")).to_be_visible()
+
+    # Duplicate: the copy lands right after the original (wave is float32 at 6: the copy at 8).
+    await master.get_by_test_id("duplicate-tag-wave").click()
+    await expect(master.get_by_test_id("tag-row-wave-copy")).to_be_visible()
+    await expect(master.get_by_test_id("tag-wave-copy-address")).to_have_value("8")
+
+    # A CSV import with a bad line is refused naming line and column; a good one replaces.
+    bad_csv = b"name,address,type\nwave,6,float32\nlevel,three,uint16\n"
+    await master.get_by_test_id("import-csv").set_input_files(
+        files=[{"name": "slow.csv", "mimeType": "text/csv", "buffer": bad_csv}]
+    )
+    await expect(master.get_by_test_id("tags-errors")).to_contain_text("line 3, address")
+    good_csv = b"name,address,type\nwave,6,float32\nlevel,3,uint16\nflag,5,uint16\n"
+    await master.get_by_test_id("import-csv").set_input_files(
+        files=[{"name": "slow2.csv", "mimeType": "text/csv", "buffer": good_csv}]
+    )
+    await expect(master.get_by_test_id("config-msg")).to_contain_text("slow2.csv imported")
+    await expect(master.get_by_test_id("tag-row-flag")).to_be_visible()
 
     # Read now shows values at once; the dashboard's live table has them too.
     await master.get_by_test_id("read-now").click()

@@ -277,10 +277,34 @@
     say(ui.msg.text);
   }
 
-  async function duplicate(path, name, select) {
+  // Registers (or bits) a Modbus tag occupies from its address.
+  const WIDTH = { int16: 1, uint16: 1, int32: 2, uint32: 2, int64: 4, uint64: 4, float32: 2,
+    float64: 4, bool: 1, bit: 1 };
+  const widthOf = (t) => (t.type === "string" ? t.length || 0 : WIDTH[t.type || "uint16"] || 1);
+
+  // A copy of a tag or group at the same registers would overlap the original: the copy is
+  // placed right after it (a group's tags all shifted by the group's span), unless changed.
+  function shifted(kind, item) {
+    if (kind === "tag" && typeof item.address === "number") {
+      const at = window.prompt(`Address of the copy of ${item.name}`, String(item.address + widthOf(item)));
+      return at === null ? null : { address: Number(at) };
+    }
+    if (kind === "group" && (item.tags || []).every((t) => typeof t.address === "number")) {
+      const starts = item.tags.map((t) => t.address);
+      const span = Math.max(...item.tags.map((t) => t.address + widthOf(t))) - Math.min(...starts);
+      const by = window.prompt(`Shift the copy's addresses by`, String(span));
+      if (by === null) return null;
+      return { tags: item.tags.map((t) => ({ ...t, name: t.name, address: t.address + Number(by) })) };
+    }
+    return {};
+  }
+
+  async function duplicate(path, name, select, kind = "device", item = null) {
     const copy = window.prompt(`Name of the copy of ${name}`, `${name}-copy`);
     if (!copy) return;
-    const r = await call("POST", `${path}/duplicate`, { name: copy });
+    const extra = item ? shifted(kind, item) : {};
+    if (extra === null) return;
+    const r = await call("POST", `${path}/duplicate`, { name: copy, ...extra });
     if (!r.ok) { say(problemText(r), true); return; }
     select(copy);
     await done(r, `${name} duplicated as ${copy}`);
@@ -360,7 +384,7 @@
         el("input", { type: "file", accept: ".csv,text/csv", testid: "import-csv", hidden: true,
           onchange: (ev) => importCsv(d.name, g.name, ev.target) })),
       el("button", { type: "button", text: "Duplicate group", testid: "duplicate-group", disabled: readOnly(),
-        onclick: () => duplicate(groupPath(d.name, g.name), g.name, (n) => { ui.group = n; }) }),
+        onclick: () => duplicate(groupPath(d.name, g.name), g.name, (n) => { ui.group = n; }, "group", g) }),
       el("button", { type: "button", text: "Delete group", class: "danger", testid: "delete-group",
         disabled: readOnly(), onclick: () => remove(groupPath(d.name, g.name), `group ${g.name}`) }));
     const table = el("table", { class: "cfg-tags", testid: "config-tags" });
@@ -402,7 +426,7 @@
           if (r.ok) await done(r, `tag ${body.name} saved`);
         } }),
         el("button", { type: "button", text: "Dup", title: "Duplicate", testid: `duplicate-tag-${t.name}`,
-          onclick: () => duplicate(tagPath(d.name, g.name, t.name), t.name, () => {}) }),
+          onclick: () => duplicate(tagPath(d.name, g.name, t.name), t.name, () => {}, "tag", t) }),
         el("button", { type: "button", text: "Del", title: "Delete", class: "danger", testid: `delete-tag-${t.name}`,
           onclick: () => remove(tagPath(d.name, g.name, t.name), `tag ${t.name}`) }));
     }
