@@ -32,7 +32,13 @@ from tandem.config.versions import VersionMeta, VersionStore
 from tandem.config.yamlload import load_located
 from tandem.errors import ConfigError, ConfigProblem, TandemError
 from tandem.files import write_atomic
-from tandem.ha.configstamp import config_sha, shared_sections
+from tandem.ha.configstamp import (
+    config_sha,
+    identity_problem,
+    local_fields_changed,
+    shared_sections,
+    with_shared,
+)
 from tandem.security.redact import REDACTED, is_secret_name, redact
 from tandem.security.roles import Access
 
@@ -113,11 +119,18 @@ class SingleTarget:
         file = str(self.config_path)
         new = await asyncio.to_thread(load_config_text, text, file)
         current = self.running()
-        if new.node != current.node or new.data_dir != current.data_dir:
-            problem = ConfigProblem(file, None, "node", "node and data_dir apply at restart only")
+        problem = identity_problem(current, new, file)
+        if problem is None and new.data_dir != current.data_dir:
+            problem = ConfigProblem(file, None, "data_dir", "data_dir cannot change while running")
+        if problem is not None:
             raise ConfigError([problem])
+        changed_local = local_fields_changed(current, new)
+        if changed_local:
+            log.warning("config: %s changed; node-local sections apply at restart", changed_local)
+        # Through a symlink to the real file: replacing the link would cut it off.
         write_atomic(self.config_path.resolve(), text)
-        await self._hub.reconfigure(new)
+        # Node-local sections stay as they run; only devices, mqtt and outbox apply live.
+        await self._hub.reconfigure(with_shared(current, shared_sections(new), file))
 
 
 class HubReader:
