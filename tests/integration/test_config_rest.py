@@ -270,3 +270,10 @@ async def test_config_rest_versions_record_who_and_diff_and_restore(node: Node) 
             "/api/v1/config/versions/{ident}/restore",
         ):
             assert path in schema["paths"], path
+        body = schema["paths"]["/api/v1/devices"]["post"]["requestBody"]["content"]
+        assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/DeviceBody"}
+        assert "ModbusTcpDevice" in schema["components"]["schemas"]
+        put_tag = schema["paths"]["/api/v1/devices/{device}/groups/{group}/tags/{tag}"]["put"]
+        assert put_tag["responses"]["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Problems"
+        }

@@ -20,13 +20,22 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from ruamel.yaml.comments import CommentedMap
 
 from tandem.api.auth import needs, principal_of
 from tandem.config import edit
 from tandem.config.edit import EditError, EditFailure, EditInvalid, FieldProblem, Scope
-from tandem.config.hub import DEVICE_ADAPTER, TandemConfig, load_config_text
+from tandem.config.hub import (
+    DEVICE_ADAPTER,
+    DeviceConfig,
+    GroupConfig,
+    OpcUaGroupConfig,
+    OpcUaTagConfig,
+    TagConfig,
+    TandemConfig,
+    load_config_text,
+)
 from tandem.config.tagcsv import CsvInvalid, CsvProblem, export_csv, parse_csv, problems_by_line
 from tandem.config.versions import VersionMeta, VersionStore
 from tandem.config.yamlload import load_located
@@ -490,6 +499,8 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
         except EditError as exc:
             return _refused(exc)
 
+    document_bodies(app)
+
     @app.get(f"{API}/config/editor", response_model=EditorState, dependencies=view)
     async def editor_state() -> EditorState:
         return editor.state()
@@ -768,6 +779,52 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
         except EditInvalid as exc:
             return _problems(exc.problems)
         return Changed(version=_version_out(meta))
+
+
+# ---- request bodies in the OpenAPI document ------------------------------------------------------
+
+# The bodies are read as plain JSON objects (the whole config is validated, not the body
+# alone), so the document is told their shape: the config's own models.
+BODY_SCHEMAS: dict[str, Any] = {
+    "DeviceBody": DeviceConfig,
+    "GroupBody": GroupConfig | OpcUaGroupConfig,
+    "TagBody": TagConfig | OpcUaTagConfig,
+}
+_BODY_OF = {
+    DEVICES: "DeviceBody",
+    f"{DEVICES}/{{device}}": "DeviceBody",
+    f"{DEVICES}/{{device}}/groups": "GroupBody",
+    f"{DEVICES}/{{device}}/groups/{{group}}": "GroupBody",
+    f"{DEVICES}/{{device}}/groups/{{group}}/tags": "TagBody",
+    f"{DEVICES}/{{device}}/groups/{{group}}/tags/{{tag}}": "TagBody",
+}
+
+
+def document_bodies(app: FastAPI) -> None:
+    """Name the config models as the request bodies of the edit routes in /openapi.json."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if getattr(app.state, "config_bodies_documented", False):
+            return original()
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, kind in BODY_SCHEMAS.items():
+            adapter: TypeAdapter[Any] = TypeAdapter(kind)
+            body = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, definition in body.pop("$defs", {}).items():
+                components.setdefault(def_name, definition)
+            components[name] = body
+        for path, name in _BODY_OF.items():
+            for method, operation in schema.get("paths", {}).get(path, {}).items():
+                if method in ("post", "put") and "requestBody" in operation:
+                    operation["requestBody"]["content"] = {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                    }
+        app.state.config_bodies_documented = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _protocol(device: dict[str, Any]) -> str:
