@@ -36,7 +36,14 @@ from tandem.config.hub import (
     TandemConfig,
     load_config_text,
 )
-from tandem.config.tagcsv import CsvInvalid, CsvProblem, export_csv, parse_csv, problems_by_line
+from tandem.config.tagcsv import (
+    CsvInvalid,
+    CsvProblem,
+    CsvRow,
+    export_csv,
+    parse_csv,
+    problems_by_line,
+)
 from tandem.config.versions import VersionMeta, VersionStore
 from tandem.config.yamlload import load_located
 from tandem.errors import ConfigError, ConfigProblem, TandemError
@@ -324,12 +331,11 @@ class ConfigEditor:
 
     def state(self) -> EditorState:
         master = self.target.master()
-        latest = self.versions.list()[:1]
         return EditorState(
             node=self.target.running().node,
             writable=master is None,
             master=MasterOut(node=master.node, url=master.url) if master is not None else None,
-            version=latest[0].id if latest else None,
+            version=self.versions.latest_id(),
             config=self.target.digest(),
         )
 
@@ -363,6 +369,15 @@ class ConfigEditor:
 
     # ---- changing ----
 
+    def _prepare(self, op: Callable[[CommentedMap], Any]) -> tuple[str, CommentedMap, Any, str]:
+        """The edit on the document and its check: the slow part, run in a thread."""
+        base = self.base_text()
+        doc = edit.load_doc(base)
+        prefix = op(doc)
+        text = edit.dump_doc(doc, base)
+        edit.checked(text, prefix)
+        return base, doc, prefix, text
+
     async def change(
         self, op: Callable[[CommentedMap], Any], who: str, action: str
     ) -> tuple[VersionMeta, CommentedMap, Any]:
@@ -371,41 +386,39 @@ class ConfigEditor:
         if master is not None:
             raise NotMaster(master)
         async with self._lock:
-            base = self.base_text()
-            doc = edit.load_doc(base)
-            prefix = op(doc)
-            text = edit.dump_doc(doc, base)
-            await asyncio.to_thread(edit.checked, text, prefix)
-            await self._write(text, base, who, action)
-            meta = self.versions.add(text, who, action)
-            log.info("config version %s by %s: %s", meta.id, who, action)
+            # Parsing and checking thousands of tags takes a while: the hub keeps polling.
+            base, doc, prefix, text = await asyncio.to_thread(self._prepare, op)
+            meta = await self._write(text, base, who, action)
             return meta, doc, prefix
 
-    async def _write(self, text: str, base: str, who: str, action: str) -> None:
-        latest = self.versions.latest()
-        if latest is None or latest.text != base:
-            # The text this change starts from, so restoring "before the change" is possible.
-            self.versions.add(base, "file", "the config before the next change")
+    async def _write(self, text: str, base: str, who: str, action: str) -> VersionMeta:
         try:
             await self.target.write(text)
         except ConfigError as exc:
             raise EditInvalid(edit.config_problems(exc)) from exc
+        return await asyncio.to_thread(self._record, text, base, who, action)
+
+    def _record(self, text: str, base: str, who: str, action: str) -> VersionMeta:
+        latest = self.versions.latest()
+        if latest is None or latest.text != base:
+            # The text this change started from (a first change, or the file was edited by
+            # hand since), so "before the change" can be restored.
+            self.versions.add(base, "file", "the config before the next change")
+        meta = self.versions.add(text, who, action)
+        log.info("config version %s by %s: %s", meta.id, who, action)
+        return meta
 
     async def restore(self, ident: int, who: str) -> VersionMeta:
-        version = self.versions.get(ident)
+        version = await asyncio.to_thread(self.versions.get, ident)
         if version is None:
             raise EditError(EditFailure.NOT_FOUND, f"no config version {ident}")
         master = self.target.master()
         if master is not None:
             raise NotMaster(master)
         async with self._lock:
-            base = self.base_text()
+            base = await asyncio.to_thread(self.base_text)
             await asyncio.to_thread(edit.checked, version.text, ())
-            action = f"restore of version {ident}"
-            await self._write(version.text, base, who, action)
-            meta = self.versions.add(version.text, who, action)
-            log.info("config version %s by %s: %s", meta.id, who, action)
-            return meta
+            return await self._write(version.text, base, who, f"restore of version {ident}")
 
 
 # ---- routes -------------------------------------------------------------------------------------
@@ -493,9 +506,10 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
         item = _plain_item(doc, path) if show else None
         return Changed(version=_version_out(meta), item=item)
 
-    def read(fn: Callable[[], Any]) -> Any:
+    async def read(fn: Callable[[], Any]) -> Any:
+        # Reading and parsing the file is blocking work: off the hub's loop.
         try:
-            return fn()
+            return await asyncio.to_thread(fn)
         except EditError as exc:
             return _refused(exc)
 
@@ -520,7 +534,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(f"{DEVICES}/{{device}}", response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_device(device: str) -> Any:
-        return read(lambda: Item(item=redact(_find(editor.data(), device))))
+        return await read(lambda: Item(item=redact(_find(editor.data(), device))))
 
     @app.put(
         f"{DEVICES}/{{device}}", response_model=Changed, responses=_REFUSALS, dependencies=admin
@@ -578,7 +592,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
             groups = [redact(g) for g in found.get("groups") or [] if isinstance(g, dict)]
             return GroupList(device=device, protocol=_protocol(found), groups=groups)
 
-        return read(answer)
+        return await read(answer)
 
     @app.post(groups_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def add_group(device: str, request: Request, body: JsonObject) -> Any:
@@ -591,7 +605,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(group_path, response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_group(device: str, group: str) -> Any:
-        return read(lambda: Item(item=redact(_find(editor.data(), device, group))))
+        return await read(lambda: Item(item=redact(_find(editor.data(), device, group))))
 
     @app.put(group_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def put_group(device: str, group: str, request: Request, body: JsonObject) -> Any:
@@ -646,7 +660,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
             tags = [redact(t) for t in found.get("tags") or [] if isinstance(t, dict)]
             return TagList(device=device, group=group, protocol=_protocol(found_device), tags=tags)
 
-        return read(answer)
+        return await read(answer)
 
     @app.post(tags_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def add_tag(device: str, group: str, request: Request, body: JsonObject) -> Any:
@@ -670,7 +684,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
                 headers={"Content-Disposition": f'attachment; filename="{device}-{group}.csv"'},
             )
 
-        return read(answer)
+        return await read(answer)
 
     @app.put(
         f"{tags_path}.csv",
@@ -685,10 +699,14 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             return _csv_problems([CsvProblem(0, "", "the CSV is not UTF-8")])
+
+        def parse() -> list[CsvRow]:
+            data = editor.data()
+            _find(data, device, group)
+            return parse_csv(_protocol(_find(data, device)), text)
+
         try:
-            protocol = _protocol(_find(await asyncio.to_thread(editor.data), device))
-            _find(editor.data(), device, group)
-            rows = await asyncio.to_thread(parse_csv, protocol, text)
+            rows = await asyncio.to_thread(parse)
         except EditError as exc:
             return _refused(exc)
         except CsvInvalid as exc:
@@ -712,7 +730,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(tag_path, response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_tag(device: str, group: str, tag: str) -> Any:
-        return read(lambda: Item(item=redact(_find(editor.data(), device, group, tag))))
+        return await read(lambda: Item(item=redact(_find(editor.data(), device, group, tag))))
 
     @app.put(tag_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def put_tag(device: str, group: str, tag: str, request: Request, body: JsonObject) -> Any:

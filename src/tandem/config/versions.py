@@ -59,6 +59,14 @@ class VersionStore:
     def __init__(self, data_dir: Path, keep: int = KEEP) -> None:
         self.dir = data_dir / VERSIONS_DIR
         self.keep = keep
+        self._latest: int | None = None  # newest id, once known (only this store adds)
+
+    def latest_id(self) -> int | None:
+        """The newest version's id without reading a file after the first call (pages poll it)."""
+        if self._latest is None:
+            ids = self._ids()
+            self._latest = ids[-1] if ids else None
+        return self._latest
 
     def _ids(self) -> list[int]:
         try:
@@ -128,6 +136,7 @@ class VersionStore:
         write_atomic(base.with_suffix(".diff"), diff, mode=0o600)
         write_atomic(base.with_suffix(".json"), json.dumps(asdict(meta)), mode=0o600)
         self._prune([*ids, ident])
+        self._latest = ident
         return meta
 
     def _prune(self, ids: builtins.list[int]) -> None:
