@@ -208,3 +208,22 @@ def test_edit_too_deep_body_refused_before_copying() -> None:
     with pytest.raises(EditError) as caught:
         edit.add(doc, Scope.of(), {"name": "x", "groups": deep})
     assert caught.value.reason is EditFailure.BAD_BODY
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a:\n  b: 1\nl:\n  - x\n", (2, 4, 2)),
+        ("a:\n    b: 1\nl:\n- x\n", (4, 2, 0)),
+        ("# c\nl:  # list\n\n    -   x\n", (2, 8, 4)),
+        ("{}\n", (2, 2, 0)),
+    ],
+)
+def test_edit_guess_indent_reads_first_nestings(text: str, expected: tuple[int, int, int]) -> None:
+    assert edit.guess_indent(text) == expected
+
+
+def test_edit_dump_keeps_four_space_sequences_unchanged() -> None:
+    text = "node: a\ndevices:\n    -   name: x  # c\n        host: h\n"
+    doc = edit.load_doc(text)
+    assert edit.dump_doc(doc, text) == text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,7 +20,6 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from tandem.config.hub import TandemConfig, validate_mapping
 from tandem.config.yamlload import FieldPath, YamlSyntaxError, format_path, load_located
@@ -94,22 +94,46 @@ class EditInvalid(TandemError):
 # ---- the round-trip document --------------------------------------------------------------------
 
 
+_KEY_ONLY = re.compile(r"^(?P<indent> *)[^\s#-][^#]*:\s*(#.*)?$")
+_LINE = re.compile(r"^(?P<indent> *)(?P<dash>- +)?\S")
+
+
+def guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping, sequence, offset) as ruamel.yaml names them, from the text's first nestings.
+
+    A line scan, not a parse: ruamel's own guess loads the whole document again, which is
+    seconds for a large tag list.
+    """
+    mapping: int | None = None
+    sequence: tuple[int, int] | None = None
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        key = _KEY_ONLY.match(line)
+        if key is None:
+            continue
+        nxt = next((n for n in lines[i + 1 :] if n.strip() and not n.lstrip().startswith("#")), "")
+        child = _LINE.match(nxt)
+        if child is None:
+            continue
+        base, at = len(key.group("indent")), len(child.group("indent"))
+        if child.group("dash") and sequence is None and at >= base:
+            sequence = (at - base + len(child.group("dash")), at - base)
+        elif not child.group("dash") and mapping is None and at > base:
+            mapping = at - base
+        if mapping is not None and sequence is not None:
+            break
+    seq, offset = sequence if sequence is not None else (2, 0)
+    return mapping or 2, seq, offset
+
+
 def _yaml(like: str | None = None) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # long NodeIds and topics stay on one line
     if like is not None:
         # The file's own indentation, so an edit's diff shows the edit and nothing else.
-        try:
-            _, indent, dash = load_yaml_guess_indent(like)
-        except YAMLError:
-            indent, dash = None, None
-        if indent is not None:
-            yaml.indent(
-                mapping=indent if dash is None else max(2, indent - dash),
-                sequence=indent,
-                offset=dash or 0,
-            )
+        mapping, sequence, offset = guess_indent(like)
+        yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     return yaml
 
 
