@@ -93,6 +93,14 @@ async def test_config_pair_change_on_master_reaches_backup_and_backup_refuses_wr
         assert refused.status_code == 409, refused.text
         assert refused.json()["reason"] == "backup"
         assert refused.json()["master"]["node"] == pair.a.name
+        for method, path, body in (
+            ("DELETE", "/api/v1/devices/plc1", None),
+            ("PUT", "/api/v1/devices/plc1/groups/fast/tags.csv", b"name,address\nx,9\n"),
+            ("POST", "/api/v1/config/versions/1/restore", None),
+        ):
+            also = await backup.request(method, path, content=body)
+            assert also.status_code == 409, f"{method} {path}: {also.text}"
+            assert also.json()["master"]["url"] == pair.a.url
 
         changed = await master.post(
             "/api/v1/devices/plc1/groups/fast/tags", json={"name": "r20", "address": 20}

@@ -15,14 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, expect
 
 from tandem.security.roles import Role
 from tandem.security.tokens import create_token
+from tandem.security.users import UserStore
 from tests.integration.broker import Broker
 from tests.integration.plc import start_plc
+from tests.integration.test_dashboard_browser import log_in
 from tests.integration.test_hub_e2e import NodeProcess, running_node
 
 pytestmark = pytest.mark.slow
+
+PASSWORD = "a config rest test password"
 
 CONFIG = """\
 # Line 1 edge hub: keep this comment
@@ -71,6 +76,9 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
             path = tmp_path / "node.yaml"
             path.write_text(CONFIG.format(data_dir=data, broker=broker.port, plc=plc.port))
             tokens = {role: create_token(data, role, f"{role.value}-token") for role in Role}
+            users = UserStore(data)
+            users.add("vera", Role.VIEWER, PASSWORD)
+            users.add("ada", Role.ADMIN, PASSWORD)
             with running_node(path, tmp_path / "node.log", tokens[Role.VIEWER]) as proc:
                 await proc.wait_ready()
                 yield Node(proc, path, tokens)
@@ -277,3 +285,36 @@ async def test_config_rest_versions_record_who_and_diff_and_restore(node: Node) 
         assert put_tag["responses"]["422"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Problems"
         }
+
+
+async def test_config_rest_browser_viewer_read_only_and_cookie_change_needs_csrf(
+    node: Node, browser: Browser
+) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = await context.new_page()
+        await page.goto(f"{node.proc.url}/")
+        await log_in(page, "vera", PASSWORD)
+        await page.get_by_test_id("tab-config").click()
+        state = page.get_by_test_id("config-state")
+        await expect(state).to_contain_text("needs the admin role")
+        await expect(page.get_by_test_id("config-device-plc1")).to_be_visible()
+        await expect(page.get_by_test_id("save-device")).to_be_disabled()
+        await expect(page.get_by_test_id("tag-counter-address")).to_be_disabled()
+        await page.get_by_test_id("logout").click()
+
+        await log_in(page, "ada", PASSWORD)
+        await page.get_by_test_id("tab-config").click()
+        await expect(page.get_by_test_id("config-state")).to_have_attribute("data-admin", "true")
+        await expect(page.get_by_test_id("save-device")).to_be_enabled()
+        # The session cookie alone (no CSRF header) changes nothing.
+        refused = await context.request.post(f"{node.proc.url}/api/v1/devices", data={"name": "x"})
+        assert refused.status == 403
+        # Export is a plain link the browser downloads with its cookie.
+        async with page.expect_download() as download:
+            await page.get_by_test_id("export-csv").click()
+        saved = await (await download.value).path()
+        assert saved is not None
+        assert Path(saved).read_text().startswith("name,area,address")
+    finally:
+        await context.close()

@@ -416,12 +416,12 @@ class ConfigEditor:
         return meta
 
     async def restore(self, ident: int, who: str) -> VersionMeta:
-        version = await asyncio.to_thread(self.versions.get, ident)
-        if version is None:
-            raise EditError(EditFailure.NOT_FOUND, f"no config version {ident}")
         master = self.target.master()
         if master is not None:
             raise NotMaster(master)
+        version = await asyncio.to_thread(self.versions.get, ident)
+        if version is None:
+            raise EditError(EditFailure.NOT_FOUND, f"no config version {ident}")
         async with self._lock:
             base = await asyncio.to_thread(self.base_text)
             await asyncio.to_thread(edit.checked, version.text, ())

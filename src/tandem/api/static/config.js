@@ -44,7 +44,9 @@
   const devicePath = (d) => `/devices/${enc(d)}`;
   const groupPath = (d, g) => `${devicePath(d)}/groups/${enc(g)}`;
   const tagPath = (d, g, t) => `${groupPath(d, g)}/tags/${enc(t)}`;
-  const readOnly = () => !ui.state || !ui.state.writable;
+  // Changes need the admin role and a node that takes them (not a backup).
+  const isAdmin = () => ui.role === "admin";
+  const readOnly = () => !ui.state || !ui.state.writable || !isAdmin();
   const findDevice = () => ui.devices.find((d) => d.name === ui.device) || null;
   const findGroup = () => {
     const d = findDevice();
@@ -166,9 +168,11 @@
   function stateBar() {
     const s = ui.state || {};
     const bar = el("div", { class: "cfg-state", testid: "config-state",
-      "data-writable": s.writable ? "true" : "false" });
-    if (s.writable) {
+      "data-writable": s.writable ? "true" : "false", "data-admin": isAdmin() ? "true" : "false" });
+    if (s.writable && isAdmin()) {
       bar.append(el("span", { text: `Editing the config of ${s.node}; changes apply live.` }));
+    } else if (s.writable) {
+      bar.append(el("span", { text: `Read-only: changing the config of ${s.node} needs the admin role.` }));
     } else {
       const m = s.master || {};
       bar.append(el("span", { text: "Read-only: this node is the backup. Edit on the master " }),
@@ -531,6 +535,9 @@
   }
 
   function init() {
+    if (window.tandemSession) {
+      window.tandemSession.then((info) => { ui.role = info.role; if (ui.state) render(); }).catch(() => {});
+    }
     const banner = document.getElementById("banner");
     const page = el("section", { id: "config", class: "config-page", testid: "config-page", hidden: true });
     document.body.insertBefore(page, document.querySelector("main.layout"));
