@@ -35,7 +35,7 @@ from tests.integration.test_config_sync import (
 )
 from tests.integration.test_dashboard_browser import log_in
 from tests.integration.test_hub_e2e import NodeProcess
-from tests.netns.ha_cluster import HaCluster, TandemNode, loopback_cluster
+from tests.netns.ha_cluster import SECRET, HaCluster, TandemNode, loopback_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,19 @@ async def test_config_pair_change_on_master_reaches_backup_and_backup_refuses_wr
         # The backup runs it, too: its status lists the new tag's group unchanged, and the
         # file on the backup is left alone (the synced copy is what it runs).
         assert "r20" not in pair.b.config.read_text()
+
+        # A whole-file PUT /api/v1/config is a version too, with who sent it.
+        text = pair.a.config.read_text() + "# put whole\n"
+        put = await master.put(
+            "/api/v1/config", content=text.encode(), headers={"Content-Type": "text/yaml"}
+        )
+        assert put.status_code == 200, put.text
+        newest = (await master.get("/api/v1/config/versions")).json()[0]
+        assert newest["action"] == "PUT /api/v1/config"
+        assert newest["who"].startswith("pair-admin-")
+        detail = (await master.get(f"/api/v1/config/versions/{newest['id']}")).json()
+        assert "+# put whole" in detail["diff"]
+        assert SECRET not in detail["text"] and SECRET not in detail["diff"]
 
 
 async def test_config_pair_slow_adverts_change_still_reaches_backup_within_target(

@@ -147,6 +147,7 @@ class SingleTarget:
         write_atomic(self.config_path.resolve(), text)
         # Node-local sections stay as they run; only devices, mqtt and outbox apply live.
         await self._hub.reconfigure(with_shared(current, shared_sections(new), file))
+        self._hub.add_timeline("config", "config applied from the API", {"sha": self.digest()})
 
 
 class HubReader:
@@ -414,6 +415,14 @@ class ConfigEditor:
         meta = self.versions.add(text, who, action)
         log.info("config version %s by %s: %s", meta.id, who, action)
         return meta
+
+    async def record_put(self, text: str, who: str) -> None:
+        """A whole config PUT elsewhere (PUT /api/v1/config) is a version too."""
+        async with self._lock:
+            latest = await asyncio.to_thread(self.versions.latest)
+            if latest is None or latest.text != text:
+                meta = await asyncio.to_thread(self.versions.add, text, who, "PUT /api/v1/config")
+                log.info("config version %s by %s: PUT /api/v1/config", meta.id, who)
 
     async def restore(self, ident: int, who: str) -> VersionMeta:
         master = self.target.master()

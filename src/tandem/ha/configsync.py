@@ -129,6 +129,8 @@ class ConfigSync:
         self._file_key = stat_key(config_path) if config_path is not None else None
         self.stamp = self._initial_stamp()
         self.on_applied: Callable[[], None] | None = None  # after every applied change
+        # After a PUT /api/v1/config was applied: its text and who sent it (config versions).
+        self.on_put: Callable[[str, str], Awaitable[None]] | None = None
 
     def _initial_stamp(self) -> ConfigStamp:
         sha = config_sha(self.cfg)
@@ -458,6 +460,8 @@ class ConfigSync:
                 raise HTTPException(400, {"problems": [str(p) for p in exc.problems]}) from exc
             principal = principal_of(request.scope)
             log.info("config v%s put by %s", stamp.version, principal.key if principal else "?")
+            if self.on_put is not None:
+                await self.on_put(text, principal.name if principal else "?")
             return {"version": stamp.version, "sha": stamp.sha}
 
 

@@ -180,6 +180,7 @@ class HubSide:
         if config_path is not None:
             editor = ConfigEditor(SyncTarget(self, config_path), HubReader(self.hub))
             install_config_editor(self.hub.app, editor)
+            self.configsync.on_put = editor.record_put
         self.hub.app.include_router(
             peer_router(
                 secret,
