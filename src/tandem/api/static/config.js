@@ -11,6 +11,8 @@
   const TYPES = ["uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64",
     "bool", "bit", "string"];
   const AREAS = ["holding", "input", "coil", "discrete"];
+  // Shown in empty cells: what the node uses for a field the YAML leaves out.
+  const TAG_DEFAULTS = { area: "holding", type: "uint16", scale: "1", offset: "0" };
 
   const ui = { state: null, devices: [], device: null, group: null, lastJson: "", busy: false };
 
@@ -89,8 +91,12 @@
       "aria-label": opts.label || field, testid: opts.testid || `input-${field}`,
       disabled: readOnly(), size: opts.size };
     if (opts.options) {
-      const select = el("select", attrs);
-      for (const o of opts.options) select.append(el("option", { value: o, text: o, selected: o === value }));
+      const select = el("select", { ...attrs, size: undefined }); // a size makes a list box
+      for (const o of opts.options) {
+        // The empty choice leaves the field out: it shows the default the node then uses.
+        const text = o === "" && opts.placeholder ? `(${opts.placeholder})` : o;
+        select.append(el("option", { value: o, text, selected: o === (value ?? "") }));
+      }
       return select;
     }
     return el("input", { type: "text", ...attrs });
@@ -216,13 +222,13 @@
       form.append(labelled("Endpoint", input("endpoint", p.endpoint, { testid: "device-endpoint", size: 40 })));
     } else if (protocol === "modbus-rtu") {
       form.append(labelled("Serial port", input("serial.port", (p.serial || {}).port, { testid: "device-serial" })),
-        labelled("Unit", input("unit", p.unit, { testid: "device-unit" })));
+        labelled("Unit", input("unit", p.unit, { testid: "device-unit", placeholder: "1" })));
     } else {
       form.append(labelled("Host", input("host", p.host, { testid: "device-host" })),
-        labelled("Port", input("port", p.port, { testid: "device-port" })),
-        labelled("Unit", input("unit", p.unit, { testid: "device-unit" })));
+        labelled("Port", input("port", p.port, { testid: "device-port", placeholder: "502" })),
+        labelled("Unit", input("unit", p.unit, { testid: "device-unit", placeholder: "1" })));
     }
-    form.append(labelled("Timeout (s)", input("timeout", p.timeout, { testid: "device-timeout" })));
+    form.append(labelled("Timeout (s)", input("timeout", p.timeout, { testid: "device-timeout", placeholder: "1" })));
     if (creating) {
       form.append(el("h3", { text: "First group and tag" }),
         labelled("Group", input("groups[0].name", "", { testid: "new-group-name" })),
@@ -378,7 +384,7 @@
     const d = findDevice();
     const g = findGroup();
     const section = el("section", { class: "panel" });
-    if (!d || !g) return section;
+    if (!d || !g) return el("div", { hidden: true });
     const head = el("h2", { text: `Tags of ${d.name} / ${g.name}` });
     const tools = el("div", { class: "cfg-buttons" },
       el("button", { type: "button", text: "Read now", testid: "read-now", onclick: () => readNow(d.name, g.name) }),
@@ -406,7 +412,8 @@
   function tagRow(d, g, t, adding) {
     const row = el("tr", { testid: adding ? "tag-new" : `tag-row-${t.name}` });
     for (const c of TAG_COLUMNS) {
-      const opts = { testid: adding ? `new-${c}` : `tag-${t.name}-${c}`, size: c === "name" ? 12 : 7 };
+      const opts = { testid: adding ? `new-${c}` : `tag-${t.name}-${c}`, size: c === "name" ? 12 : 7,
+        placeholder: TAG_DEFAULTS[c] };
       if (c === "type") opts.options = ["", ...TYPES];
       if (c === "area") opts.options = ["", ...AREAS];
       row.append(el("td", {}, input(c, t[c], opts)));
