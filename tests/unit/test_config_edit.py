@@ -193,6 +193,11 @@ def test_versions_damaged_metadata_skipped(tmp_path: Path) -> None:
     assert [m.id for m in store.list()] == [1]
 
 
+def test_redact_text_nested_key_after_section_line_redacted() -> None:
+    out = redact_text("mqtt:\n  password: pw1\n-mqtt:\n-  secret: pw2\n")
+    assert "pw1" not in out and "pw2" not in out and out.startswith("mqtt:\n")
+
+
 def test_redact_text_hides_secret_values_in_yaml_and_json_forms() -> None:
     text = '  password: hunter2\n{"secret": "abc", "host": "h"}\n-  token: xyz # note\n'
     out = redact_text(text)

@@ -285,7 +285,8 @@ def _version_out(meta: VersionMeta) -> VersionOut:
 
 # Secret-named keys in YAML or JSON-style text: `password: x`, `"secret": "x"`.
 _SECRET_VALUE = re.compile(
-    r"""(?P<key>["']?(?P<name>[A-Za-z0-9_]+)["']?\s*:\s*)(?P<value>"[^"]*"|'[^']*'|[^,}\s#]+)"""
+    r"""(?P<key>["']?(?P<name>[A-Za-z0-9_]+)["']?[ \t]*:[ \t]*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^,}\s#]+)"""
 )
 
 
