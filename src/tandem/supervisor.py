@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from tandem.config.hub import TandemConfig, load_config
-from tandem.hub.runtime import Hub
 from tandem.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,9 @@ async def run_single_node(cfg: TandemConfig, config_path: Path | None = None) ->
 
     With its config file, the config can be edited over the API (applied with reconfigure).
     """
+    # Imported here: the warden of an HA node never loads the hub stack, its child does.
+    from tandem.hub.runtime import Hub
+
     stop = asyncio.Event()
     hub = Hub(cfg)
     if config_path is not None:

@@ -155,6 +155,9 @@ class ScriptedView:
     def tags(self) -> list[TagValue]:
         return self.live.tags()
 
+    def tags_json(self) -> bytes:
+        return self.live.tags_json()
+
     def timeline(self, limit: int) -> list[TimelineEvent]:
         return list(reversed(self.events))[:limit]
 

@@ -112,6 +112,10 @@ class FakeView:
         self.reader_threads.add(threading.get_ident())
         return list(TAGS)
 
+    def tags_json(self) -> bytes:
+        self.reader_threads.add(threading.get_ident())
+        return json.dumps([t.model_dump() for t in TAGS]).encode()
+
     def timeline(self, limit: int) -> list[TimelineEvent]:
         self.reader_threads.add(threading.get_ident())
         self.timeline_limits.append(limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from tandem.ha.configsync import (
     with_shared,
 )
 from tandem.ha.peer import PeerState
-from tandem.hub.modbus import DeviceStatus
+from tandem.hub.modbus import DeviceStatus, GroupStatus
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import PublisherStatus
 from tandem.hub.outbox import Outbox
@@ -393,9 +393,18 @@ class FakePoller:
         self.emit = emit
         self.runs = 0
         self.running = False
+        self.last_slot = 41  # every group's last emitted slot, as the test sets it
+        self.resumed: dict[str, int] = {}
 
     def status(self) -> DeviceStatus:
-        return DeviceStatus(name=self.device.name, connected=True, last_error=None, groups=[])
+        groups = [
+            GroupStatus(g.name, g.interval, None, self.last_slot, 1, 0, 0, None)
+            for g in self.device.groups
+        ]
+        return DeviceStatus(name=self.device.name, connected=True, last_error=None, groups=groups)
+
+    def resume(self, next_slots: Mapping[str, int]) -> None:
+        self.resumed = dict(next_slots)
 
     async def run(self) -> None:
         self.runs += 1
@@ -461,6 +470,10 @@ async def test_hub_reconfigure_changed_devices_replaced_unchanged_kept_outbox_ke
         assert hub.pollers[1] is not plc2 and not plc2.running
         assert all(isinstance(p, FakePoller) and p.running for p in hub.pollers)
         assert [p.status().name for p in hub.pollers] == ["plc1", "plc2", "plc3"]
+        # The changed device's group goes on after the old poller's last slot; a new one does not.
+        new_plc2, plc3 = hub.pollers[1], hub.pollers[2]
+        assert isinstance(new_plc2, FakePoller) and isinstance(plc3, FakePoller)
+        assert new_plc2.resumed == {"g": 42} and plc3.resumed == {}
         assert hub.publisher is publisher  # mqtt unchanged
         assert hub.outbox.depth() == depth == 1
 

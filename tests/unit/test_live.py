@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from tandem.api.history import RecentHistory
-from tandem.api.live import TIMELINE_BACKLOG, LiveFeed, PendingEvents
+from tandem.api.live import TAGS_JSON_MAX_AGE_S, TIMELINE_BACKLOG, LiveFeed, PendingEvents
 from tandem.api.tagindex import NameFilter, SortColumn, TagCatalog, TagEntry, TagKind, natural_key
 from tandem.api.view import LiveEvent, LiveViewRequest, Status, TagQuery
 from tandem.hub.model import Sample
@@ -343,3 +344,22 @@ def test_history_reconfiguration_keeps_unchanged_groups() -> None:
     after = RecentHistory(changed, previous=before)
     assert after.series(("plc1", "fast"), "r0")[1] == [1.0]
     assert after.series(("plc2", "fast"), "r0") == ([], [])
+
+
+def test_feed_tags_json_same_rows_as_tags_built_at_most_every_max_age() -> None:
+    live = feed(3)
+    live.note_values(sample("plc2", 1, {"r0": 1, "r1": 2.5}, {"r2": 2}))
+    live.note_values(sample("plc1", 1, {"r0": True, "name": "x"}))
+    first = live.tags_json(now=100.0)
+    assert json.loads(first) == [t.model_dump() for t in live.tags()]
+    # A newer poll within the max age: the same body, built once for every client.
+    live.note_values(sample("plc2", 2, {"r0": 9}))
+    assert live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S / 2) is first
+    later = json.loads(live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S))
+    assert {"device": "plc2", "group": "fast", "tag": "r0", "value": 9, "error": None,
+            "timestamp_ms": 200, "slot": 2} in later  # fmt: skip
+    # A new configuration is never answered from the old body.
+    live.set_catalog(catalog(1))
+    live.note_values(sample("plc1", 3, {"r0": 5}))
+    rows = json.loads(live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S))
+    assert [r["slot"] for r in rows] == [3, 2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.hub.modbus import CATCH_UP_S, next_slot_after
+from tandem.hub.modbus import CATCH_UP_S, DeviceStatus, GroupStatus, next_slot_after, resume_points
 from tandem.hub.model import slot_of
 
 
@@ -57,3 +57,20 @@ def test_next_slot_after_resumes_on_the_slot_whose_window_is_open(interval: floa
 def test_next_slot_after_wall_clock_stepped_back_never_returns_an_old_slot() -> None:
     # a clock that jumped back an hour: the caller re-aligns; here no slot is reused
     assert next_slot_after(100, 10.0 - 3600, 0.1) == (101, 0)
+
+
+def test_resume_points_kept_groups_on_same_grid_continue_after_last_slot() -> None:
+    old = DeviceStatus(
+        name="plc1",
+        connected=True,
+        last_error=None,
+        groups=[
+            GroupStatus("fast", 0.1, None, 100, 1, 0, 0, None),
+            GroupStatus("slow", 1.0, None, 7, 1, 0, 0, None),
+            GroupStatus("idle", 0.1, None, None, 0, 0, 0, None),
+            GroupStatus("gone", 0.1, None, 5, 1, 0, 0, None),
+        ],
+    )
+    # "slow" changed its interval: slot 8 on a 0.5 s grid is another time; "idle" never polled.
+    points = resume_points(old, {"fast": 0.1, "slow": 0.5, "idle": 0.1, "new": 0.1})
+    assert points == {"fast": 101}

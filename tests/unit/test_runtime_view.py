@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class FakePoller:
                 for g in self.device.groups
             ],
         )
+
+    def resume(self, next_slots: Mapping[str, int]) -> None:
+        pass
 
     async def run(self) -> None:
         self.runs += 1

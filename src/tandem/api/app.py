@@ -179,8 +179,9 @@ def _add_read_routes(app: FastAPI, view: HubView, streams: LiveStreams, heartbea
         return view.status()
 
     @app.get(f"{API}/tags", response_model=list[TagValue], dependencies=[needs(Access.VIEWER)])
-    async def tags() -> list[TagValue]:
-        return view.tags()
+    async def tags() -> Response:
+        """The latest value or error of every tag, at most 0.25 s behind the pollers."""
+        return Response(view.tags_json(), media_type="application/json")
 
     @app.get(
         f"{API}/timeline",

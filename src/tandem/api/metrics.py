@@ -62,7 +62,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tandem.api.view import KNOWN_ROLES, OutboxInfo, Status
+from tandem.api.view import KNOWN_ROLES, OutboxInfo, PublisherInfo, Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -79,10 +79,36 @@ class StatusCollector(Collector):
 
 def status_metrics(status: Status) -> Iterator[Metric]:
     """The metric families for one snapshot; pure, so it is tested without a registry."""
+    yield from node_metrics(status)
+    yield from device_metrics(status)
+    yield from path_metrics(status)
+    yield from group_metrics(status)
+    yield from outbox_metrics(status.outbox)
+    yield from publisher_metrics(status.publisher)
+    if status.ha is not None and status.ha.watermark_lag is not None:
+        yield GaugeMetricFamily(
+            "tandem_ha_watermark_lag",
+            "Samples the peer is behind this node",
+            value=status.ha.watermark_lag,
+        )
+    if status.phase is not None or status.ha is not None:
+        yield from ha_metrics(status)
+    if status.vrrp:
+        yield from vrrp_metrics(status.vrrp)
+    if status.opcua_server is not None:
+        yield GaugeMetricFamily(
+            "tandem_opcua_service_level",
+            "ServiceLevel of this node's OPC UA server (Part 4: 0 maintenance, 1 no data, "
+            "2-199 degraded, 200-255 healthy)",
+            value=status.opcua_server.service_level,
+        )
+
+
+def node_metrics(status: Status) -> Iterator[Metric]:
     info = GaugeMetricFamily("tandem_info", "Tandem node identity", labels=["node"])
     info.add_metric([status.node], 1)
     yield info
-
+    # One series per known role, whatever the role's detail: a new term is no new series.
     role = GaugeMetricFamily("tandem_role", "Current role (1 = this role)", labels=["role"])
     roles = list(KNOWN_ROLES)
     if status.role not in roles:
@@ -90,12 +116,13 @@ def status_metrics(status: Status) -> Iterator[Metric]:
     for name in roles:
         role.add_metric([name], 1 if name == status.role else 0)
     yield role
-
     yield GaugeMetricFamily("tandem_term", "HA fencing term", value=status.term)
     yield GaugeMetricFamily(
         "tandem_uptime_seconds", "Seconds since the runtime started", value=status.uptime_s
     )
 
+
+def device_metrics(status: Status) -> Iterator[Metric]:
     connected = GaugeMetricFamily(
         "tandem_device_connected", "1 while the device connection is up", labels=["device"]
     )
@@ -108,8 +135,9 @@ def status_metrics(status: Status) -> Iterator[Metric]:
         value=sum(1 for d in status.devices if d.connected),
     )
     yield GaugeMetricFamily("tandem_devices", "Devices configured", value=len(status.devices))
-    yield from path_metrics(status)
 
+
+def group_metrics(status: Status) -> Iterator[Metric]:
     labels = ["device", "group"]
     polls = CounterMetricFamily("tandem_group_polls", "Polls completed", labels=labels)
     errors = CounterMetricFamily("tandem_group_errors", "Polls with errors", labels=labels)
@@ -132,19 +160,22 @@ def status_metrics(status: Status) -> Iterator[Metric]:
                 last_slot.add_metric(key, group.last_slot)
     yield from (polls, errors, overruns, latency, last_slot)
 
+
+def outbox_metrics(outbox: OutboxInfo) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "tandem_outbox_depth",
         "Samples waiting for broker acknowledgement",
-        value=status.outbox.depth,
+        value=outbox.depth,
     )
     yield CounterMetricFamily(
         "tandem_outbox_overflow_dropped",
         "Samples dropped because the outbox was full",
-        value=status.outbox.overflow_dropped,
+        value=outbox.overflow_dropped,
     )
-    yield from outbox_storage_metrics(status.outbox)
+    yield from outbox_storage_metrics(outbox)
 
-    publisher = status.publisher
+
+def publisher_metrics(publisher: PublisherInfo) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "tandem_publisher_connected",
         "1 while connected to the MQTT broker",
@@ -162,24 +193,6 @@ def status_metrics(status: Status) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "tandem_publisher_reconnects", "Broker reconnections", value=publisher.reconnects
     )
-
-    if status.ha is not None and status.ha.watermark_lag is not None:
-        yield GaugeMetricFamily(
-            "tandem_ha_watermark_lag",
-            "Samples the peer is behind this node",
-            value=status.ha.watermark_lag,
-        )
-    if status.phase is not None or status.ha is not None:
-        yield from ha_metrics(status)
-    if status.vrrp:
-        yield from vrrp_metrics(status.vrrp)
-    if status.opcua_server is not None:
-        yield GaugeMetricFamily(
-            "tandem_opcua_service_level",
-            "ServiceLevel of this node's OPC UA server (Part 4: 0 maintenance, 1 no data, "
-            "2-199 degraded, 200-255 healthy)",
-            value=status.opcua_server.service_level,
-        )
 
 
 def path_metrics(status: Status) -> Iterator[Metric]:

@@ -167,7 +167,12 @@ def _convert_plain(hint: Any, value: Any, where: str) -> Any:
 
 
 class Channel:
-    """One end of the socket pair: `send()` queues in order, `messages()` yields decoded ones."""
+    """One end of the socket pair: `send()` queues in order, `messages()` yields decoded ones.
+
+    What is sent in one loop step leaves in one write: each write wakes the other process
+    (the warden runs at real-time priority, so it preempts the hub at once), and a write per
+    message was most of the channel's cost.
+    """
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, codec: Codec
@@ -175,6 +180,8 @@ class Channel:
         self._reader = reader
         self._writer = writer
         self._codec = codec
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
         self.sent = 0
         self.received = 0
 
@@ -187,10 +194,22 @@ class Channel:
         """Queue one message; never blocks (the kernel buffer and asyncio's take it)."""
         if self._writer.is_closing():
             return
-        self._writer.write(self._codec.encode(message))
+        self._pending.append(self._codec.encode(message))
         self.sent += 1
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what send() queued, at once (the end of the loop step does it otherwise)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending and not self._writer.is_closing():
+            self._writer.write(b"".join(self._pending))
+        self._pending.clear()
 
     async def drain(self) -> None:
+        self.flush()
         await self._writer.drain()
 
     async def receive(self) -> object | None:
@@ -218,6 +237,7 @@ class Channel:
             handle(message)
 
     def close(self) -> None:
+        self.flush()
         if not self._writer.is_closing():
             self._writer.close()
 

@@ -36,7 +36,8 @@ import httpx
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
 
 from tandem.api.auth import needs, principal_of
-from tandem.config.hub import TandemConfig, load_config, load_config_text
+from tandem.config.hub import TandemConfig
+from tandem.config.offload import parse_config_file, parse_config_text
 from tandem.errors import ConfigError, ConfigProblem
 from tandem.files import write_atomic
 from tandem.ha.configstamp import (
@@ -284,7 +285,7 @@ class ConfigSync:
         assert self.config_path is not None
         self._file_key = stat_key(self.config_path)
         try:
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = await parse_config_file(self.config_path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config change rejected: %s", problem)
@@ -335,7 +336,7 @@ class ConfigSync:
                 [ConfigProblem("<request>", None, "", "this node has no config file")]
             )
         file = str(self.config_path)
-        new = await asyncio.to_thread(load_config_text, text, file)
+        new = await parse_config_text(text, file)
         problem = identity_problem(self.cfg, new, file)
         if problem is not None:
             raise ConfigError([problem])

@@ -246,8 +246,10 @@ class Warden:
     def fact(self, fact: Fact) -> None:
         """Every fact, from any source, in arrival order; actions run before the next fact."""
         self._queue.append(fact)
-        if self._busy:
-            return  # an action produced it: handled right after the current one's actions
+        if self._busy or self.coordinator is None:
+            # An action produced it: handled right after the current one's actions. Or the hub
+            # started before VRRP was open: its first facts wait for the coordinator.
+            return
         self._busy = True
         try:
             while self._queue:
@@ -289,6 +291,18 @@ class Warden:
     # ---- running ----
 
     async def run(self, stop: asyncio.Event) -> int:
+        # The hub process starts first: its imports and set-up (seconds on a small box) overlap
+        # the warden's own; its facts wait until the coordinator is there.
+        hub = asyncio.create_task(self.hub.run(), name="hub")
+        try:
+            return await self._run(stop, hub)
+        finally:
+            if not hub.done():
+                await self.hub.stop()
+                hub.cancel()
+                await asyncio.wait([hub])
+
+    async def _run(self, stop: asyncio.Event, hub: asyncio.Task[None]) -> int:
         v = self.ha.vrrp
         local = v.unicast_src_ip or interface_address(v.interface or "")
         hooks = self.ha.hooks
@@ -313,6 +327,7 @@ class Warden:
             pair = VrrpPair(driver, self.terms, self)
             pair.attach(self.fact)
             self.coordinator = pair
+            self.fact(Tick())  # and whatever the hub reported meanwhile
             scheduling = raise_priority()
             log.info(
                 "node %s: %s standby, priority %s, peer %s; VRRP at %s",
@@ -323,12 +338,11 @@ class Warden:
                 scheduling,
             )
             gc.freeze()  # what start-up built is never collected: short pauses from here on
-            return await self._supervise(pair, stop)
+            return await self._supervise(pair, stop, hub)
 
-    async def _supervise(self, pair: VrrpPair, stop: asyncio.Event) -> int:
+    async def _supervise(self, pair: VrrpPair, stop: asyncio.Event, hub: asyncio.Task[None]) -> int:
         async with asyncio.TaskGroup() as tg:
             vrrp = tg.create_task(pair.run(), name="vrrp")
-            hub = tg.create_task(self.hub.run(), name="hub")
             ticker = tg.create_task(self._ticker(), name="ha-tick")
             asked = tg.create_task(stop.wait(), name="stop")
             await asyncio.wait({vrrp, asked}, return_when=asyncio.FIRST_COMPLETED)

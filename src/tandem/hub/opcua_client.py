@@ -191,6 +191,7 @@ class OpcUaPoller:
         self._polls: set[asyncio.Task[None]] = set()
         self._max_per_read = 0  # the server's MaxNodesPerRead; 0: no limit
         self.paused = False  # warm standby: the session stays up, nothing is read
+        self._resume: dict[str, int] = {}
         self.connected = False
         self.last_error: str | None = None
         self.reconnects = 0
@@ -233,11 +234,15 @@ class OpcUaPoller:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    def resume(self, next_slots: Mapping[str, int]) -> None:
+        """Start the named groups at these slots (a replaced poller's), not at the next tick."""
+        self._resume = dict(next_slots)
+
     async def run(self) -> None:
         """Connect, poll on the grid, reconnect with backoff, until cancelled."""
         self._generation += 1
         for group in self._groups:
-            group.next_slot, group.busy = None, False
+            group.next_slot, group.busy = self._resume.pop(group.config.name, None), False
             self._scheduler.add(group.config.interval, group)
         try:
             await self._sessions()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -18,32 +17,37 @@ from tandem.api.auth import Security
 from tandem.api.live import LiveFeed, tag_values
 from tandem.api.tagindex import TagCatalog
 from tandem.api.view import (
-    DeviceInfo,
-    GroupInfo,
-    HaInfo,
     Health,
     LiveEvent,
-    PathInfo,
-    PublisherInfo,
     Status,
     TagValue,
     TimelineEvent,
     TimelineKind,
 )
 from tandem.batch import LoopStepBatch
-from tandem.config.hub import DeviceConfig, OpcUaDevice, TandemConfig
+from tandem.config.hub import DeviceConfig, TandemConfig
+from tandem.hub.contracts import (
+    HaHooks,
+    Poller,
+    PollerFactory,
+    Publisher,
+    PublisherFactory,
+    RoleGate,
+    make_poller,
+)
 from tandem.hub.modbus import (
     DeviceEvent,
-    DeviceEventKind,
     DevicePoller,
-    DeviceStatus,
     LinkPool,
     PollScheduler,
+    resume_points,
 )
 from tandem.hub.model import Sample
-from tandem.hub.mqtt import MqttPublisher, MqttSettings, PublisherStatus
-from tandem.hub.outbox import Outbox
+from tandem.hub.mqtt import MqttPublisher, MqttSettings
 from tandem.hub.outbox_watch import OutboxWatch, outbox_info
+from tandem.hub.reconfig import plan_devices
+from tandem.hub.report import device_info, publisher_info
+from tandem.hub.timeline import ConnectionsSeen, Timeline
 from tandem.security.users import warm_up as warm_up_password_checks
 
 if TYPE_CHECKING:
@@ -58,96 +62,6 @@ TRANSITIONS_PERIOD_S = 0.1
 # On stop, messages already handed to the broker get this long for their PUBACK, so the rows
 # are deleted now rather than sent again on the next start.
 PUBLISH_GRACE_S = 1.0
-
-
-@dataclass(slots=True)
-class RoleGate:
-    """What this node may do right now; the HA layer sets it, the single node leaves it open."""
-
-    role: str = "SINGLE"
-    polling: bool = True
-    publishing: bool = True
-    term: int = 0
-    phase: str | None = None
-
-
-class Poller(Protocol):
-    """What the hub needs from a device poller (DevicePoller, or a fake in unit tests)."""
-
-    paused: bool  # a warm standby's pollers stay connected but do not poll
-
-    def status(self) -> DeviceStatus: ...
-
-    async def run(self) -> None: ...
-
-
-class Publisher(Protocol):
-    """What the hub needs from the publisher (MqttPublisher, or a fake in unit tests)."""
-
-    def status(self) -> PublisherStatus: ...
-
-    def notify(self) -> None: ...
-
-    async def run(self) -> None: ...
-
-
-PollerFactory = Callable[[DeviceConfig, str, Callable[[Sample], None]], Poller]
-PublisherFactory = Callable[[Outbox, Callable[[], bool]], Publisher]
-
-
-class HaHooks(Protocol):
-    """What an HA layer adds to a hub, given at construction; a single node has none.
-
-    The data path stays one way: the HA layer decides what is admitted (late slots of
-    delivered streams are dropped before the append), hears what was stored, and wraps the
-    publisher (term, signature and lease at send time). It never reaches into the pollers.
-    """
-
-    standby: str
-
-    def make_publisher(self, outbox: Outbox, may_publish: Callable[[], bool]) -> Publisher: ...
-
-    def admit(self, sample: Sample) -> bool: ...
-
-    def stored(self, samples: list[Sample]) -> None: ...
-
-    def ha_info(self) -> HaInfo | None: ...
-
-    def vrrp_info(self) -> dict[str, Any] | None: ...
-
-    async def switchover(self) -> dict[str, Any]: ...
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def device_info(status: DeviceStatus) -> DeviceInfo:
-    """The API's view of one poller's status."""
-    return DeviceInfo(
-        name=status.name,
-        connected=status.connected,
-        last_error=status.last_error,
-        active_path=status.active_path,
-        paths=[
-            PathInfo(endpoint=p.endpoint, connected=p.connected, active=p.active, healthy=p.healthy)
-            for p in status.paths
-        ],
-        path_switches=status.path_switches,
-        groups=[
-            GroupInfo(
-                name=g.name,
-                interval=g.interval,
-                last_poll_ms=g.last_poll_ms,
-                last_slot=g.last_slot,
-                polls=g.polls,
-                errors=g.errors,
-                overruns=g.overruns,
-                last_latency_ms=g.last_latency_ms,
-            )
-            for g in status.groups
-        ],
-    )
 
 
 def _connected(poller: Poller) -> bool:
@@ -211,7 +125,9 @@ class Hub:
         # Samples of one loop step are committed together, in one transaction.
         self._pending: LoopStepBatch[Sample] = LoopStepBatch(self._store)
         self.live = LiveFeed(self.status, TagCatalog.from_config(config))
-        self._timeline: deque[TimelineEvent] = deque(maxlen=TIMELINE_SIZE)
+        self._timeline = Timeline(
+            TIMELINE_SIZE, lambda event: self.live.push(LiveEvent("timeline", event))
+        )
         self._poller_tasks: dict[int, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()
         self._publisher_task: asyncio.Task[None] | None = None
@@ -219,8 +135,7 @@ class Hub:
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
-        self._seen_devices: dict[str, bool] = {}
-        self._seen_broker = False
+        self._seen = ConnectionsSeen()
         self.north = self._make_north() if config.opcua_server is not None else None
 
     def _make_north(self) -> OpcUaNorth:
@@ -240,23 +155,8 @@ class Hub:
     def _default_poller(
         self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
     ) -> Poller:
-        if isinstance(device, OpcUaDevice):
-            from tandem.hub.opcua_client import OpcUaPoller  # asyncua only when it is used
-
-            return OpcUaPoller(
-                device,
-                source_node=source_node,
-                emit=emit,
-                on_event=self._on_device_event,
-                scheduler=self.scheduler,
-            )
-        return DevicePoller(
-            device,
-            source_node=source_node,
-            emit=emit,
-            links=self.links,
-            on_event=self._on_device_event,
-            scheduler=self.scheduler,
+        return make_poller(
+            device, source_node, emit, self.links, self._on_device_event, self.scheduler
         )
 
     def _on_device_event(self, event: DeviceEvent) -> None:
@@ -266,11 +166,7 @@ class Hub:
         period, so a reader could see a device connected while the timeline still ended in
         its disconnect; events make the two agree at every instant.
         """
-        if event.kind is DeviceEventKind.CONNECTED:
-            self._seen_devices[event.device] = True
-        elif event.kind is DeviceEventKind.DISCONNECTED:
-            self._seen_devices[event.device] = False
-        self.add_timeline("device", event.message, {"device": event.device, **event.detail})
+        self.add_timeline(*self._seen.device_event(event))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -459,10 +355,7 @@ class Hub:
     def add_timeline(
         self, kind: TimelineKind, message: str, detail: dict[str, Any] | None = None
     ) -> TimelineEvent:
-        event = TimelineEvent(ts_ms=_now_ms(), kind=kind, message=message, detail=detail or {})
-        self._timeline.append(event)
-        self.live.push(LiveEvent("timeline", event))
-        return event
+        return self._timeline.add(kind, message, detail)
 
     def _start_pollers(self) -> None:
         assert self._tasks is not None
@@ -543,33 +436,11 @@ class Hub:
 
     def check_transitions(self) -> None:
         """Turn device and broker connection changes into timeline events."""
-        for poller in self.pollers:
-            if isinstance(poller, DevicePoller):
-                continue  # it reports its changes as events (_on_device_event), as they happen
-            st = poller.status()
-            before = self._seen_devices.get(st.name, False)
-            if st.connected != before:
-                self._seen_devices[st.name] = st.connected
-                if st.connected:
-                    self.add_timeline("device", f"{st.name} connected", {"device": st.name})
-                else:
-                    reason = st.last_error or "connection lost"
-                    self.add_timeline(
-                        "device",
-                        f"{st.name} disconnected: {reason}",
-                        {"device": st.name, "error": reason},
-                    )
-        pub = self.publisher.status()
-        if pub.connected != self._seen_broker:
-            self._seen_broker = pub.connected
-            where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
-            if pub.connected:
-                self.add_timeline("broker", f"connected to {where}", {"broker": where})
-            else:
-                reason = pub.last_error or "connection lost"
-                self.add_timeline(
-                    "broker", f"disconnected from {where}: {reason}", {"broker": where}
-                )
+        # A DevicePoller reports its changes as events (_on_device_event), as they happen.
+        sampled = (p.status() for p in self.pollers if not isinstance(p, DevicePoller))
+        where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+        for line in self._seen.sampled(sampled, self.publisher.status(), where):
+            self.add_timeline(*line)
 
     # --- live reconfiguration -----------------------------------------------------------------
 
@@ -582,31 +453,33 @@ class Hub:
         new one (at least once, as after a reconnect). Outbox max_rows and overflow apply to the
         next append. Node-local sections (node, data_dir, api, ha) apply at restart only.
         """
-        old = self.config
+        plan = plan_devices(self.config.devices, config.devices)
         make_poller = self._poller_factory or self._default_poller
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
-        old_index = {device.name: i for i, device in enumerate(old.devices)}
-        keep: dict[int, int] = {}  # new index -> old index of an unchanged device
-        pollers: list[Poller] = []
-        for new_i, device in enumerate(config.devices):
-            old_i = old_index.get(device.name)
-            if old_i is not None and old.devices[old_i] == device:
-                keep[new_i] = old_i
-                pollers.append(self.pollers[old_i])
-            else:
-                pollers.append(make_poller(device, config.node, self._on_sample))
-        new_publisher = self._make_publisher(config) if config.mqtt != old.mqtt else None
+        pollers: list[Poller] = [
+            self.pollers[old_i]
+            if old_i is not None and new_i in plan.keep
+            else make_poller(config.devices[new_i], config.node, self._on_sample)
+            for new_i, old_i in enumerate(plan.origin)
+        ]
+        mqtt_changed = config.mqtt != self.config.mqtt
+        new_publisher = self._make_publisher(config) if mqtt_changed else None
 
-        kept_old = set(keep.values())
+        kept_old = set(plan.keep.values())
         stopping = [t for i, t in self._poller_tasks.items() if i not in kept_old]
         for task in stopping:
             task.cancel()
         if stopping:
             await asyncio.wait(stopping)
+        # A changed device's kept groups go on from the slot after the last one emitted (read
+        # once the old poller has stopped), so a live change neither drops nor repeats a slot.
+        for new_i, old_i in plan.replaced.items():
+            intervals = {g.name: g.interval for g in config.devices[new_i].groups}
+            pollers[new_i].resume(resume_points(self.pollers[old_i].status(), intervals))
         self._pending.flush()  # samples of stopped pollers go in before the config changes
         self._poller_tasks = {
             new_i: self._poller_tasks[old_i]
-            for new_i, old_i in keep.items()
+            for new_i, old_i in plan.keep.items()
             if old_i in self._poller_tasks
         }
         self.pollers = pollers
@@ -616,22 +489,18 @@ class Hub:
 
         # Latest values of tags that no longer exist would otherwise stay on the dashboard.
         self.live.set_catalog(TagCatalog.from_config(config))
-        names = {d.name for d in config.devices}
-        for gone in [n for n in self._seen_devices if n not in names]:
-            del self._seen_devices[gone]
+        self._seen.keep_only({d.name for d in config.devices})
 
         self._pause_idle_pollers()
         if self._tasks is not None and (self.gate.polling or self.standby_mode == "warm"):
             self._start_pollers()
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)
+        publisher = "replaced" if new_publisher is not None else "unchanged"
+        outbox = f"{config.outbox.max_rows} {config.outbox.overflow}"
         log.info(
-            "reconfigured: %s device(s) (%s unchanged), publisher %s, outbox max_rows %s %s",
-            len(config.devices),
-            len(keep),
-            "replaced" if new_publisher is not None else "unchanged",
-            config.outbox.max_rows,
-            config.outbox.overflow,
+            "reconfigured: %s device(s) (%s unchanged), publisher %s, outbox max_rows %s",
+            *(len(config.devices), len(plan.keep), publisher, outbox),
         )
         self.live.push(LiveEvent("status", self.status()))
 
@@ -644,7 +513,7 @@ class Hub:
             await asyncio.wait([old_task])
         self.publisher = publisher
         self._crashed.discard("publisher")
-        self._seen_broker = False
+        self._seen.broker = False
         if self._tasks is not None:
             self._publisher_task = self._tasks.create_task(self._guarded_publisher(), name="mqtt")
             publisher.notify()
@@ -685,14 +554,7 @@ class Hub:
             uptime_s=time.monotonic() - self.started_at,
             devices=[device_info(p.status()) for p in self.pollers],
             outbox=outbox_info(self.outbox),
-            publisher=PublisherInfo(
-                connected=pub.connected,
-                published_total=pub.published_total,
-                publish_rate=pub.publish_rate,
-                values_rate=pub.values_rate,
-                last_error=pub.last_error,
-                reconnects=pub.reconnects,
-            ),
+            publisher=publisher_info(pub),
             ha=self.ha.ha_info() if self.ha is not None else None,
             vrrp=self.ha.vrrp_info() if self.ha is not None else None,
             opcua_server=self.north.info() if self.north is not None else None,
@@ -706,11 +568,12 @@ class Hub:
     def tags(self) -> list[TagValue]:
         return self.live.tags()
 
+    def tags_json(self) -> bytes:
+        return self.live.tags_json()
+
     def timeline(self, limit: int) -> list[TimelineEvent]:
         """Newest first."""
-        events = list(self._timeline)
-        events.reverse()
-        return events[:limit]
+        return self._timeline.newest(limit)
 
     def subscribe(self) -> AsyncIterator[LiveEvent]:
         return self.live.subscribe()

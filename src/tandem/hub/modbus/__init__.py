@@ -13,6 +13,7 @@ from tandem.hub.modbus.status import (
     DeviceStatus,
     GroupStatus,
     PathStatus,
+    resume_points,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "PathSwitch",
     "SwitchReason",
     "next_slot_after",
+    "resume_points",
 ]

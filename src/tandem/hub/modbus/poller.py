@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,9 @@ class _BlockRead:
     bits: bool
 
 
+OVERRUN_LOG_S = 10.0  # the least time between two warnings about a group's skipped slots
+
+
 @dataclass(slots=True, eq=False)
 class _GroupRun:
     """Mutable per-group state: statistics, and where its polling stands on the grid."""
@@ -76,6 +79,7 @@ class _GroupRun:
     polls: int = 0
     errors: int = 0
     overruns: int = 0
+    overrun_logged_at: float = -OVERRUN_LOG_S  # monotonic
     last_latency_ms: float | None = None
     block_errors: dict[int, int] = field(default_factory=dict)
 
@@ -225,6 +229,7 @@ class DevicePoller:
         self._probe = self._probe_read()
         # Warm standby: keep the connection up but do not poll (set by the HA layer).
         self.paused = False
+        self._resume: dict[str, int] = {}
         self._connected = False
         self._last_error: str | None = None
 
@@ -316,6 +321,10 @@ class DevicePoller:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    def resume(self, next_slots: Mapping[str, int]) -> None:
+        """Start the named groups at these slots (a replaced poller's), not at the next tick."""
+        self._resume = dict(next_slots)
+
     async def run(self) -> None:
         """Poll until cancelled; the device lets go of its links on the way out.
 
@@ -330,7 +339,7 @@ class DevicePoller:
             path.link.attach(path.listener)
         self._update_connected()
         for group in self._groups:
-            group.next_slot, group.busy = None, False
+            group.next_slot, group.busy = self._resume.pop(group.config.name, None), False
             self._scheduler.add(group.config.interval, group, group.phase)
         try:
             if self._selector.switching:
@@ -385,7 +394,9 @@ class DevicePoller:
         if slot < tick:
             now = self._clock() - group.phase
             slot, skipped = next_slot_after(slot - 1, now, group.config.interval)
-            group.overruns += skipped
+            if skipped:
+                group.overruns += skipped
+                self._note_overrun(group)
         self._start_poll(group, slot)
 
     def _start_poll(self, group: _GroupRun, slot: int) -> None:
@@ -474,14 +485,26 @@ class DevicePoller:
         slot, skipped = next_slot_after(poll.slot, self._clock() - group.phase, interval)
         if skipped:
             group.overruns += skipped
-            log.debug(
-                "group %s/%s overran %s slot(s)", self.device.name, group.config.name, skipped
-            )
+            self._note_overrun(group)
         group.next_slot = slot
         if slot * interval + group.phase <= self._clock():
             # Behind the grid (a slow answer, a busy CPU): the missed slot is polled now.
             generation = self._generation
             asyncio.get_running_loop().call_soon(self._catch_up, group, generation)
+
+    def _note_overrun(self, group: _GroupRun) -> None:
+        """Skipped slots are data nobody will have: a warning, at most every OVERRUN_LOG_S."""
+        now = time.monotonic()
+        if now - group.overrun_logged_at < OVERRUN_LOG_S:
+            return
+        log.warning(
+            "group %s/%s could not be polled in time: %s slot(s) skipped so far (a device or "
+            "a machine slower than the interval; see the overruns metric)",
+            self.device.name,
+            group.config.name,
+            group.overruns,
+        )
+        group.overrun_logged_at = now
 
     def _catch_up(self, group: _GroupRun, generation: int) -> None:
         if generation != self._generation or group.busy or self.paused:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,19 @@ class GroupStatus:
     errors: int  # polls in which at least one tag had an error
     overruns: int  # grid slots skipped because a poll ran past its next slot
     last_latency_ms: float | None
+
+
+def resume_points(old: DeviceStatus, new_intervals: Mapping[str, float]) -> dict[str, int]:
+    """Where a replaced device's groups continue: the slot after the last one each emitted.
+
+    Only for groups kept under the same name and interval (a slot number means the same poll
+    time only on the same grid), so a live config change neither drops nor repeats a slot.
+    """
+    return {
+        g.name: g.last_slot + 1
+        for g in old.groups
+        if g.last_slot is not None and new_intervals.get(g.name) == g.interval
+    }
 
 
 @dataclass(frozen=True, slots=True)
