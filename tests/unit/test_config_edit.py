@@ -232,3 +232,43 @@ def test_edit_dump_keeps_four_space_sequences_unchanged() -> None:
     text = "node: a\ndevices:\n    -   name: x  # c\n        host: h\n"
     doc = edit.load_doc(text)
     assert edit.dump_doc(doc, text) == text
+
+
+def _large_config(tags: int = 3000) -> str:
+    lines = ["node: big  # keep", "data_dir: /tmp/big", "devices:", "  - name: plc1", "    host: h"]
+    lines += ["    groups:", "      - name: g", "        tags:"]
+    for t in range(tags):
+        lines += [f"          - name: t{t}  # tag {t}", f"            address: {t}"]
+    return "\n".join(lines) + "\n"
+
+
+async def test_editworker_large_file_edited_in_worker_process_with_comments() -> None:
+    from tandem.config.editworker import perform_off_loop
+    from tandem.config.offload import LARGE_TEXT
+
+    base = _large_config()
+    assert len(base) >= LARGE_TEXT
+    e = edit.Edit(
+        edit.EditKind.REPLACE,
+        Scope.of("plc1", "g", "t5"),
+        {"name": "t5", "address": 5, "scale": 3.0},
+    )
+    done = await perform_off_loop(base, e)
+    assert done.item == {"name": "t5", "address": 5, "scale": 3.0}
+    assert done.path == ("devices", 0, "groups", 0, "tags", 5)
+    diff = edit.unified(base, done.text, "a", "b")
+    assert "+            scale: 3.0\n" in diff and len(diff.splitlines()) == 10
+
+
+async def test_editworker_problems_and_refusals_come_back_typed() -> None:
+    from tandem.config.editworker import perform_off_loop
+
+    base = _large_config()
+    bad = edit.Edit(edit.EditKind.ADD, Scope.of("plc1", "g"), {"name": "x", "address": 2})
+    with pytest.raises(EditInvalid) as invalid:
+        await perform_off_loop(base, bad)
+    assert [p.field for p in invalid.value.problems] == ["address"]
+    missing = edit.Edit(edit.EditKind.DELETE, Scope.of("plc9"))
+    with pytest.raises(EditError) as refused:
+        await perform_off_loop(base, missing)
+    assert refused.value.reason is EditFailure.NOT_FOUND

@@ -25,7 +25,17 @@ from ruamel.yaml.comments import CommentedMap
 
 from tandem.api.auth import needs, principal_of
 from tandem.config import edit
-from tandem.config.edit import EditError, EditFailure, EditInvalid, FieldProblem, Scope
+from tandem.config.edit import (
+    Edit,
+    EditError,
+    EditFailure,
+    EditInvalid,
+    EditKind,
+    FieldProblem,
+    Performed,
+    Scope,
+)
+from tandem.config.editworker import perform_off_loop
 from tandem.config.hub import (
     DEVICE_ADAPTER,
     DeviceConfig,
@@ -36,6 +46,7 @@ from tandem.config.hub import (
     TandemConfig,
     load_config_text,
 )
+from tandem.config.offload import LARGE_TEXT, parse_config_text
 from tandem.config.tagcsv import (
     CsvInvalid,
     CsvProblem,
@@ -133,7 +144,7 @@ class SingleTarget:
 
     async def write(self, text: str) -> None:
         file = str(self.config_path)
-        new = await asyncio.to_thread(load_config_text, text, file)
+        new = await parse_config_text(text, file)
         current = self.running()
         problem = identity_problem(current, new, file)
         if problem is None and new.data_dir != current.data_dir:
@@ -372,33 +383,32 @@ class ConfigEditor:
 
     # ---- changing ----
 
-    def _prepare(self, op: Callable[[CommentedMap], Any]) -> tuple[str, CommentedMap, Any, str]:
-        """The edit on the document and its check: the slow part, run in a thread.
-
-        The document of the last change is reused while the file is still what that change
-        wrote: parsing a 10,000-tag file round trip takes seconds.
-        """
-        base = self.base_text()
+    def _perform_here(self, base: str, e: Edit) -> tuple[Performed, CommentedMap]:
+        """A small file's edit, in a thread: the last change's document is reused while the
+        file is still what that change wrote."""
         cached, self._doc = self._doc, None  # an edit changes the document in place
-        doc = cached[1] if cached is not None and cached[0] == base else edit.load_doc(base)
-        prefix = op(doc)
-        text = edit.dump_doc(doc, base)
-        edit.checked(text, prefix)
-        return base, doc, prefix, text
+        return edit.perform(
+            base, e, cached[1] if cached is not None and cached[0] == base else None
+        )
 
     async def change(
-        self, op: Callable[[CommentedMap], Any], who: str, action: str, show: bool = True
+        self, e: Edit, who: str, action: str, show: bool = True
     ) -> tuple[VersionMeta, dict[str, Any] | None]:
-        """Run `op` on the document, validate, apply, record: the version, and the edited item."""
+        """Carry out the edit, validate, apply, record: the version, and the edited item."""
         master = self.target.master()
         if master is not None:
             raise NotMaster(master)
         async with self._lock:
-            # Parsing and checking thousands of tags takes a while: the hub keeps polling.
-            base, doc, prefix, text = await asyncio.to_thread(self._prepare, op)
-            meta = await self._write(text, base, who, action)
-            self._doc = (text, doc)
-            return meta, _plain_item(doc, prefix) if show else None
+            base = await asyncio.to_thread(self.base_text)
+            doc: CommentedMap | None = None
+            if len(base) < LARGE_TEXT:
+                done, doc = await asyncio.to_thread(self._perform_here, base, e)
+            else:
+                self._doc = None
+                done = await perform_off_loop(base, e)
+            meta = await self._write(done.text, base, who, action)
+            self._doc = (done.text, doc) if doc is not None else None
+            return meta, redact(done.item) if show and done.item is not None else None
 
     async def _write(self, text: str, base: str, who: str, action: str) -> VersionMeta:
         try:
@@ -434,7 +444,7 @@ class ConfigEditor:
             raise EditError(EditFailure.NOT_FOUND, f"no config version {ident}")
         async with self._lock:
             base = await asyncio.to_thread(self.base_text)
-            await asyncio.to_thread(edit.checked, version.text, ())
+            # Checked by the apply, as any whole config is (in a worker process when large).
             return await self._write(version.text, base, who, f"restore of version {ident}")
 
 
@@ -471,17 +481,6 @@ def _refused(exc: EditError | NotMaster) -> JSONResponse:
     )
 
 
-def _plain_item(doc: CommentedMap, path: tuple[Any, ...]) -> dict[str, Any] | None:
-    node: Any = doc
-    try:
-        for part in path:
-            node = node[part]
-    except (KeyError, IndexError, TypeError):
-        return None
-    value = edit.plain(node)
-    return redact(value) if isinstance(value, dict) else None
-
-
 def _find(data: dict[str, Any], *names: str) -> dict[str, Any]:
     node: Any = data
     for level, name in enumerate(names):
@@ -511,11 +510,9 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     view = [needs(Access.VIEWER)]
     admin = [needs(Access.ADMIN, max_body=limit)]
 
-    async def changed(
-        op: Callable[[CommentedMap], Any], request: Request, action: str, show: bool = True
-    ) -> Any:
+    async def changed(e: Edit, request: Request, action: str, show: bool = True) -> Any:
         try:
-            meta, item = await editor.change(op, _who(request), action, show)
+            meta, item = await editor.change(e, _who(request), action, show)
         except (EditError, NotMaster) as exc:
             return _refused(exc)
         except EditInvalid as exc:
@@ -546,7 +543,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     @app.post(DEVICES, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def add_device(request: Request, body: JsonObject) -> Any:
         name = body.get("name")
-        return await changed(lambda d: edit.add(d, Scope.of(), body), request, f"add device {name}")
+        return await changed(Edit(EditKind.ADD, Scope.of(), body), request, f"add device {name}")
 
     @app.get(f"{DEVICES}/{{device}}", response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_device(device: str) -> Any:
@@ -557,9 +554,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     )
     async def put_device(device: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device)
-        return await changed(
-            lambda d: edit.replace(d, scope, body), request, f"edit device {device}"
-        )
+        return await changed(Edit(EditKind.REPLACE, scope, body), request, f"edit device {device}")
 
     @app.delete(
         f"{DEVICES}/{{device}}", response_model=Changed, responses=_REFUSALS, dependencies=admin
@@ -567,7 +562,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def delete_device(device: str, request: Request) -> Any:
         scope = Scope.of(device)
         return await changed(
-            lambda d: edit.delete(d, scope), request, f"delete device {device}", show=False
+            Edit(EditKind.DELETE, scope), request, f"delete device {device}", show=False
         )
 
     @app.post(
@@ -579,7 +574,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def duplicate_device(device: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device)
         return await changed(
-            lambda d: edit.duplicate(d, scope, body),
+            Edit(EditKind.DUPLICATE, scope, body),
             request,
             f"duplicate device {device} as {body.get('name')}",
         )
@@ -614,7 +609,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def add_group(device: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device)
         return await changed(
-            lambda d: edit.add(d, scope, body), request, f"add group {device}/{body.get('name')}"
+            Edit(EditKind.ADD, scope, body), request, f"add group {device}/{body.get('name')}"
         )
 
     group_path = f"{groups_path}/{{group}}"
@@ -627,14 +622,14 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def put_group(device: str, group: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device, group)
         return await changed(
-            lambda d: edit.replace(d, scope, body), request, f"edit group {device}/{group}"
+            Edit(EditKind.REPLACE, scope, body), request, f"edit group {device}/{group}"
         )
 
     @app.delete(group_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def delete_group(device: str, group: str, request: Request) -> Any:
         scope = Scope.of(device, group)
         return await changed(
-            lambda d: edit.delete(d, scope), request, f"delete group {device}/{group}", show=False
+            Edit(EditKind.DELETE, scope), request, f"delete group {device}/{group}", show=False
         )
 
     @app.post(
@@ -643,7 +638,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def duplicate_group(device: str, group: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device, group)
         return await changed(
-            lambda d: edit.duplicate(d, scope, body),
+            Edit(EditKind.DUPLICATE, scope, body),
             request,
             f"duplicate group {device}/{group} as {body.get('name')}",
         )
@@ -682,7 +677,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def add_tag(device: str, group: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device, group)
         return await changed(
-            lambda d: edit.add(d, scope, body),
+            Edit(EditKind.ADD, scope, body),
             request,
             f"add tag {device}/{group}/{body.get('name')}",
         )
@@ -731,7 +726,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
         tags = [row.tag for row in rows]
         try:
             meta, _ = await editor.change(
-                lambda d: edit.replace_children(d, scope, tags),
+                Edit(EditKind.REPLACE_CHILDREN, scope, tags),
                 _who(request),
                 f"import {len(tags)} tags into {device}/{group} (CSV)",
                 show=False,
@@ -753,14 +748,14 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     async def put_tag(device: str, group: str, tag: str, request: Request, body: JsonObject) -> Any:
         scope = Scope.of(device, group, tag)
         return await changed(
-            lambda d: edit.replace(d, scope, body), request, f"edit tag {device}/{group}/{tag}"
+            Edit(EditKind.REPLACE, scope, body), request, f"edit tag {device}/{group}/{tag}"
         )
 
     @app.delete(tag_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def delete_tag(device: str, group: str, tag: str, request: Request) -> Any:
         scope = Scope.of(device, group, tag)
         return await changed(
-            lambda d: edit.delete(d, scope),
+            Edit(EditKind.DELETE, scope),
             request,
             f"delete tag {device}/{group}/{tag}",
             show=False,
@@ -774,7 +769,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     ) -> Any:
         scope = Scope.of(device, group, tag)
         return await changed(
-            lambda d: edit.duplicate(d, scope, body),
+            Edit(EditKind.DUPLICATE, scope, body),
             request,
             f"duplicate tag {device}/{group}/{tag} as {body.get('name')}",
         )

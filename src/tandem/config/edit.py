@@ -376,6 +376,69 @@ def duplicate(doc: CommentedMap, scope: Scope, overrides: Any) -> FieldPath:
     return (*path[:-1], index + 1)
 
 
+class EditKind(StrEnum):
+    ADD = "add"
+    REPLACE = "replace"
+    REPLACE_CHILDREN = "replace_children"
+    DELETE = "delete"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One edit as data (it travels to a worker process for a large file)."""
+
+    kind: EditKind
+    scope: Scope
+    body: Any = None
+
+
+def apply_edit(doc: CommentedMap, e: Edit) -> FieldPath:
+    """Carry out `e` on the document; the edited item's path (its problems are relative to it)."""
+    if e.kind is EditKind.ADD:
+        return add(doc, e.scope, e.body)
+    if e.kind is EditKind.REPLACE:
+        return replace(doc, e.scope, e.body)
+    if e.kind is EditKind.REPLACE_CHILDREN:
+        if not isinstance(e.body, list) or too_deep(e.body):
+            raise EditError(EditFailure.BAD_BODY, "expected a list of items")
+        return replace_children(doc, e.scope, e.body)
+    if e.kind is EditKind.DELETE:
+        return delete(doc, e.scope)
+    return duplicate(doc, e.scope, e.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Performed:
+    """An edit that validates: the new text, and the edited item as plain data."""
+
+    text: str
+    path: FieldPath
+    item: dict[str, Any] | None
+
+
+def perform(base: str, e: Edit, doc: CommentedMap | None = None) -> tuple[Performed, CommentedMap]:
+    """The whole edit of `base` (or of `doc`, its already parsed document): edit, write, check.
+
+    Raises EditError or EditInvalid. Returns the document too, for the next edit to reuse.
+    """
+    doc = doc if doc is not None else load_doc(base)
+    path = apply_edit(doc, e)
+    text = dump_doc(doc, base)
+    checked(text, path)
+    item: Any = doc
+    for part in path:
+        item = _child(item, part)
+    value = plain(item) if isinstance(item, dict) else None
+    return Performed(text, path, value), doc
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, list):
+        return node[part] if isinstance(part, int) and 0 <= part < len(node) else None
+    return node.get(part) if isinstance(node, dict) else None
+
+
 # ---- validation and its problems ----------------------------------------------------------------
 
 
