@@ -8,7 +8,8 @@ is what it wrote). Also: the diff's size (it must show the edit only) and the ta
 group of the largest size exported and parsed.
 
 The node adds to this its apply (config sync validates again and reconfigures the hub) and the
-version files; the edit runs in a thread, so the hub's loop keeps polling meanwhile.
+version files. A file under 64 KiB is edited in a thread with its document kept ("next edit");
+a larger one in a worker process at nice 10, parsed every time ("first edit"), off the loop.
 
 Usage: ``.venv/bin/python -m bench.config_edit [--tags 100,1000,10000]``
 """
