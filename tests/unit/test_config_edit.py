@@ -272,3 +272,26 @@ async def test_editworker_problems_and_refusals_come_back_typed() -> None:
     with pytest.raises(EditError) as refused:
         await perform_off_loop(base, missing)
     assert refused.value.reason is EditFailure.NOT_FOUND
+
+
+def test_versions_known_hunks_used_when_starting_from_previous(tmp_path: Path) -> None:
+    store = VersionStore(tmp_path)
+    store.add("a: 1\n", "alice", "one")
+    meta = store.add("a: 2\n", "bob", "two", known=("a: 1\n", edit.hunks("a: 1\n", "a: 2\n")))
+    version = store.get(meta.id)
+    assert version is not None
+    assert version.diff == edit.unified("a: 1\n", "a: 2\n", "v1", "v2")
+    # From another text the hunks do not apply: the store diffs itself.
+    meta = store.add("a: 3\n", "bob", "three", known=("zzz\n", "@@ bogus\n"))
+    version = store.get(meta.id)
+    assert version is not None and "@@ bogus" not in version.diff and "+a: 3" in version.diff
+
+
+async def test_editworker_load_large_file_in_worker_gives_plain_data() -> None:
+    from tandem.config.editworker import load_off_loop
+
+    data = await load_off_loop(_large_config())
+    assert data["devices"][0]["groups"][0]["tags"][2999] == {"name": "t2999", "address": 2999}
+    with pytest.raises(EditError) as caught:
+        await load_off_loop("a: [\n" + "x" * 70_000)
+    assert caught.value.reason is EditFailure.BAD_DOCUMENT

@@ -35,7 +35,7 @@ from tandem.config.edit import (
     Performed,
     Scope,
 )
-from tandem.config.editworker import perform_off_loop
+from tandem.config.editworker import load_off_loop, perform_off_loop
 from tandem.config.hub import (
     DEVICE_ADAPTER,
     DeviceConfig,
@@ -56,7 +56,6 @@ from tandem.config.tagcsv import (
     problems_by_line,
 )
 from tandem.config.versions import VersionMeta, VersionStore
-from tandem.config.yamlload import load_located
 from tandem.errors import ConfigError, ConfigProblem, TandemError
 from tandem.files import write_atomic
 from tandem.ha.configstamp import (
@@ -64,6 +63,7 @@ from tandem.ha.configstamp import (
     identity_problem,
     local_fields_changed,
     shared_sections,
+    stat_key,
     with_shared,
 )
 from tandem.security.redact import REDACTED, is_secret_name, redact
@@ -342,6 +342,7 @@ class ConfigEditor:
         self.versions = VersionStore(target.running().data_dir)
         self._lock = asyncio.Lock()
         self._doc: tuple[str, CommentedMap] | None = None  # the last change's text and document
+        self._data: tuple[Any, dict[str, Any]] | None = None  # what the reads answer from
 
     def state(self) -> EditorState:
         master = self.target.master()
@@ -358,13 +359,22 @@ class ConfigEditor:
     def _file_text(self) -> str:
         return self.target.config_path.read_text(encoding="utf-8")
 
-    def data(self) -> dict[str, Any]:
-        """The config as the editor sees it: the file, with synced sections where they run."""
-        doc = load_located(self._file_text(), str(self.target.config_path))
-        data = doc.data if isinstance(doc.data, dict) else {}
+    async def data(self) -> dict[str, Any]:
+        """The config as the editor sees it: the file, with synced sections where they run.
+
+        Parsed again only when the file (or the synced config) changed, and a large file in a
+        worker process: libyaml holds the GIL, a 10,000-tag file would stall the hub's loop.
+        """
         synced = self.target.synced()
+        key = (stat_key(self.target.config_path), self.target.digest() if synced else None)
+        if self._data is not None and self._data[0] == key:
+            return self._data[1]
+        text = await asyncio.to_thread(self._file_text)
+        parsed = await load_off_loop(text)
+        data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
         if synced is not None:
-            data = {**data, **short_sections(synced)}
+            data = {**data, **(await asyncio.to_thread(short_sections, synced))}
+        self._data = (key, data)
         return data
 
     def base_text(self) -> str:
@@ -406,24 +416,30 @@ class ConfigEditor:
             else:
                 self._doc = None
                 done = await perform_off_loop(base, e)
-            meta = await self._write(done.text, base, who, action)
+            meta = await self._write(done.text, base, who, action, done.hunks)
             self._doc = (done.text, doc) if doc is not None else None
             return meta, redact(done.item) if show and done.item is not None else None
 
-    async def _write(self, text: str, base: str, who: str, action: str) -> VersionMeta:
+    async def _write(
+        self, text: str, base: str, who: str, action: str, hunks: str | None = None
+    ) -> VersionMeta:
         try:
             await self.target.write(text)
         except ConfigError as exc:
             raise EditInvalid(edit.config_problems(exc)) from exc
-        return await asyncio.to_thread(self._record, text, base, who, action)
+        return await asyncio.to_thread(self._record, text, base, who, action, hunks)
 
-    def _record(self, text: str, base: str, who: str, action: str) -> VersionMeta:
+    def _record(
+        self, text: str, base: str, who: str, action: str, hunks: str | None
+    ) -> VersionMeta:
         latest = self.versions.latest()
         if latest is None or latest.text != base:
             # The text this change started from (a first change, or the file was edited by
             # hand since), so "before the change" can be restored.
             self.versions.add(base, "file", "the config before the next change")
-        meta = self.versions.add(text, who, action)
+        # The edit's own diff (made off the loop) when it starts from the newest version.
+        known = (base, hunks) if hunks is not None else None
+        meta = self.versions.add(text, who, action, known=known)
         log.info("config version %s by %s: %s", meta.id, who, action)
         return meta
 
@@ -519,10 +535,10 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
             return _problems(exc.problems)
         return Changed(version=_version_out(meta), item=item)
 
-    async def read(fn: Callable[[], Any]) -> Any:
-        # Reading and parsing the file is blocking work: off the hub's loop.
+    async def read(fn: Callable[[dict[str, Any]], Any]) -> Any:
+        """`fn` on the config data (parsed off the hub's loop); a missing item is a 404."""
         try:
-            return await asyncio.to_thread(fn)
+            return fn(await editor.data())
         except EditError as exc:
             return _refused(exc)
 
@@ -536,7 +552,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(DEVICES, response_model=DeviceList, dependencies=view)
     async def list_devices() -> DeviceList:
-        data = await asyncio.to_thread(editor.data)
+        data = await editor.data()
         devices = [redact(d) for d in data.get("devices") or [] if isinstance(d, dict)]
         return DeviceList(state=editor.state(), devices=devices)
 
@@ -547,7 +563,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(f"{DEVICES}/{{device}}", response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_device(device: str) -> Any:
-        return await read(lambda: Item(item=redact(_find(editor.data(), device))))
+        return await read(lambda data: Item(item=redact(_find(data, device))))
 
     @app.put(
         f"{DEVICES}/{{device}}", response_model=Changed, responses=_REFUSALS, dependencies=admin
@@ -587,7 +603,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
     )
     async def test_connection(device: str) -> Any:
         try:
-            found = _find(await asyncio.to_thread(editor.data), device)
+            found = _find(await editor.data(), device)
         except EditError as exc:
             return _refused(exc)
         return ConnectionTest(device=device, paths=await check_paths(found))
@@ -598,8 +614,8 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(groups_path, response_model=GroupList, responses=_REFUSALS, dependencies=view)
     async def list_groups(device: str) -> Any:
-        def answer() -> GroupList:
-            found = _find(editor.data(), device)
+        def answer(data: dict[str, Any]) -> GroupList:
+            found = _find(data, device)
             groups = [redact(g) for g in found.get("groups") or [] if isinstance(g, dict)]
             return GroupList(device=device, protocol=_protocol(found), groups=groups)
 
@@ -616,7 +632,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(group_path, response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_group(device: str, group: str) -> Any:
-        return await read(lambda: Item(item=redact(_find(editor.data(), device, group))))
+        return await read(lambda data: Item(item=redact(_find(data, device, group))))
 
     @app.put(group_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def put_group(device: str, group: str, request: Request, body: JsonObject) -> Any:
@@ -664,8 +680,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(tags_path, response_model=TagList, responses=_REFUSALS, dependencies=view)
     async def list_tags(device: str, group: str) -> Any:
-        def answer() -> TagList:
-            data = editor.data()
+        def answer(data: dict[str, Any]) -> TagList:
             found_device = _find(data, device)
             found = _find(data, device, group)
             tags = [redact(t) for t in found.get("tags") or [] if isinstance(t, dict)]
@@ -684,8 +699,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(f"{tags_path}.csv", response_class=PlainTextResponse, dependencies=view)
     async def export_tags(device: str, group: str) -> Any:
-        def answer() -> Any:
-            data = editor.data()
+        def answer(data: dict[str, Any]) -> Any:
             protocol = _protocol(_find(data, device))
             tags = _find(data, device, group).get("tags") or []
             text = export_csv(protocol, [redact(t) for t in tags if isinstance(t, dict)])
@@ -711,13 +725,13 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
         except UnicodeDecodeError:
             return _csv_problems([CsvProblem(0, "", "the CSV is not UTF-8")])
 
-        def parse() -> list[CsvRow]:
-            data = editor.data()
+        def parse(data: dict[str, Any]) -> list[CsvRow]:
             _find(data, device, group)
             return parse_csv(_protocol(_find(data, device)), text)
 
         try:
-            rows = await asyncio.to_thread(parse)
+            data = await editor.data()
+            rows = await asyncio.to_thread(parse, data)
         except EditError as exc:
             return _refused(exc)
         except CsvInvalid as exc:
@@ -742,7 +756,7 @@ def install(app: FastAPI, editor: ConfigEditor) -> None:
 
     @app.get(tag_path, response_model=Item, responses=_REFUSALS, dependencies=view)
     async def get_tag(device: str, group: str, tag: str) -> Any:
-        return await read(lambda: Item(item=redact(_find(editor.data(), device, group, tag))))
+        return await read(lambda data: Item(item=redact(_find(data, device, group, tag))))
 
     @app.put(tag_path, response_model=Changed, responses=_REFUSALS, dependencies=admin)
     async def put_tag(device: str, group: str, tag: str, request: Request, body: JsonObject) -> Any:

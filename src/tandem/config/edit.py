@@ -410,11 +410,12 @@ def apply_edit(doc: CommentedMap, e: Edit) -> FieldPath:
 
 @dataclass(frozen=True, slots=True)
 class Performed:
-    """An edit that validates: the new text, and the edited item as plain data."""
+    """An edit that validates: the new text, the edited item as plain data, the diff's hunks."""
 
     text: str
     path: FieldPath
     item: dict[str, Any] | None
+    hunks: str = ""
 
 
 def perform(base: str, e: Edit, doc: CommentedMap | None = None) -> tuple[Performed, CommentedMap]:
@@ -430,7 +431,7 @@ def perform(base: str, e: Edit, doc: CommentedMap | None = None) -> tuple[Perfor
     for part in path:
         item = _child(item, part)
     value = plain(item) if isinstance(item, dict) else None
-    return Performed(text, path, value), doc
+    return Performed(text, path, value, hunks(base, text)), doc
 
 
 def _child(node: Any, part: str | int) -> Any:
@@ -491,14 +492,13 @@ def config_problems(exc: ConfigError, prefix: FieldPath = ()) -> list[FieldProbl
 
 def unified(old: str, new: str, old_label: str, new_label: str) -> str:
     """The change as a unified diff of the YAML text."""
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=old_label,
-            tofile=new_label,
-        )
-    )
+    return f"--- {old_label}\n+++ {new_label}\n{hunks(old, new)}" if old != new else ""
+
+
+def hunks(old: str, new: str) -> str:
+    """The unified diff's hunks, without its two header lines (the labels come later)."""
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True))
+    return "".join(list(lines)[2:])
 
 
 def compact(value: Any) -> Any:

@@ -17,7 +17,9 @@ import pickle
 import sys
 from typing import Any
 
-from tandem.config.edit import Edit, EditError, EditInvalid, Performed, perform
+import yaml
+
+from tandem.config.edit import Edit, EditError, EditFailure, EditInvalid, Performed, perform
 from tandem.config.offload import LARGE_TEXT, WORKER_NICE
 
 log = logging.getLogger(__name__)
@@ -46,23 +48,37 @@ def _raise_or_return(outcome: Outcome) -> Performed:
     return value
 
 
+def _load(text: str) -> Any:
+    """The file as plain data, no line numbers (what the read routes answer from)."""
+    loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise EditError(EditFailure.BAD_DOCUMENT, f"the config file is not YAML: {exc}") from exc
+
+
+async def _in_worker(request: tuple[Any, ...]) -> Any:
+    """`python -m tandem.config.editworker`: the request pickled on stdin, the answer on stdout."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tandem.config.editworker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+    if child.returncode != 0:
+        raise OSError(f"exit {child.returncode}: {err.decode(errors='replace')[-300:]}")
+    return pickle.loads(out)  # our own child's answer, never outside input
+
+
 async def perform_off_loop(base: str, e: Edit) -> Performed:
     """`perform` in a worker process (a large file) or a thread; raises as perform does."""
     if len(base) < LARGE_TEXT:
         return _raise_or_return(await asyncio.to_thread(_run, base, e))
     try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tandem.config.editworker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await child.communicate(pickle.dumps((base, e), pickle.HIGHEST_PROTOCOL))
-        if child.returncode != 0:
-            raise OSError(f"exit {child.returncode}: {err.decode(errors='replace')[-300:]}")
-        outcome: Outcome = pickle.loads(out)  # our own child's answer, never outside input
+        outcome: Outcome = await _in_worker(("edit", base, e))
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
         # No worker (out of processes or memory): edit here, slower for the loop.
         log.warning("config edit worker failed (%s); editing in the hub", exc)
@@ -70,11 +86,35 @@ async def perform_off_loop(base: str, e: Edit) -> Performed:
     return _raise_or_return(outcome)
 
 
+async def load_off_loop(text: str) -> Any:
+    """The file's plain data, parsed in a worker process when large; EditError if not YAML."""
+    if len(text) < LARGE_TEXT:
+        return await asyncio.to_thread(_load, text)
+    try:
+        kind, value = await _in_worker(("load", text))
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        log.warning("config load worker failed (%s); parsing in the hub", exc)
+        return await asyncio.to_thread(_load, text)
+    if kind == "error":
+        raise EditError(EditFailure.BAD_DOCUMENT, value)
+    return value
+
+
+def _serve(request: tuple[Any, ...]) -> Any:
+    if request[0] == "load":
+        try:
+            return "ok", _load(request[1])
+        except EditError as exc:
+            return "error", str(exc)
+    _, base, e = request
+    return _run(base, e)
+
+
 def main() -> int:
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
-    base, e = pickle.loads(sys.stdin.buffer.read())  # from the hub that started this process
-    sys.stdout.buffer.write(pickle.dumps(_run(base, e), pickle.HIGHEST_PROTOCOL))
+    request = pickle.loads(sys.stdin.buffer.read())  # from the hub that started this process
+    sys.stdout.buffer.write(pickle.dumps(_serve(request), pickle.HIGHEST_PROTOCOL))
     return 0
 
 

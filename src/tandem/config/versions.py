@@ -112,14 +112,28 @@ class VersionStore:
         ids = self._ids()
         return self.get(ids[-1]) if ids else None
 
-    def add(self, text: str, who: str, action: str, now: float | None = None) -> VersionMeta:
-        """Record `text` as the newest version, its diff against the one before."""
+    def add(
+        self,
+        text: str,
+        who: str,
+        action: str,
+        now: float | None = None,
+        known: tuple[str, str] | None = None,
+    ) -> VersionMeta:
+        """Record `text` as the newest version, its diff against the one before.
+
+        `known` is (a text, the hunks from it to `text`), computed elsewhere (the edit's worker
+        process): used when that text is the previous version's, instead of diffing again.
+        """
         ids = self._ids()
         previous = self.get(ids[-1]) if ids else None
         ident = (ids[-1] + 1) if ids else 1
         old_text = previous.text if previous is not None else ""
         old_label = f"v{previous.meta.id}" if previous is not None else "empty"
-        diff = unified(old_text, text, old_label, f"v{ident}")
+        if known is not None and known[0] == old_text and old_text != text:
+            diff = f"--- {old_label}\n+++ v{ident}\n{known[1]}"
+        else:
+            diff = unified(old_text, text, old_label, f"v{ident}")
         added, removed = _counts(diff)
         meta = VersionMeta(
             id=ident,
