@@ -146,6 +146,17 @@ class SingleTarget:
         file = str(self.config_path)
         new = await parse_config_text(text, file)
         current = self.running()
+        # Dumps and checks of a whole config take a while at 10,000 tags: off the hub's loop.
+        merged = await asyncio.to_thread(self._merged, current, new, file)
+        # Through a symlink to the real file: replacing the link would cut it off.
+        await asyncio.to_thread(write_atomic, self.config_path.resolve(), text)
+        await self._hub.reconfigure(merged)
+        digest = await asyncio.to_thread(self.digest)
+        self._hub.add_timeline("config", "config applied from the API", {"sha": digest})
+
+    @staticmethod
+    def _merged(current: TandemConfig, new: TandemConfig, file: str) -> TandemConfig:
+        """The running config with the new shared sections; node-local ones apply at restart."""
         problem = identity_problem(current, new, file)
         if problem is None and new.data_dir != current.data_dir:
             problem = ConfigProblem(file, None, "data_dir", "data_dir cannot change while running")
@@ -154,11 +165,7 @@ class SingleTarget:
         changed_local = local_fields_changed(current, new)
         if changed_local:
             log.warning("config: %s changed; node-local sections apply at restart", changed_local)
-        # Through a symlink to the real file: replacing the link would cut it off.
-        write_atomic(self.config_path.resolve(), text)
-        # Node-local sections stay as they run; only devices, mqtt and outbox apply live.
-        await self._hub.reconfigure(with_shared(current, shared_sections(new), file))
-        self._hub.add_timeline("config", "config applied from the API", {"sha": self.digest()})
+        return with_shared(current, shared_sections(new), file)
 
 
 class HubReader:
