@@ -12,6 +12,9 @@ polling that many tags costs this machine by itself), then put under:
 * **reconfig**: the whole config (every device, every tag) changed live on the master every
   ``--reconfig-every`` seconds (a tag added to, then removed from, every group), synced to
   the backup;
+* **editor**: one tag edited through the Configuration API (``PUT .../tags/{tag}``, its scale
+  toggled) every ``--reconfig-every`` seconds: the round trip of the whole file with its
+  comments, in a worker process for a large file, then applied and synced like a PUT;
 * **burners**: two CPU burners (busy loops at normal priority, one per core).
 
 Per phase: VRRP transitions of either node (any is spurious: nothing asked for one),
@@ -65,7 +68,7 @@ PAGES = 5
 REST_RATE = 200.0
 REST_PATHS = ("/api/v1/status", "/api/v1/tags", "/api/v1/timeline?limit=50", "/metrics")
 BURNERS = 2
-PHASES = ("idle", "pages", "rest", "reconfig", "burners")
+PHASES = ("idle", "pages", "rest", "reconfig", "editor", "burners")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,36 @@ def reconfig_load(every_s: float) -> Load:
     return run
 
 
+def editor_load(every_s: float) -> Load:
+    async def run(cluster: DemoCluster, master: str, stop: asyncio.Event) -> tuple[int, int]:
+        assert cluster.workdir is not None
+        admin = create_token(cluster.workdir / master, Role.ADMIN, "bench-editor")
+        base = cluster.url(master) + "/api/v1/devices"
+        done, errors, scale = 0, 0, 2.0
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {admin}"}, timeout=120
+        ) as client:
+            device = (await client.get(base)).json()["devices"][0]
+            group = device["groups"][0]
+            tag = dict(group["tags"][0])
+            url = f"{base}/{device['name']}/groups/{group['name']}/tags/{tag['name']}"
+            while not stop.is_set():
+                started = time.monotonic()
+                answer = await client.put(url, json={**tag, "scale": scale})
+                if answer.status_code == 200:
+                    done += 1
+                    print(f"editor: edit took {time.monotonic() - started:.2f} s", file=sys.stderr)
+                else:
+                    errors += 1
+                    print(f"editor: edit refused: {answer.text[:300]}", file=sys.stderr)
+                scale = 3.0 if scale == 2.0 else 2.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every_s)
+        return done, errors
+
+    return run
+
+
 async def burners_load(cluster: DemoCluster, master: str, stop: asyncio.Event) -> tuple[int, int]:
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(BURNERS)]
     try:
@@ -347,6 +380,7 @@ async def main_async(args: argparse.Namespace) -> list[PhaseResult]:
         "pages": pages_load,
         "rest": rest_load,
         "reconfig": reconfig_load(args.reconfig_every),
+        "editor": editor_load(args.reconfig_every),
         "burners": burners_load,
     }
     vrrp_port = shared_udp_port(("127.0.0.2", "127.0.0.3", LISTENER))

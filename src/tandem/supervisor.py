@@ -26,7 +26,7 @@ async def run_node(config_path: Path) -> int:
         from tandem.ha.warden import run_ha_node
 
         return await run_ha_node(cfg, config_path)
-    return await run_single_node(cfg)
+    return await run_single_node(cfg, config_path)
 
 
 def warn_if_secrets_readable(cfg: TandemConfig, config_path: Path) -> None:
@@ -54,14 +54,23 @@ def warn_if_peer_link_in_clear(cfg: TandemConfig) -> None:
         )
 
 
-async def run_single_node(cfg: TandemConfig) -> int:
-    """One hub, no peer: role SINGLE, always polling and publishing, term 0."""
+async def run_single_node(cfg: TandemConfig, config_path: Path | None = None) -> int:
+    """One hub, no peer: role SINGLE, always polling and publishing, term 0.
+
+    With its config file, the config can be edited over the API (applied with reconfigure).
+    """
     # Imported here: the warden of an HA node never loads the hub stack, its child does.
     from tandem.hub.runtime import Hub
 
     stop = asyncio.Event()
+    hub = Hub(cfg)
+    if config_path is not None:
+        from tandem.api import configedit
+
+        target = configedit.SingleTarget(config_path, hub)
+        configedit.install(hub.app, configedit.ConfigEditor(target, configedit.HubReader(hub)))
     with stop_on_signals(stop):
-        async with Hub(cfg) as hub:
+        async with hub:
             log.info(
                 "node %s running: %s device(s), API on %s:%s",
                 cfg.node,

@@ -315,6 +315,22 @@ CASES: list[tuple[str, Action]] = [
     ("http: config PUT without a credential", http("PUT", "/api/v1/config", {401}, body=b"x")),
     ("http: config PUT as an operator", with_token("PUT", "/api/v1/config", {403}, b"node: x")),
     (
+        "http: device POST without a credential",
+        http("POST", "/api/v1/devices", {401}, body=b'{"name": "x"}'),
+    ),
+    (
+        "http: device DELETE as an operator",
+        with_token("DELETE", "/api/v1/devices/plc1", {403}),
+    ),
+    (
+        "http: tag CSV PUT as an operator",
+        with_token("PUT", "/api/v1/devices/plc1/groups/fast/tags.csv", {403}, b"name\nx\n"),
+    ),
+    (
+        "http: version restore as an operator",
+        with_token("POST", "/api/v1/config/versions/1/restore", {403}),
+    ),
+    (
         "http: 10 MiB handover body without a credential",
         http("POST", "/api/v1/peer/handover", {401, 413}, node="node-b", body=b"{" * (10 << 20)),
     ),

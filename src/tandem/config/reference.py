@@ -254,7 +254,9 @@ def render_reference() -> str:
         "",
         "Every key of the native YAML config, generated from the pydantic models in",
         "`src/tandem/config/hub.py`. Unknown keys are rejected. `[]` marks a list of sections.",
-        "Check a file with `tandem config validate FILE`.",
+        "Check a file with `tandem config validate FILE`. Devices, groups and tags can also be",
+        "edited in the dashboard's Configuration tab or over REST, by the same rules, with the",
+        "file's comments kept ([dashboard.md](dashboard.md#the-configuration-tab)).",
         "",
     ]
     for path, purpose, rows in reference_rows():

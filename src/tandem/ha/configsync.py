@@ -129,6 +129,9 @@ class ConfigSync:
         self._peer_publishing_at = float("-inf")
         self._file_key = stat_key(config_path) if config_path is not None else None
         self.stamp = self._initial_stamp()
+        self.on_applied: Callable[[], None] | None = None  # after every applied change
+        # After a PUT /api/v1/config was applied: its text and who sent it (config versions).
+        self.on_put: Callable[[str, str], Awaitable[None]] | None = None
 
     def _initial_stamp(self) -> ConfigStamp:
         sha = config_sha(self.cfg)
@@ -167,6 +170,14 @@ class ConfigSync:
 
     def _following_master(self) -> bool:
         return time.monotonic() - self._peer_publishing_at <= self._peer_fresh_s
+
+    def following_master(self) -> bool:
+        """True while the peer publishes: changes belong on it, this node takes its config."""
+        return self._following_master()
+
+    def runs_synced(self) -> bool:
+        """True when the running shared sections came from the master, not this node's file."""
+        return self._synced_path.exists()
 
     # ---- start-up precedence ----
 
@@ -358,6 +369,8 @@ class ConfigSync:
         self._timeline(
             message, {"version": stamp.version, "sha": stamp.sha, "previous": old.version}
         )
+        if self.on_applied is not None:
+            self.on_applied()
 
     def _persist_version(self, stamp: ConfigStamp) -> None:
         try:
@@ -448,6 +461,8 @@ class ConfigSync:
                 raise HTTPException(400, {"problems": [str(p) for p in exc.problems]}) from exc
             principal = principal_of(request.scope)
             log.info("config v%s put by %s", stamp.version, principal.key if principal else "?")
+            if self.on_put is not None:
+                await self.on_put(text, principal.name if principal else "?")
             return {"version": stamp.version, "sha": stamp.sha}
 
 

@@ -22,13 +22,22 @@ from typing import Any
 
 from fastapi import APIRouter, Header
 
+from tandem.api.configedit import ConfigEditor, HubReader, Master
+from tandem.api.configedit import install as install_config_editor
 from tandem.api.view import HaInfo
 from tandem.config.hub import TandemConfig
 from tandem.errors import TandemError
 from tandem.ha.configsync import ConfigSync, stamp_label
 from tandem.ha.facts import FactQueue
 from tandem.ha.observer import BrokerObserver, BrokerRules
-from tandem.ha.peer import HandoverAnswer, HandoverRequest, PeerClient, PeerState, peer_router
+from tandem.ha.peer import (
+    HandoverAnswer,
+    HandoverRequest,
+    PeerClient,
+    PeerState,
+    StateBell,
+    peer_router,
+)
 from tandem.ha.records import CoreSnapshot
 from tandem.ha.types import (
     Acked,
@@ -94,6 +103,34 @@ def group_intervals(cfg: TandemConfig) -> dict[Key, float]:
     return {stream_key(d.name, g.name): g.interval for d in cfg.devices for g in d.groups}
 
 
+class SyncTarget:
+    """The config editor's way into an HA node: config sync applies, the master takes changes."""
+
+    def __init__(self, side: HubSide, config_path: Path) -> None:
+        self._side = side
+        self.config_path = config_path
+
+    def running(self) -> TandemConfig:
+        return self._side.configsync.cfg
+
+    def master(self) -> Master | None:
+        if not self._side.configsync.following_master():
+            return None
+        snap = self._side.snapshot
+        peer = snap.peer if snap is not None else None
+        return Master(node=peer.node if peer is not None else None, url=self._side.ha.peer_url)
+
+    def synced(self) -> TandemConfig | None:
+        sync = self._side.configsync
+        return sync.cfg if sync.runs_synced() else None
+
+    def digest(self) -> str:
+        return self._side.configsync.sha
+
+    async def write(self, text: str) -> None:
+        await self._side.configsync.put_config(text)
+
+
 class HubSide:
     """One node's hub-process half of the HA layer; the Hub's `ha` hooks."""
 
@@ -138,6 +175,14 @@ class HubSide:
             peer_fresh_s=self.ha.peer_fresh_s,
         )
         self.configsync.main_routes(self.hub.app)
+        # The peer's state stream goes out at once after a config change, not at the next
+        # advert: the backup fetches the new config within a round trip.
+        self.bell = StateBell()
+        self.configsync.on_applied = self.bell.ring
+        if config_path is not None:
+            editor = ConfigEditor(SyncTarget(self, config_path), HubReader(self.hub))
+            install_config_editor(self.hub.app, editor)
+            self.configsync.on_put = editor.record_put
         self.hub.app.include_router(
             peer_router(
                 secret,
@@ -145,6 +190,7 @@ class HubSide:
                 self.ha.vrrp.advert_interval,
                 self._on_handover_request,
                 extra=self._extra_routes,
+                bell=self.bell,
             )
         )
         self.observer = BrokerObserver(

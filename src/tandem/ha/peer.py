@@ -10,6 +10,7 @@ always knows the master's term and watermarks; a handover is one authenticated P
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -90,12 +91,29 @@ class HandoverAnswer(BaseModel):
     refused: str | None = None  # the typed reason (ha.types.Refused) when not accepted
 
 
+class StateBell:
+    """Wakes every state stream at once, so a change goes out before the next interval."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next ring, or `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
 def peer_router(
     secret: str,
     state: Callable[[], PeerState],
     interval: float,
     on_handover: Callable[[HandoverRequest], Awaitable[HandoverAnswer]],
     extra: Callable[[APIRouter, Callable[[str | None], None]], None] | None = None,
+    bell: StateBell | None = None,
 ) -> APIRouter:
     """Routes under /api/v1/peer; `extra` lets config sync add its own, with the same auth."""
     router = APIRouter(prefix=PEER_PREFIX, dependencies=[needs(Access.PEER)])
@@ -126,7 +144,10 @@ def peer_router(
                 if streams is not None and streams.closing:
                     return
                 yield f"data: {state().model_dump_json()}\n\n".encode()
-                await asyncio.sleep(interval)
+                if bell is None:
+                    await asyncio.sleep(interval)
+                else:
+                    await bell.wait(interval)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -625,6 +625,25 @@ class Hub:
     def subscribe(self) -> AsyncIterator[LiveEvent]:
         return self.live.subscribe()
 
+    async def read_now(
+        self, device: str, group: str
+    ) -> tuple[dict[str, Any], dict[str, int], float] | None:
+        """One read of a group (values, errors, milliseconds), not stored, not published.
+
+        None when the running config has no such device or group; NotImplementedError for a
+        device whose poller cannot read on request (OPC UA).
+        """
+        for poller in self.pollers:
+            if isinstance(poller, DevicePoller) and poller.device.name == device:
+                started = time.monotonic()
+                result = await poller.read_group(group)
+                if result is None:
+                    return None
+                return result[0], result[1], (time.monotonic() - started) * 1000
+        if any(d.name == device for d in self.config.devices):
+            raise NotImplementedError(f"device {device!r} cannot be read on request")
+        return None
+
     async def switchover(self) -> dict[str, Any]:
         if self.ha is None:
             raise NotImplementedError("switchover needs an HA pair; this node runs alone")

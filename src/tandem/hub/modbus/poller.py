@@ -539,6 +539,26 @@ class DevicePoller:
     def _beat_of(self, values: dict[str, Value]) -> Value | None:
         return values.get(self._heartbeat.tag) if self._heartbeat is not None else None
 
+    # --- one read on request ---------------------------------------------------------------------
+
+    async def read_group(self, name: str) -> tuple[dict[str, Value], dict[str, int]] | None:
+        """One read of a group through the active path, outside the grid (None: no such group).
+
+        Nothing is emitted: no slot, no sample, no outbox row; the polls carry on as they were.
+        """
+        group = next((g for g in self._groups if g.config.name == name), None)
+        if group is None:
+            return None
+        link = self._active_link()
+        values: dict[str, Value] = {}
+        errors: dict[str, int] = {}
+        for read in group.reads:
+            outcome = (
+                await link.transact(read.request, self.device.timeout) if link.connected else None
+            )
+            decode_reply(read, ERR_DISCONNECTED if outcome is None else outcome, values, errors)
+        return values, errors
+
     # --- redundant paths ----------------------------------------------------------------------
 
     def _probe_read(self) -> _GroupRun | None:
