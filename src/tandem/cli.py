@@ -253,6 +253,8 @@ def _status_rows(body: dict[str, Any]) -> dict[str, str]:
             "last failover": failover,
             "config version": config,
         }
+        if ha.get("switchover"):
+            rows["switchover"] = ha["switchover"]
     return rows
 
 

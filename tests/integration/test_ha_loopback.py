@@ -74,6 +74,7 @@ def test_ha_loopback_preferred_master_restarted_switches_back_exactly_once(
 
 def test_ha_loopback_operator_switchover_moves_role_exactly_once(cluster: HaCluster) -> None:
     start = time.time() - STEADY_S
+    cluster.wait_switchover_ready(cluster.a)
     asked = time.time()
     response = cluster.a.switchover()
     assert response.status_code == 200, f"{response.status_code} {response.text}"

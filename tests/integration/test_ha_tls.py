@@ -70,6 +70,7 @@ def test_ha_tls_pair_peer_link_over_https_and_bad_certificate_refused(
     with pytest.raises(httpx.HTTPError):  # no plain-http answer on the TLS port
         httpx.get(a.url.replace("https://", "http://") + "/api/v1/health", timeout=2)
 
+    pair.wait_switchover_ready(a)
     response = a.switchover()  # the handover travels on the TLS peer link
     assert response.status_code == 200, response.text
     pair.wait_steady(b, 15)

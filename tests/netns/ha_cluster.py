@@ -847,6 +847,16 @@ class HaCluster:
             lambda: self.steady(master), timeout, f"steady state, {master.name} master"
         )
 
+    def wait_switchover_ready(self, master: TandemNode, timeout: float = 15.0) -> float:
+        """Until the master says a switchover would go ahead (the standby's buffer covers
+        every stream: a standby that just started has not polled every group yet)."""
+
+        def ready() -> bool:
+            status = master.status()
+            return status is not None and (status.get("ha") or {}).get("switchover") == "ready"
+
+        return self.wait(ready, timeout, f"{master.name} ready to switch over")
+
     def publishing_now(self, node: str, within: float = 0.5) -> bool:
         last = self.audit.last_arrival()
         return (
@@ -880,6 +890,7 @@ class HaCluster:
             self.wait_steady(self.a, 10)  # an automatic switchback on its way
             return
         self.wait_steady(self.b, timeout)
+        self.wait_switchover_ready(self.b, timeout)
         response = self.b.switchover()
         if response.status_code != 200:
             raise ClusterTimeout(f"switch back refused: {response.text}\n{self.logs()}")

@@ -120,6 +120,7 @@ class TestHotPair:
 
     def test_failover_operator_switchover_moves_role_exactly_once(self, hot: HaCluster) -> None:
         start = time.time() - STEADY_S
+        hot.wait_switchover_ready(hot.a)
         asked = time.time()
         response = hot.a.switchover()
         assert response.status_code == 200, f"{response.status_code} {response.text}"

@@ -143,6 +143,17 @@ def test_core_switchover_on_the_backup_is_refused_with_a_typed_reason() -> None:
     assert answer.refusal.reason.value == "not_active_master"
 
 
+def test_core_snapshot_says_whether_a_switchover_would_go_ahead_and_why_not() -> None:
+    pair = steady_pair()
+    assert pair.a.core.snapshot(pair.now).switchover_refusal is None
+    refusal = pair.b.core.snapshot(pair.now).switchover_refusal
+    assert refusal is not None and refusal.reason.value == "not_active_master"
+    pair.link_up = False
+    pair.run(0.6)  # past peer_timeout (0.5 s): the peer's state is stale
+    refusal = pair.a.core.snapshot(pair.now).switchover_refusal
+    assert refusal is not None and refusal.reason.value == "peer_link_down", pair.log
+
+
 def test_core_broker_restart_during_failover_loses_nothing() -> None:
     pair = steady_pair()
     pair.broker_up = False

@@ -104,6 +104,7 @@ class HaInfo(_Model):
     last_failover: dict[str, Any] | None = None
     config_version: str | None = None
     peer_config_version: str | None = None
+    switchover: str | None = None  # on the master: "ready", or why it would be refused now
 
 
 class OpcUaServerInfo(_Model):

@@ -491,6 +491,10 @@ class HaCore:
     def snapshot(self, now: float) -> CoreSnapshot:
         return snapshot_of(self, now)
 
+    def switchover_refusal(self, now: float) -> Refusal | None:
+        """Why a switchover asked now would be refused; None when it would go ahead."""
+        return handover.may_hand_over(self, now)
+
 
 def _differs(gate: SetGate, previous: SetGate | None) -> bool:
     """A change worth sending outside the periodic renewal: anything but the lease itself."""

@@ -242,6 +242,7 @@ class HubSide:
             peer_config_version=(
                 stamp_label(peer.config_version, peer.config_sha) if fresh and peer else None
             ),
+            switchover=_switchover_label(snap),
         )
 
     def vrrp_info(self) -> dict[str, Any] | None:
@@ -553,3 +554,11 @@ def _refused(value: str | None, default: Refused) -> Refused:
 def wire_payload(row: OutboxRow, term: int, sig: str) -> bytes:
     """The stored body with our term and the signature in its tail."""
     return row.payload(term, sig)
+
+
+def _switchover_label(snap: CoreSnapshot) -> str | None:
+    """On the active master, whether the role could move now; elsewhere, not this node's call."""
+    if snap.phase is not Phase.ACTIVE:
+        return None
+    refusal = snap.switchover_refusal
+    return "ready" if refusal is None else str(refusal)

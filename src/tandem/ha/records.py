@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tandem.ha import policy
 from tandem.ha.health import HealthPolicy
-from tandem.ha.types import HandoverCause, HaRole, Key, PeerView, Phase, RecoveryMode, StandbyMode
+from tandem.ha.types import HandoverCause, HaRole, Key, PeerView, Phase, RecoveryMode, Refusal, StandbyMode
 
 if TYPE_CHECKING:
     from tandem.ha.core import HaCore
@@ -88,6 +88,8 @@ class CoreSnapshot:
     last_failover: Failover | None
     spurious_takeovers: int
     coordinator: dict[str, object]
+    # On the active master: why a switchover would be refused now (None: it would go ahead).
+    switchover_refusal: Refusal | None = None
 
 
 def snapshot_of(core: HaCore, now: float) -> CoreSnapshot:
@@ -117,4 +119,5 @@ def snapshot_of(core: HaCore, now: float) -> CoreSnapshot:
         last_failover=core.failover,
         spurious_takeovers=core.spurious_takeovers,
         coordinator=dict(core.coordinator),
+        switchover_refusal=core.switchover_refusal(now),
     )
