@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 from tandem.ha import policy
 from tandem.ha.health import HealthPolicy
-from tandem.ha.types import HandoverCause, HaRole, Key, PeerView, Phase, RecoveryMode, Refusal, StandbyMode
+from tandem.ha.types import (
+    HandoverCause,
+    HaRole,
+    Key,
+    PeerView,
+    Phase,
+    RecoveryMode,
+    Refusal,
+    StandbyMode,
+)
 
 if TYPE_CHECKING:
     from tandem.ha.core import HaCore
