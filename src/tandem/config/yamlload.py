@@ -60,42 +60,99 @@ class YamlSyntaxError(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-def _walk(
-    node: yaml.Node,
-    path: FieldPath,
-    lines: dict[FieldPath, int],
-    problems: list[ConfigProblem],
-    file: str,
-) -> None:
-    """Record lines for every key and item, and reject duplicate keys.
+# A document that expands (through aliases) to more nodes than this is refused before it is
+# built: a few lines of nested aliases otherwise take minutes and gigabytes to validate
+# ("billion laughs"). A 100,000-tag config is about 1.5 million nodes.
+MAX_EXPANDED_NODES = 5_000_000
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
-    PyYAML silently keeps the last of two equal keys; in a config that hides a typo, so it is
-    an error here.
+
+class _Walker:
+    """Records lines for every key and item, and rejects what PyYAML would accept silently or
+    fail on later: duplicate keys (PyYAML keeps the last, hiding a typo), an alias inside the
+    node it names (a recursive structure no validator can walk), alias bombs, and timestamps
+    that are not dates (PyYAML raises a bare ValueError while building them).
+
+    An aliased node is walked once, where it is defined (YAML defines an anchor before any
+    alias to it); a later alias only adds its size to the expansion count, so the walk stays
+    linear in the text and its problems point at the definition.
     """
-    if isinstance(node, yaml.MappingNode):
+
+    def __init__(self, loader: Any, file: str) -> None:
+        self.loader = loader
+        self.file = file
+        self.lines: dict[FieldPath, int] = {}
+        self.problems: list[ConfigProblem] = []
+        self.expanded = 0
+        self._ancestors: set[int] = set()
+        self._sizes: dict[int, int] = {}  # a container walked already -> its expanded size
+
+    def _problem(self, node: yaml.Node, path: FieldPath, message: str) -> None:
+        self.problems.append(
+            ConfigProblem(self.file, node.start_mark.line + 1, format_path(path), message)
+        )
+
+    @property
+    def too_large(self) -> bool:
+        return self.expanded > MAX_EXPANDED_NODES
+
+    def walk(self, node: yaml.Node, path: FieldPath) -> int:
+        """Walk `node`; returns its expanded size in nodes. Stops once the document is too large."""
+        if isinstance(node, yaml.ScalarNode):
+            self.expanded += 1
+            self._check_scalar(node, path)
+        elif id(node) in self._ancestors:
+            self._problem(node, path, "an alias refers to the node that contains it")
+            return 1
+        elif id(node) in self._sizes:
+            self.expanded += self._sizes[id(node)]
+        else:
+            before = self.expanded + 1
+            self.expanded = before
+            self._ancestors.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                self._walk_mapping(node, path)
+            elif isinstance(node, yaml.SequenceNode):
+                self._walk_sequence(node, path)
+            self._ancestors.discard(id(node))
+            self._sizes[id(node)] = self.expanded - before + 1
+        if self.too_large and not self.problems:
+            limit = f"{MAX_EXPANDED_NODES:,}"
+            self._problem(node, path, f"the document expands to more than {limit} nodes")
+        return self._sizes.get(id(node), 1)
+
+    def _walk_sequence(self, node: yaml.SequenceNode, path: FieldPath) -> None:
+        for index, item in enumerate(node.value):
+            if self.too_large:
+                return
+            child = (*path, index)
+            self.lines[child] = item.start_mark.line + 1
+            self.walk(item, child)
+
+    def _walk_mapping(self, node: yaml.MappingNode, path: FieldPath) -> None:
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            if self.too_large:
+                return
+            scalar = isinstance(key_node, yaml.ScalarNode)
+            key = key_node.value if scalar else f"<{type(key_node).__name__}>"
             line = key_node.start_mark.line + 1
             child: FieldPath = (*path, key)
             if key in seen:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        line,
-                        format_path(child),
-                        f"duplicate key {key!r} (first given on line {seen[key]})",
-                    )
-                )
+                message = f"duplicate key {key!r} (first given on line {seen[key]})"
+                self.problems.append(ConfigProblem(self.file, line, format_path(child), message))
                 continue
             seen[key] = line
-            lines[child] = line
-            _walk(value_node, child, lines, problems, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            child = (*path, index)
-            lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, problems, file)
+            self.lines[child] = line
+            self.walk(value_node, child)
+
+    def _check_scalar(self, node: yaml.ScalarNode, path: FieldPath) -> None:
+        if node.tag != _TIMESTAMP:
+            return
+        try:
+            self.loader.construct_yaml_timestamp(node)
+        except (ValueError, OverflowError) as exc:
+            self._problem(node, path, f"invalid date or time {node.value!r}: {exc}")
 
 
 def load_located(text: str, file: str) -> LocatedDocument:
@@ -110,11 +167,12 @@ def load_located(text: str, file: str) -> LocatedDocument:
             root = loader.get_single_node()
             if root is None:
                 raise YamlSyntaxError([ConfigProblem(file, 1, "", "the file is empty")])
-            problems: list[ConfigProblem] = []
-            lines: dict[FieldPath, int] = {(): root.start_mark.line + 1}
-            _walk(root, (), lines, problems, file)
-            if problems:
-                raise YamlSyntaxError(problems)
+            walker = _Walker(loader, file)
+            walker.lines[()] = root.start_mark.line + 1
+            walker.walk(root, ())
+            if walker.problems:
+                raise YamlSyntaxError(walker.problems)
+            lines = walker.lines
             data = loader.construct_document(root)
         finally:
             loader.dispose()
@@ -125,4 +183,7 @@ def load_located(text: str, file: str) -> LocatedDocument:
         raise YamlSyntaxError([ConfigProblem(file, line, "", message)]) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError([ConfigProblem(file, None, "", f"invalid YAML: {exc}")]) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:  # a constructor PyYAML lets raise
+        message = f"invalid YAML value: {type(exc).__name__}: {exc}"
+        raise YamlSyntaxError([ConfigProblem(file, None, "", message)]) from exc
     return LocatedDocument(file=file, data=data, lines=lines)
