@@ -221,6 +221,35 @@ async def test_device_poller_simulator_restart_resumes_polling_by_itself() -> No
     assert slots == sorted(set(slots)), "a slot repeated or went backwards across the outage"
 
 
+async def test_device_poller_silent_device_is_unreachable_while_its_link_is_still_up() -> None:
+    """A device behind a live TCP connection that stops answering: the HA health check must
+    see it at the first unanswered poll, not after the link gives up on it."""
+    silent = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(260):
+            if not silent.is_set():  # answer "read holding registers" with zeros
+                tid, count = data[0:2], int.from_bytes(data[10:12], "big")
+                body = bytes([data[6], 3, 2 * count]) + bytes(2 * count)
+                writer.write(tid + b"\x00\x00" + len(body).to_bytes(2, "big") + body)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    samples: list[Sample] = []
+    config = device(port, [{"name": "g", "interval": 0.1, "tags": FAST_TAGS[:1]}], timeout=1.0)
+    poller = DevicePoller(config, source_node="edge-a", emit=samples.append)
+    async with server, poller:
+        await wait_for(lambda: any(not s.errors for s in samples), 10)
+        assert poller.reachable
+        silent.set()
+        await wait_for(lambda: ERR_TIMEOUT in samples[-1].errors.values(), 10)
+        assert poller.connected and not poller.reachable
+        silent.clear()  # answering again: reachable at the first answered poll
+        await wait_for(lambda: poller.reachable, 10)
+        assert not samples[-1].errors
+
+
 def _trailing_disconnected(samples: list[Sample]) -> int:
     count = 0
     for sample in reversed(samples):

@@ -7,7 +7,15 @@ ignored, a `HubStop` on the channel (or the channel closing) ends it in order.
     python -m tandem.ha.hubproc FD PARENT_PID LOG_FORMAT VERBOSE
 """
 
+# ruff: noqa: E402  (one setting must come before the imports: see below)
 from __future__ import annotations
+
+import sys
+
+# Before anything imports httpx: the hub process has no use for httpx's command line, whose
+# import (click and rich) costs ~0.2 s of every hub start. With a None entry, httpx's own
+# `except ImportError` fallback applies.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import asyncio
 import contextlib
@@ -17,7 +25,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 from tandem.config.hub import TandemConfig

@@ -68,10 +68,10 @@ TRANSITIONS_PERIOD_S = 0.1
 PUBLISH_GRACE_S = 1.0
 
 
-def _connected(poller: Poller) -> bool:
-    """A poller's connection state without building its whole status (1,000 devices, 10 Hz)."""
+def _reachable(poller: Poller) -> bool:
+    """Connected and answering, without building the whole status (1,000 devices, 10 Hz)."""
     if isinstance(poller, DevicePoller):
-        return poller.connected
+        return poller.reachable
     return poller.status().connected
 
 
@@ -564,14 +564,14 @@ class Hub:
     # --- HubView ------------------------------------------------------------------------------
 
     def health_checks(self) -> dict[str, bool]:
-        """Loops alive, devices connected, broker connected: the inputs to VRRP priority.
+        """Loops alive, devices answering, broker connected: the inputs to VRRP priority.
 
         With polling off (a standby) devices are not expected to be connected, so that check
         passes rather than lowering a healthy standby's priority.
         """
         publisher_alive = self._publisher_task is not None and not self._publisher_task.done()
         loops = not self._crashed and publisher_alive
-        devices = not self.gate.polling or all(_connected(p) for p in self.pollers)
+        devices = not self.gate.polling or all(_reachable(p) for p in self.pollers)
         broker = self.publisher.status().connected
         # Fails from a failed write until one succeeds: this node cannot keep what it polls.
         outbox = self.outbox.writable

@@ -232,6 +232,10 @@ class DevicePoller:
         self.paused = False
         self._resume: dict[str, int] = {}
         self._connected = False
+        # The last finished poll got no answer at all (timeouts): the device path is dead even
+        # while the TCP link waits for more timeouts before it reconnects (a gateway's other
+        # units may still answer on it).
+        self._unanswered = False
         self._last_error: str | None = None
         # Writes of this device one at a time: a bit tag's read-modify-write must not interleave.
         self._write_lock = asyncio.Lock()
@@ -248,6 +252,11 @@ class DevicePoller:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def reachable(self) -> bool:
+        """Connected and answering: what the HA health check asks of a device path."""
+        return self._connected and not self._unanswered
 
     def status(self) -> DeviceStatus:
         active = self._selector.active
@@ -466,6 +475,7 @@ class DevicePoller:
         group.last_poll_ms = int(poll.started_wall * 1000)
         group.last_slot = poll.slot
         group.polls += 1
+        self._unanswered = not poll.answered
         if poll.errors:
             group.errors += 1
         self._emit(
