@@ -10,20 +10,18 @@ outcome travel pickled. Small files stay in a thread, with the document kept bet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import pickle
 import sys
 from typing import Any
 
 import yaml
 
 from tandem.config.edit import Edit, EditError, EditFailure, EditInvalid, Performed, perform
-from tandem.config.offload import LARGE_TEXT, WORKER_NICE
+from tandem.config.offload import LARGE_TEXT, WORKER_FAILED, run_in_worker, serve_worker
 
 log = logging.getLogger(__name__)
 
+_MODULE = "tandem.config.editworker"  # run as `python -m` for a worker
 Outcome = tuple[str, Any]  # ("ok", Performed) | ("error", EditError) | ("invalid", problems)
 
 
@@ -57,29 +55,13 @@ def _load(text: str) -> Any:
         raise EditError(EditFailure.BAD_DOCUMENT, f"the config file is not YAML: {exc}") from exc
 
 
-async def _in_worker(request: tuple[Any, ...]) -> Any:
-    """`python -m tandem.config.editworker`: the request pickled on stdin, the answer on stdout."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tandem.config.editworker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await child.communicate(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
-    if child.returncode != 0:
-        raise OSError(f"exit {child.returncode}: {err.decode(errors='replace')[-300:]}")
-    return pickle.loads(out)  # our own child's answer, never outside input
-
-
 async def perform_off_loop(base: str, e: Edit) -> Performed:
     """`perform` in a worker process (a large file) or a thread; raises as perform does."""
     if len(base) < LARGE_TEXT:
         return _raise_or_return(await asyncio.to_thread(_run, base, e))
     try:
-        outcome: Outcome = await _in_worker(("edit", base, e))
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        outcome: Outcome = await run_in_worker(_MODULE, ("edit", base, e))
+    except WORKER_FAILED as exc:
         # No worker (out of processes or memory): edit here, slower for the loop.
         log.warning("config edit worker failed (%s); editing in the hub", exc)
         outcome = await asyncio.to_thread(_run, base, e)
@@ -91,8 +73,8 @@ async def load_off_loop(text: str) -> Any:
     if len(text) < LARGE_TEXT:
         return await asyncio.to_thread(_load, text)
     try:
-        kind, value = await _in_worker(("load", text))
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        kind, value = await run_in_worker(_MODULE, ("load", text))
+    except WORKER_FAILED as exc:
         log.warning("config load worker failed (%s); parsing in the hub", exc)
         return await asyncio.to_thread(_load, text)
     if kind == "error":
@@ -110,13 +92,5 @@ def _serve(request: tuple[Any, ...]) -> Any:
     return _run(base, e)
 
 
-def main() -> int:
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
-    request = pickle.loads(sys.stdin.buffer.read())  # from the hub that started this process
-    sys.stdout.buffer.write(pickle.dumps(_serve(request), pickle.HIGHEST_PROTOCOL))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_worker(_serve))

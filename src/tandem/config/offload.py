@@ -17,7 +17,9 @@ import logging
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tandem.config.hub import TandemConfig, load_config_text
 from tandem.errors import ConfigError, ConfigProblem
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 LARGE_TEXT = 64 * 1024  # bytes of YAML from which a worker process parses it
 WORKER_NICE = 10
+# A worker that could not answer (out of processes or memory, killed): do the work in the hub.
+WORKER_FAILED = (OSError, pickle.UnpicklingError, EOFError, ValueError)
 
 Parsed = tuple[TandemConfig | None, list[ConfigProblem]]
 
@@ -38,8 +42,9 @@ def _parse(text: str, file: str) -> Parsed:
         return None, list(exc.problems)
 
 
-async def _in_worker(text: str, file: str) -> Parsed:
-    """`python -m tandem.config.offload FILE`: the text on stdin, the pickled result on stdout.
+async def run_in_worker(module: str, request: object) -> Any:
+    """`python -m MODULE` (whose main is `serve_worker`): the request pickled on stdin, the
+    answer pickled on stdout. OSError when the child fails; WORKER_FAILED lists what to catch.
 
     A plain child process rather than multiprocessing: nothing of the hub's main module is
     re-imported, and nothing lingers after it.
@@ -47,17 +52,24 @@ async def _in_worker(text: str, file: str) -> Parsed:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tandem.config.offload",
-        file,
+        module,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await child.communicate(text.encode("utf-8"))
+    out, err = await child.communicate(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
     if child.returncode != 0:
         raise OSError(f"exit {child.returncode}: {err.decode(errors='replace')[-300:]}")
-    parsed: Parsed = pickle.loads(out)  # our own child's answer, never outside input
-    return parsed
+    return pickle.loads(out)  # our own child's answer, never outside input
+
+
+def serve_worker(handle: Callable[[Any], object]) -> int:
+    """A worker's main, at a lower CPU priority: `handle`'s answer to the pickled request."""
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
+    request = pickle.loads(sys.stdin.buffer.read())  # from the hub that started this process
+    sys.stdout.buffer.write(pickle.dumps(handle(request), pickle.HIGHEST_PROTOCOL))
+    return 0
 
 
 async def parse_config_text(text: str, file: str) -> TandemConfig:
@@ -65,8 +77,9 @@ async def parse_config_text(text: str, file: str) -> TandemConfig:
     if len(text) < LARGE_TEXT:
         return await asyncio.to_thread(load_config_text, text, file)
     try:
-        config, problems = await _in_worker(text, file)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        parsed: Parsed = await run_in_worker("tandem.config.offload", (text, file))
+        config, problems = parsed
+    except WORKER_FAILED as exc:
         # No worker (out of processes or memory): parse here, slower for the loop.
         log.warning("config worker failed (%s); parsing %s in the hub", exc, file)
         return await asyncio.to_thread(load_config_text, text, file)
@@ -84,16 +97,20 @@ async def parse_config_file(path: Path) -> TandemConfig:
     return await parse_config_text(text, str(path))
 
 
-def main() -> int:
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
-    text = sys.stdin.buffer.read().decode("utf-8")
-    sys.stdout.buffer.write(pickle.dumps(_parse(text, sys.argv[1]), pickle.HIGHEST_PROTOCOL))
-    return 0
+def _serve(request: tuple[str, str]) -> Parsed:
+    text, file = request
+    return _parse(text, file)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_worker(_serve))
 
 
-__all__ = ["LARGE_TEXT", "parse_config_file", "parse_config_text"]
+__all__ = [
+    "LARGE_TEXT",
+    "WORKER_FAILED",
+    "parse_config_file",
+    "parse_config_text",
+    "run_in_worker",
+    "serve_worker",
+]
