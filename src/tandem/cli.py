@@ -30,9 +30,9 @@ from tandem.cli_security import (
     token_from,
     user_app,
 )
+from tandem.cli_simulate import simulate_plc
 from tandem.errors import ConfigError, TandemError
 from tandem.logs import setup_logging
-from tandem.signals import interrupt_on_sigint
 
 app = typer.Typer(
     name="tandem",
@@ -345,120 +345,7 @@ def demo(
     raise typer.Exit(run_demo(options))
 
 
-def _unit_list(text: str) -> list[int]:
-    """``1,2,5-7`` as [1, 2, 5, 6, 7]; raises BadParameter on anything else."""
-    units: list[int] = []
-    try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            low, _, high = part.partition("-")
-            units += range(int(low), int(high or low) + 1)
-    except ValueError:
-        raise typer.BadParameter(f"not a unit list: {text!r} (e.g. 1,2,5-7)") from None
-    if not all(1 <= u <= 247 for u in units):
-        raise typer.BadParameter("unit ids are 1..247")
-    return units
-
-
-def _slow_units(specs: list[str]) -> dict[int, float]:
-    """``UNIT:MS`` pairs as {unit: seconds}."""
-    slow: dict[int, float] = {}
-    for spec in specs:
-        unit, sep, ms = spec.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            slow[int(unit)] = float(ms) / 1000.0
-        except ValueError:
-            raise typer.BadParameter(f"--slow takes UNIT:MS, e.g. 2:1500, not {spec!r}") from None
-    return slow
-
-
-@app.command("simulate-plc")
-def simulate_plc(
-    port: Annotated[int, typer.Option(help="TCP port to listen on (0: any free port)")] = 5020,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    load_registers: Annotated[
-        int, typer.Option(help="extra holding registers from address 100, for load tests")
-    ] = 1000,
-    ports: Annotated[
-        int, typer.Option(min=1, help="serve this many TCP ports (PORT, PORT+1, ...)")
-    ] = 1,
-    units: Annotated[
-        str, typer.Option(help="unit ids to answer, e.g. 1-3,7 (others stay silent); default all")
-    ] = "",
-    slow: Annotated[
-        list[str] | None,
-        typer.Option(help="UNIT:MS: that unit answers MS milliseconds late (repeatable)"),
-    ] = None,
-    rtu: Annotated[
-        str | None, typer.Option(help="serve Modbus RTU on this serial device (e.g. a socat PTY)")
-    ] = None,
-    rtu_over_tcp: Annotated[
-        bool, typer.Option("--rtu-over-tcp", help="RTU framing on the TCP port(s): a gateway")
-    ] = False,
-    preset: Annotated[
-        Path | None,
-        typer.Option(help='JSON of known contents, e.g. {"holding": {"40": [258, 772]}}'),
-    ] = None,
-    write_log: Annotated[
-        Path | None,
-        typer.Option(help="append every write received to this file, one JSON line each"),
-    ] = None,
-    opcua: Annotated[
-        int | None,
-        typer.Option("--opcua", min=0, help="serve OPC UA on this port instead of Modbus"),
-    ] = None,
-    bad: Annotated[
-        list[str] | None,
-        typer.Option(help="--opcua: NAME=STATUS pins a bad status, e.g. Sine=BadSensorFailure"),
-    ] = None,
-    verbose: Verbose = False,
-) -> None:
-    """Run a PLC simulator: Modbus TCP, RTU on a serial device, RTU over TCP, or OPC UA."""
-    from tandem.sim.plc import load_preset
-    from tandem.sim.plc import main as sim_main
-
-    setup_logging("text", verbose)
-    interrupt_on_sigint()  # Ctrl-C stops it, even started as a background job
-    if opcua is not None:
-        _simulate_opcua(host, opcua, bad or [])
-        return
-    where = rtu if rtu is not None else f"{host}:{port}"
-    contents = None
-    if preset is not None:
-        try:
-            contents = load_preset(preset.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise _fail(f"{preset}: {exc}", EXIT_CONFIG) from None
-    try:
-        sim_main(
-            host,
-            port,
-            load_registers,
-            ports=ports,
-            units=_unit_list(units),
-            slow=_slow_units(slow or []),
-            framing="rtu" if rtu_over_tcp else "mbap",
-            rtu_device=rtu,
-            preset=contents,
-            write_log=str(write_log) if write_log is not None else None,
-        )
-    except ValueError as exc:  # a preset that overlaps the time-driven map
-        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
-    except (OSError, RuntimeError) as exc:  # pymodbus reports a busy port as RuntimeError
-        raise _fail(f"tandem simulate-plc: cannot listen on {where}: {exc}", EXIT_RUNTIME) from None
-
-
-def _simulate_opcua(host: str, port: int, bad: list[str]) -> None:
-    from tandem.sim.opcua import main as opcua_main
-
-    try:
-        opcua_main(host, port, bad)
-    except ValueError as exc:
-        raise _fail(f"tandem simulate-plc: {exc}", EXIT_CONFIG) from None
-    except OSError as exc:
-        message = f"tandem simulate-plc: cannot listen on {host}:{port}: {exc}"
-        raise _fail(message, EXIT_RUNTIME) from None
+app.command("simulate-plc")(simulate_plc)
 
 
 @config_app.command("validate")

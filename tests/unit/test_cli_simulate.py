@@ -5,25 +5,25 @@ from __future__ import annotations
 import pytest
 import typer
 
-from tandem.cli import _slow_units, _unit_list
+from tandem.cli_simulate import slow_units, unit_list
 
 
 def test_unit_list_ranges_and_singles_expand_in_order() -> None:
-    assert _unit_list("1-3,7") == [1, 2, 3, 7]
-    assert _unit_list("") == []
+    assert unit_list("1-3,7") == [1, 2, 3, 7]
+    assert unit_list("") == []
 
 
 @pytest.mark.parametrize("text", ["a", "1-x", "0", "248", "3-300"])
 def test_unit_list_bad_text_is_refused(text: str) -> None:
     with pytest.raises(typer.BadParameter):
-        _unit_list(text)
+        unit_list(text)
 
 
 def test_slow_units_milliseconds_become_seconds() -> None:
-    assert _slow_units(["2:1500", "3:20"]) == {2: 1.5, 3: 0.02}
+    assert slow_units(["2:1500", "3:20"]) == {2: 1.5, 3: 0.02}
 
 
 @pytest.mark.parametrize("spec", ["2", "x:10", "2:fast"])
 def test_slow_units_bad_spec_names_the_format(spec: str) -> None:
     with pytest.raises(typer.BadParameter, match="UNIT:MS"):
-        _slow_units([spec])
+        slow_units([spec])

@@ -1,14 +1,15 @@
-"""Pure parts of the hub: the live reconfiguration plan and the connection timeline lines."""
+"""Pure parts of the hub: the live reconfiguration plan, the timeline lines, the initial gate."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tandem.config.hub import DeviceConfig, ModbusTcpDevice
+from tandem.hub.contracts import RoleGate
 from tandem.hub.modbus import DeviceEvent, DeviceEventKind, DeviceStatus
 from tandem.hub.mqtt import PublisherStatus
 from tandem.hub.reconfig import plan_devices
-from tandem.hub.timeline import ConnectionsSeen, Timeline
+from tandem.hub.timeline import ConnectionsSeen, RoleChange, Timeline
 
 
 def device(name: str, port: int = 502) -> DeviceConfig:
@@ -63,3 +64,26 @@ def test_timeline_bounded_newest_first_every_event_pushed() -> None:
         timeline.add("info", f"e{i}", None)
     assert [e.message for e in timeline.newest(10)] == ["e4", "e3", "e2"]
     assert [e.message for e in timeline.newest(1)] == ["e4"] and len(pushed) == 5
+
+
+def test_role_change_names_the_term_or_the_detail() -> None:
+    plain = RoleChange("BACKUP", "MASTER", 3, "peer lost", None, "")
+    assert plain.said == "MASTER (term 3)"
+    kind, message, detail = plain.line()
+    assert (kind, message) == ("role", "became MASTER (term 3): peer lost")
+    assert detail == {
+        "from": "BACKUP",
+        "role": "MASTER",
+        "term": 3,
+        "reason": "peer lost",
+        "phase": None,
+        "detail": "",
+    }
+    busy = RoleChange("BACKUP", "MASTER", 2, "vrrp", "acquiring", "acquiring term 2")
+    assert busy.line()[1] == "MASTER, acquiring term 2 [vrrp]"
+
+
+def test_role_gate_opens_a_single_node_and_closes_an_ha_node() -> None:
+    assert RoleGate.initial(None) == RoleGate()
+    assert RoleGate.initial("hot") == RoleGate(role="INIT", polling=True, publishing=False)
+    assert RoleGate.initial("cold").polling is False

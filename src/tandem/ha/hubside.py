@@ -174,10 +174,26 @@ class HubSide:
             lambda message, detail: self.hub.add_timeline("config", message, detail),
             peer_fresh_s=self.ha.peer_fresh_s,
         )
-        self.configsync.main_routes(self.hub.app)
         # The peer's state stream goes out at once after a config change, not at the next
         # advert: the backup fetches the new config within a round trip.
         self.bell = StateBell()
+        self._install_routes(config_path, secret)
+        self.observer = BrokerObserver(
+            self.settings,
+            self.ha.cluster,
+            cfg.node,
+            self.signer,
+            BrokerRules(group_intervals(cfg)),
+            self.facts.add,
+        )
+
+    def _install_routes(self, config_path: Path | None, secret: str) -> None:
+        """The HA node's routes on the hub's app: config sync, the config editor, the peer link.
+
+        Apart from __init__ because they are one concern (what the peer and the dashboard may
+        ask of this node), wired once the hub, the peer client and config sync exist.
+        """
+        self.configsync.main_routes(self.hub.app)
         self.configsync.on_applied = self.bell.ring
         if config_path is not None:
             editor = ConfigEditor(SyncTarget(self, config_path), HubReader(self.hub))
@@ -192,14 +208,6 @@ class HubSide:
                 extra=self._extra_routes,
                 bell=self.bell,
             )
-        )
-        self.observer = BrokerObserver(
-            self.settings,
-            self.ha.cluster,
-            cfg.node,
-            self.signer,
-            BrokerRules(group_intervals(cfg)),
-            self.facts.add,
         )
 
     # ---- the Hub's hooks ----

@@ -35,6 +35,14 @@ class RoleGate:
     term: int = 0
     phase: str | None = None
 
+    @classmethod
+    def initial(cls, standby: str | None) -> RoleGate:
+        """The gate at start: open on a single node (no standby mode); closed on an HA node,
+        whose HA layer opens what its role allows (a cold standby does not even poll)."""
+        if standby is None:
+            return cls()
+        return cls(role="INIT", polling=standby != "cold", publishing=False)
+
 
 class Poller(Protocol):
     """What the hub needs from a device poller (DevicePoller, or a fake in unit tests)."""

@@ -38,17 +38,16 @@ from tandem.hub.contracts import (
 )
 from tandem.hub.modbus import (
     DeviceEvent,
-    DevicePoller,
     LinkPool,
     PollScheduler,
-    resume_points,
 )
 from tandem.hub.model import Sample
 from tandem.hub.mqtt import MqttPublisher, MqttSettings
 from tandem.hub.outbox_watch import OutboxWatch, outbox_info
+from tandem.hub.pollertasks import PollerTasks
 from tandem.hub.reconfig import plan_devices
 from tandem.hub.report import device_info, publisher_info
-from tandem.hub.timeline import ConnectionsSeen, Timeline
+from tandem.hub.timeline import ConnectionsSeen, RoleChange, Timeline
 from tandem.security.users import warm_up as warm_up_password_checks
 from tandem.writes.mqtt import RequestListener, RequestTopics
 from tandem.writes.routes import write_router
@@ -66,13 +65,6 @@ TRANSITIONS_PERIOD_S = 0.1
 # On stop, messages already handed to the broker get this long for their PUBACK, so the rows
 # are deleted now rather than sent again on the next start.
 PUBLISH_GRACE_S = 1.0
-
-
-def _reachable(poller: Poller) -> bool:
-    """Connected and answering, without building the whole status (1,000 devices, 10 Hz)."""
-    if isinstance(poller, DevicePoller):
-        return poller.reachable
-    return poller.status().connected
 
 
 class Hub:
@@ -93,14 +85,10 @@ class Hub:
         ha: HaHooks | None = None,
     ) -> None:
         self.config = config
-        self.gate = RoleGate()
         self.ha = ha
         self.standby_mode: str | None = ha.standby if ha is not None else None
-        if ha is not None:
-            publisher_factory = ha.make_publisher
-            # An HA node starts closed: the HA layer opens what its role allows.
-            self.gate = RoleGate(role="INIT", polling=ha.standby != "cold", publishing=False)
-        self._publisher_factory = publisher_factory
+        self.gate = RoleGate.initial(self.standby_mode)
+        self._publisher_factory = ha.make_publisher if ha is not None else publisher_factory
         self._poller_factory = poller_factory
         self.on_sample: list[Callable[[Sample], None]] = []
         self.on_gate: list[Callable[[], None]] = []  # after every role, polling, publishing change
@@ -113,10 +101,11 @@ class Hub:
         self.links = LinkPool()
         self.scheduler = PollScheduler()  # one timer per poll interval for every device
         try:
-            make_poller = poller_factory or self._default_poller
-            self.pollers: list[Poller] = [
-                make_poller(device, config.node, self._on_sample) for device in config.devices
-            ]
+            self._pollers = PollerTasks(
+                [self._new_poller(device, config.node) for device in config.devices],
+                [device.name for device in config.devices],
+                self._on_poller_crash,
+            )
             self._pause_idle_pollers()
             self.publisher: Publisher = self._make_publisher(config)
             self.app: FastAPI = create_app(
@@ -139,7 +128,6 @@ class Hub:
         self._timeline = Timeline(
             TIMELINE_SIZE, lambda event: self.live.push(LiveEvent("timeline", event))
         )
-        self._poller_tasks: dict[int, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()
         self._publisher_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -149,11 +137,13 @@ class Hub:
         self._seen = ConnectionsSeen()
         self.north = self._make_north() if config.opcua_server is not None else None
 
+    @property
+    def pollers(self) -> list[Poller]:
+        """The running config's pollers, in device order."""
+        return self._pollers.pollers
+
     def _writer_of(self, device: str) -> Writer | None:
-        for poller in self.pollers:
-            if isinstance(poller, DevicePoller) and poller.device.name == device:
-                return poller
-        return None
+        return self._pollers.device_poller(device)
 
     def _make_requests(self, config: TandemConfig) -> RequestListener | None:
         """The MQTT request listener; none in unit tests that fake the publisher."""
@@ -177,11 +167,12 @@ class Hub:
         self.on_gate.append(north.wake)
         return north
 
-    def _default_poller(
-        self, device: DeviceConfig, source_node: str, emit: Callable[[Sample], None]
-    ) -> Poller:
+    def _new_poller(self, device: DeviceConfig, source_node: str) -> Poller:
+        """A poller feeding this hub: from the factory given (unit tests) or the real one."""
+        if self._poller_factory is not None:
+            return self._poller_factory(device, source_node, self._on_sample)
         return make_poller(
-            device, source_node, emit, self.links, self._on_device_event, self.scheduler
+            device, source_node, self._on_sample, self.links, self._on_device_event, self.scheduler
         )
 
     def _on_device_event(self, event: DeviceEvent) -> None:
@@ -268,7 +259,7 @@ class Hub:
                         self.requests.run(), name="mqtt-requests"
                     )
                 if self.gate.polling or self.standby_mode == "warm":
-                    self._start_pollers()
+                    self._pollers.start(tasks)
                 await api_ready.wait()
                 if self.north is not None:
                     await self.north.ready.wait()
@@ -286,7 +277,7 @@ class Hub:
 
     async def _shutdown(self, api: asyncio.Task[None], watchers: list[asyncio.Task[None]]) -> None:
         log.info("hub %s stopping", self.config.node)
-        await self._stop_pollers()
+        await self._pollers.stop()
         self._pending.flush()
         await self.drain_inflight()
         for task in (self._publisher_task, self._requests_task, api, *watchers):
@@ -311,10 +302,9 @@ class Hub:
             on = True
         if self._tasks is not None:  # before run(), run() starts them if the gate is open
             if on:
-                self._start_pollers()
+                self._pollers.start(self._tasks)
             else:
-                for task in self._poller_tasks.values():
-                    task.cancel()
+                self._pollers.cancel()
         if changed:
             log.info("polling %s", "on" if on else "off")
             self._gate_changed()
@@ -325,8 +315,7 @@ class Hub:
 
     def _pause_idle_pollers(self) -> None:
         if self.standby_mode == "warm":
-            for poller in self.pollers:
-                poller.paused = not self.gate.polling
+            self._pollers.pause(not self.gate.polling)
 
     def _make_publisher(self, config: TandemConfig) -> Publisher:
         if self._publisher_factory is not None:
@@ -365,20 +354,9 @@ class Hub:
         """
         previous = self.gate.role
         self.gate.role, self.gate.term, self.gate.phase = role, term, phase
-        said = f"{role}, {detail}" if detail else f"{role} (term {term})"
-        log.info("role %s -> %s: %s (%s)", previous, said, reason, phase or "-")
-        self.add_timeline(
-            "role",
-            f"{said} [{reason}]" if detail else f"became {said}: {reason}",
-            {
-                "from": previous,
-                "role": role,
-                "term": term,
-                "reason": reason,
-                "phase": phase,
-                "detail": detail,
-            },
-        )
+        change = RoleChange(previous, role, term, reason, phase, detail)
+        log.info("role %s -> %s: %s (%s)", previous, change.said, reason, phase or "-")
+        self.add_timeline(*change.line())
         self.live.push(LiveEvent("status", self.status()))
         self._gate_changed()
 
@@ -387,39 +365,8 @@ class Hub:
     ) -> TimelineEvent:
         return self._timeline.add(kind, message, detail)
 
-    def _start_pollers(self) -> None:
-        assert self._tasks is not None
-        for index, poller in enumerate(self.pollers):
-            previous = self._poller_tasks.get(index)
-            if previous is not None and not previous.cancelling() and not previous.done():
-                continue
-            self._poller_tasks[index] = self._tasks.create_task(
-                self._guarded_poller(index, poller, previous),
-                name=f"poller:{self.config.devices[index].name}",
-            )
-
-    async def _stop_pollers(self) -> None:
-        tasks = list(self._poller_tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-
-    async def _guarded_poller(
-        self, index: int, poller: Poller, previous: asyncio.Task[None] | None
-    ) -> None:
-        """Run one poller; a crash is logged and shows in health, it does not stop the hub."""
-        name = self.config.devices[index].name
-        if previous is not None and not previous.done():
-            # The same poller must not run twice: wait for the cancelled run to let go.
-            await asyncio.wait([previous])
-        self._crashed.discard(f"poller:{name}")
-        try:
-            await poller.run()
-        except Exception as exc:
-            self._crashed.add(f"poller:{name}")
-            log.exception("poller of device %s crashed", name)
-            self.add_timeline("device", f"{name} poller crashed: {exc!r}", {"device": name})
+    def _on_poller_crash(self, name: str, exc: Exception) -> None:
+        self.add_timeline("device", f"{name} poller crashed: {exc!r}", {"device": name})
 
     async def _guarded_publisher(self) -> None:
         try:
@@ -467,7 +414,7 @@ class Hub:
     def check_transitions(self) -> None:
         """Turn device and broker connection changes into timeline events."""
         # A DevicePoller reports its changes as events (_on_device_event), as they happen.
-        sampled = (p.status() for p in self.pollers if not isinstance(p, DevicePoller))
+        sampled = self._pollers.sampled()
         where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
         for line in self._seen.sampled(sampled, self.publisher.status(), where):
             self.add_timeline(*line)
@@ -484,35 +431,19 @@ class Hub:
         next append. Node-local sections (node, data_dir, api, ha) apply at restart only.
         """
         plan = plan_devices(self.config.devices, config.devices)
-        make_poller = self._poller_factory or self._default_poller
         # Everything new is built before anything old stops: a failure leaves the hub as it was.
         pollers: list[Poller] = [
             self.pollers[old_i]
             if old_i is not None and new_i in plan.keep
-            else make_poller(config.devices[new_i], config.node, self._on_sample)
+            else self._new_poller(config.devices[new_i], config.node)
             for new_i, old_i in enumerate(plan.origin)
         ]
         mqtt_changed = config.mqtt != self.config.mqtt
         new_publisher = self._make_publisher(config) if mqtt_changed else None
 
-        kept_old = set(plan.keep.values())
-        stopping = [t for i, t in self._poller_tasks.items() if i not in kept_old]
-        for task in stopping:
-            task.cancel()
-        if stopping:
-            await asyncio.wait(stopping)
-        # A changed device's kept groups go on from the slot after the last one emitted (read
-        # once the old poller has stopped), so a live change neither drops nor repeats a slot.
-        for new_i, old_i in plan.replaced.items():
-            intervals = {g.name: g.interval for g in config.devices[new_i].groups}
-            pollers[new_i].resume(resume_points(self.pollers[old_i].status(), intervals))
+        await self._pollers.stop_unkept(plan, pollers, config.devices)
         self._pending.flush()  # samples of stopped pollers go in before the config changes
-        self._poller_tasks = {
-            new_i: self._poller_tasks[old_i]
-            for new_i, old_i in plan.keep.items()
-            if old_i in self._poller_tasks
-        }
-        self.pollers = pollers
+        self._pollers.adopt(plan, pollers, [d.name for d in config.devices])
         self.config = config
         self.outbox.max_rows = config.outbox.max_rows
         self.outbox.overflow = config.outbox.overflow
@@ -523,7 +454,7 @@ class Hub:
 
         self._pause_idle_pollers()
         if self._tasks is not None and (self.gate.polling or self.standby_mode == "warm"):
-            self._start_pollers()
+            self._pollers.start(self._tasks)
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)
             await self._replace_requests(config)
@@ -570,8 +501,8 @@ class Hub:
         passes rather than lowering a healthy standby's priority.
         """
         publisher_alive = self._publisher_task is not None and not self._publisher_task.done()
-        loops = not self._crashed and publisher_alive
-        devices = not self.gate.polling or all(_reachable(p) for p in self.pollers)
+        loops = not self._crashed and not self._pollers.crashed and publisher_alive
+        devices = not self.gate.polling or self._pollers.all_reachable()
         broker = self.publisher.status().connected
         # Fails from a failed write until one succeeds: this node cannot keep what it polls.
         outbox = self.outbox.writable
@@ -633,13 +564,13 @@ class Hub:
         None when the running config has no such device or group; NotImplementedError for a
         device whose poller cannot read on request (OPC UA).
         """
-        for poller in self.pollers:
-            if isinstance(poller, DevicePoller) and poller.device.name == device:
-                started = time.monotonic()
-                result = await poller.read_group(group)
-                if result is None:
-                    return None
-                return result[0], result[1], (time.monotonic() - started) * 1000
+        poller = self._pollers.device_poller(device)
+        if poller is not None:
+            started = time.monotonic()
+            result = await poller.read_group(group)
+            if result is None:
+                return None
+            return result[0], result[1], (time.monotonic() - started) * 1000
         if any(d.name == device for d in self.config.devices):
             raise NotImplementedError(f"device {device!r} cannot be read on request")
         return None

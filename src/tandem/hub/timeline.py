@@ -69,6 +69,39 @@ class ConnectionsSeen:
             del self.devices[gone]
 
 
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """A role decision as the log and the timeline say it: what it became, why, in which phase.
+
+    `detail` says what is happening within the role ("acquiring term 2: waiting for the broker
+    barrier"); without it the line names the term.
+    """
+
+    previous: str
+    role: str
+    term: int
+    reason: str
+    phase: str | None
+    detail: str
+
+    @property
+    def said(self) -> str:
+        return f"{self.role}, {self.detail}" if self.detail else f"{self.role} (term {self.term})"
+
+    def line(self) -> Line:
+        said = self.said
+        message = f"{said} [{self.reason}]" if self.detail else f"became {said}: {self.reason}"
+        detail = {
+            "from": self.previous,
+            "role": self.role,
+            "term": self.term,
+            "reason": self.reason,
+            "phase": self.phase,
+            "detail": self.detail,
+        }
+        return ("role", message, detail)
+
+
 class Timeline:
     """The newest `size` events; each one also goes to `push` (the live dashboards)."""
 
@@ -89,4 +122,4 @@ class Timeline:
         return list(reversed(self._events))[:limit]
 
 
-__all__ = ["ConnectionsSeen", "Line", "Timeline"]
+__all__ = ["ConnectionsSeen", "Line", "RoleChange", "Timeline"]

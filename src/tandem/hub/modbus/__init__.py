@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tandem.hub.modbus.link import Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch, SwitchReason
-from tandem.hub.modbus.poller import CATCH_UP_S, DevicePoller, next_slot_after
-from tandem.hub.modbus.schedule import PollScheduler
+from tandem.hub.modbus.poller import DevicePoller
+from tandem.hub.modbus.schedule import CATCH_UP_S, PollScheduler, next_slot_after
 from tandem.hub.modbus.status import (
     DeviceEvent,
     DeviceEventKind,

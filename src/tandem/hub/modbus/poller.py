@@ -17,25 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.config.hub import GroupConfig, ModbusDevice
-from tandem.hub.codec import (
-    ERR_DISCONNECTED,
-    ERR_IO,
-    ERR_TIMEOUT,
-    BlockDecoder,
-    modbus_exception_error,
-    plan_reads,
-)
-from tandem.hub.modbus.frames import (
-    FUNCTION_OF_AREA,
-    ReadRequest,
-    Reply,
-    ReplyKind,
-    bits_of,
-    registers_of,
-)
+from tandem.hub.codec import ERR_DISCONNECTED, ERR_IO, ERR_TIMEOUT
+from tandem.hub.modbus.frames import Reply
 from tandem.hub.modbus.link import Guard, Link, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
-from tandem.hub.modbus.schedule import PollScheduler
+from tandem.hub.modbus.reads import NO_ANSWER, BlockRead, decode_reply, plan_group
+from tandem.hub.modbus.schedule import PollScheduler, next_slot_after
 from tandem.hub.modbus.status import (
     DeviceEvent,
     DeviceEventKind,
@@ -45,22 +32,9 @@ from tandem.hub.modbus.status import (
     PathStatus,
 )
 from tandem.hub.modbus.writer import OpResult, WriteOp, execute
-from tandem.hub.model import Sample, Value, slot_of
+from tandem.hub.model import Sample, Value
 
 log = logging.getLogger(__name__)
-
-# Codes meaning the device never answered over this path (as opposed to answering an error).
-NO_ANSWER: frozenset[int] = frozenset({ERR_DISCONNECTED, ERR_TIMEOUT, ERR_IO})
-
-
-@dataclass(slots=True)
-class _BlockRead:
-    """One planned read: the request on the wire and the decoder of its answer."""
-
-    request: ReadRequest
-    decoder: BlockDecoder
-    bits: bool
-
 
 OVERRUN_LOG_S = 10.0  # the least time between two warnings about a group's skipped slots
 
@@ -70,7 +44,7 @@ class _GroupRun:
     """Mutable per-group state: statistics, and where its polling stands on the grid."""
 
     config: GroupConfig
-    reads: tuple[_BlockRead, ...]
+    reads: tuple[BlockRead, ...]
     owner: DevicePoller
     phase: float = 0.0  # seconds after each grid point this group polls
     next_slot: int | None = None  # None: take the next grid point that comes
@@ -102,58 +76,6 @@ class _GroupRun:
             overruns=self.overruns,
             last_latency_ms=self.last_latency_ms,
         )
-
-
-CATCH_UP_S = 1.0  # the longest stall whose slots are still polled late rather than skipped
-
-
-def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
-    """The slot to poll after ``slot`` finished at wall time ``now``, and how many were skipped.
-
-    A late poll keeps its slot: after a stall of up to CATCH_UP_S the missed slots are polled
-    at once, one after the other (their timestamps say when they were really read), so a
-    standby and a master that were slowed at different moments still hold the same slots.
-    A longer stall skips to the current slot and counts the skipped ones as overruns, so a
-    device that is slower than its interval is never driven into an endless burst.
-    """
-    current = slot_of(now, interval)
-    if current <= slot:
-        return slot + 1, 0
-    if (current - slot) * interval <= CATCH_UP_S:
-        # A short stall (a busy CPU, a slow answer): poll every slot it covered, back to back.
-        return slot + 1, 0
-    return current, current - slot - 1
-
-
-def _plan(device: ModbusDevice, group: GroupConfig) -> tuple[_BlockRead, ...]:
-    return tuple(
-        _BlockRead(
-            ReadRequest(device.unit, FUNCTION_OF_AREA[block.area], block.start, block.count),
-            BlockDecoder.for_block(block),
-            block.area in ("coil", "discrete"),
-        )
-        for block in plan_reads(group.tags)
-    )
-
-
-def decode_reply(
-    read: _BlockRead, outcome: Reply | int, values: dict[str, Value], errors: dict[str, int]
-) -> tuple[int, str | None]:
-    """Fold one block's outcome into a sample; returns its error code (0) and a description."""
-    if isinstance(outcome, int):
-        read.decoder.fail(outcome, errors)
-        return outcome, None
-    if outcome.kind is ReplyKind.EXCEPTION:
-        code = modbus_exception_error(outcome.exception_code)
-        read.decoder.fail(code, errors)
-        return code, f"modbus exception {outcome.exception_code}"
-    if outcome.kind is ReplyKind.MALFORMED:
-        read.decoder.fail(ERR_IO, errors)
-        return ERR_IO, "malformed response"
-    request = read.request
-    words = bits_of(outcome.data, request.count) if read.bits else registers_of(outcome.data)
-    read.decoder.decode(words, values, errors)
-    return 0, None
 
 
 @dataclass(slots=True, eq=False)
@@ -205,7 +127,7 @@ class DevicePoller:
         self._clock = clock
         self._on_event = on_event
         self._groups = [
-            _GroupRun(g, _plan(device, g), self, g.phase_seconds(device.name))
+            _GroupRun(g, plan_group(device, g), self, g.phase_seconds(device.name))
             for g in device.groups
         ]
         pool = links if links is not None else LinkPool()
@@ -535,7 +457,7 @@ class DevicePoller:
         except Exception as exc:
             self._crash(exc)
 
-    def _describe(self, read: _BlockRead, code: int, detail: str | None, link: Link) -> str:
+    def _describe(self, read: BlockRead, code: int, detail: str | None, link: Link) -> str:
         block = read.decoder.block
         where = f"{block.area} {block.start}+{block.count}"
         if detail is None:
@@ -619,7 +541,7 @@ class DevicePoller:
             )
         )
 
-    def _note_block_error(self, group: _GroupRun, index: int, read: _BlockRead, code: int) -> None:
+    def _note_block_error(self, group: _GroupRun, index: int, read: BlockRead, code: int) -> None:
         """Log a block's error when it changes, not on every poll of a failing device."""
         previous = group.block_errors.get(index, 0)
         if code == previous:

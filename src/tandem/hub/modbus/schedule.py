@@ -5,6 +5,9 @@ another. Each group polls at ``slot * interval + phase``: with phase 0 (the defa
 group of the interval starts in the same loop step at the grid point; groups with a phase
 are started in phase order as their moment comes, so a node with many devices can spread
 them over the interval instead of bursting.
+
+next_slot_after is the grid's rule for a poll that finishes late (catch up or skip); it lives
+with the timer so the poller and its tests read one definition of the grid.
 """
 
 from __future__ import annotations
@@ -21,6 +24,26 @@ log = logging.getLogger(__name__)
 
 # Groups due within this much of each other are started in one loop step.
 BATCH_S = 0.001
+
+CATCH_UP_S = 1.0  # the longest stall whose slots are still polled late rather than skipped
+
+
+def next_slot_after(slot: int, now: float, interval: float) -> tuple[int, int]:
+    """The slot to poll after ``slot`` finished at wall time ``now``, and how many were skipped.
+
+    A late poll keeps its slot: after a stall of up to CATCH_UP_S the missed slots are polled
+    at once, one after the other (their timestamps say when they were really read), so a
+    standby and a master that were slowed at different moments still hold the same slots.
+    A longer stall skips to the current slot and counts the skipped ones as overruns, so a
+    device that is slower than its interval is never driven into an endless burst.
+    """
+    current = slot_of(now, interval)
+    if current <= slot:
+        return slot + 1, 0
+    if (current - slot) * interval <= CATCH_UP_S:
+        # A short stall (a busy CPU, a slow answer): poll every slot it covered, back to back.
+        return slot + 1, 0
+    return current, current - slot - 1
 
 
 class Scheduled(Protocol):
