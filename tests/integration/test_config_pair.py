@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
+from pymodbus.client import AsyncModbusTcpClient
 
 from tandem.config.hub import load_config
 from tandem.security.roles import Role
@@ -308,3 +309,20 @@ async def test_config_pair_browser_edit_sync_failover_and_restore(
     await expect(backup.get_by_test_id("tag-count-scale")).not_to_have_value("2")
     text: Any = pair.b.config.read_text()
     assert "press" in text
+
+    # The new master takes a setpoint: a tag made writable here, written from the dashboard,
+    # read back from the simulator.
+    await backup.get_by_test_id("config-group-slow").get_by_role("button").click()
+    await backup.get_by_test_id("tag-flag-access").select_option("read_write")
+    await backup.get_by_test_id("save-tag-flag").click()
+    await expect(backup.get_by_test_id("config-msg")).to_contain_text("tag flag saved")
+    await backup.get_by_test_id("tab-dashboard").click()
+    row = backup.locator('#tags tr[data-key="press/slow/flag"]')
+    await expect(row.get_by_test_id("write-btn")).to_be_visible(timeout=15000)
+    await row.get_by_test_id("write-btn").click()
+    await backup.get_by_test_id("write-value").fill("55")
+    await backup.get_by_test_id("write-send").click()
+    await expect(backup.get_by_test_id("write-result")).to_have_text("written (55)")
+    async with AsyncModbusTcpClient(plc.host, port=plc.port) as client:
+        reply = await client.read_holding_registers(5, count=1)
+    assert list(reply.registers) == [55]

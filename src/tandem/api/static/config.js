@@ -5,14 +5,16 @@
   "use strict";
   const API = "/api/v1";
   const POLL_MS = 300; // a backup's page follows the master's config within a second
-  const TAG_COLUMNS = ["name", "area", "address", "type", "scale", "offset", "length", "bit"];
+  const TAG_COLUMNS = ["name", "area", "address", "type", "scale", "offset", "length", "bit",
+    "access"];
   const NUMBER_FIELDS = new Set(["port", "unit", "timeout", "interval", "address", "scale",
     "offset", "length", "bit", "precision", "baudrate", "max_length"]);
   const TYPES = ["uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64",
     "bool", "bit", "string"];
   const AREAS = ["holding", "input", "coil", "discrete"];
+  const ACCESS = ["read", "write", "read_write"]; // write and read_write tags take writes
   // Shown in empty cells: what the node uses for a field the YAML leaves out.
-  const TAG_DEFAULTS = { area: "holding", type: "uint16", scale: "1", offset: "0" };
+  const TAG_DEFAULTS = { area: "holding", type: "uint16", scale: "1", offset: "0", access: "read" };
 
   const ui = { state: null, devices: [], device: null, group: null, lastJson: "", busy: false };
 
@@ -283,6 +285,7 @@
   // Drawn again first, then told: whoever acts on the message acts on the new page.
   async function done(r, what) {
     ui.msg = { text: `${what} (version ${r.data.version.id})`, bad: false };
+    window.dispatchEvent(new Event("tandem-config-changed")); // e.g. which tags take writes
     await load(true);
     say(ui.msg.text);
   }
@@ -416,6 +419,7 @@
         placeholder: TAG_DEFAULTS[c] };
       if (c === "type") opts.options = ["", ...TYPES];
       if (c === "area") opts.options = ["", ...AREAS];
+      if (c === "access") opts.options = ["", ...ACCESS];
       row.append(el("td", {}, input(c, t[c], opts)));
     }
     row.append(el("td", { class: "num", testid: adding ? null : `tag-${t.name}-value` }));

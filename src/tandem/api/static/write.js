@@ -12,12 +12,22 @@ window.TandemWrite = (() => {
     .then(async (info) => {
       allowed = info.role === "operator" || info.role === "admin";
       if (!allowed) return;
-      const response = await window.fetch(API + "/write/tags", { cache: "no-store" });
-      if (response.ok) writable = new Set((await response.json()).tags);
-      // Rows filled before the answer came get their buttons now.
-      for (const tr of document.querySelectorAll("#tags tr[data-key]")) decorate(tr);
+      await refresh();
+      // A tag made writable (or not) in the Configuration tab: buttons follow without a reload.
+      window.addEventListener("tandem-config-changed", () => { refresh().catch(() => {}); });
     })
     .catch(() => { allowed = false; });
+
+  async function refresh() {
+    const response = await window.fetch(API + "/write/tags", { cache: "no-store" });
+    if (!response.ok) return;
+    writable = new Set((await response.json()).tags);
+    for (const tr of document.querySelectorAll("#tags tr[data-key]")) {
+      const button = tr.children[2] && tr.children[2].querySelector(".write-btn");
+      if (button && !writable.has(tr.dataset.key)) button.remove();
+      decorate(tr); // rows filled before the answer came get their buttons now
+    }
+  }
 
   function parse(text, kind) {
     const t = text.trim();
