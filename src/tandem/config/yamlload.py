@@ -96,14 +96,14 @@ class _Walker:
     def too_large(self) -> bool:
         return self.expanded > MAX_EXPANDED_NODES
 
-    def walk(self, node: yaml.Node, path: FieldPath) -> int:
-        """Walk `node`; returns its expanded size in nodes. Stops once the document is too large."""
+    def walk(self, node: yaml.Node, path: FieldPath) -> None:
+        """Walk `node`, adding its expanded size to the count; stops once it is too large."""
         if isinstance(node, yaml.ScalarNode):
             self.expanded += 1
             self._check_scalar(node, path)
         elif id(node) in self._ancestors:
             self._problem(node, path, "an alias refers to the node that contains it")
-            return 1
+            return
         elif id(node) in self._sizes:
             self.expanded += self._sizes[id(node)]
         else:
@@ -119,7 +119,6 @@ class _Walker:
         if self.too_large and not self.problems:
             limit = f"{MAX_EXPANDED_NODES:,}"
             self._problem(node, path, f"the document expands to more than {limit} nodes")
-        return self._sizes.get(id(node), 1)
 
     def _walk_sequence(self, node: yaml.SequenceNode, path: FieldPath) -> None:
         for index, item in enumerate(node.value):
