@@ -284,11 +284,19 @@ async def measure(
 # ---- one tag count ----------------------------------------------------------------------------
 
 
-def devices_for(tags: int) -> Callable[[int], list[dict[str, Any]]]:
+def devices_for(tags: int, own_links: bool = False) -> Callable[[int], list[dict[str, Any]]]:
+    """Devices of TAGS_PER_DEVICE tags on the simulator. By default they share its address,
+    so one TCP connection (a gateway's) carries them all, one request at a time; with
+    `own_links` each is a PLC of its own at 127.0.1.<n> (the simulator listening on 0.0.0.0)."""
     count = max(1, tags // TAGS_PER_DEVICE)
     per_device = min(tags, TAGS_PER_DEVICE)
+
+    def host(i: int) -> str:
+        return f"127.0.1.{i}" if own_links else "127.0.0.1"
+
     return lambda port: [
-        load_device(f"plc{i}", port, per_device, interval=INTERVAL_S) for i in range(1, count + 1)
+        load_device(f"plc{i}", port, per_device, interval=INTERVAL_S, host=host(i))
+        for i in range(1, count + 1)
     ]
 
 

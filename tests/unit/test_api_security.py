@@ -20,7 +20,8 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from tandem.api.app import bound_port, create_app, serve
-from tandem.api.auth import Security, flat_routes
+from tandem.api.auth import Refusal, Security, flat_routes
+from tandem.api.governor import LoopGovernor
 from tandem.config.hub import TandemConfig
 from tandem.ha.configsync import ConfigSync
 from tandem.ha.peer import HandoverAnswer, HandoverRequest, PeerState, peer_router
@@ -609,3 +610,31 @@ async def test_api_websocket_refused_before_handshake(node: Node) -> None:
     }
     await node.app(scope, receive, send)
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_api_reads_past_the_loop_share_wait_then_busy_but_peer_health_and_writes_pass(
+    tmp_path: Path,
+) -> None:
+    node = build_node(tmp_path)
+    governor = LoopGovernor(share=0.001, burst=0.001, queue=1, max_wait=0.3)
+    node.security.governor = governor
+    started = governor.started()
+    await asyncio.sleep(0.05)
+    governor.finished(started)  # the API has used its share: ~50 s to pay back at this rate
+    viewer = bearer(node, Role.VIEWER)
+    async with client(node) as c:
+        waited, queue_full = await asyncio.gather(
+            c.get("/api/v1/status", headers=viewer), c.get("/api/v1/tags", headers=viewer)
+        )
+        peer = await c.get(
+            "/api/v1/peer/state", headers={"Authorization": f"Bearer {peer_bearer(SECRET)}"}
+        )
+        health = await c.get("/api/v1/health")
+        write = await c.post("/api/v1/switchover", headers=bearer(node, Role.OPERATOR))
+    for busy in (waited, queue_full):
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["reason"] == "busy" and busy.headers["retry-after"] == "1"
+    assert governor.stats.shed == {"queue_full": 1, "waited_too_long": 1}
+    assert peer.status_code == 200 and health.status_code == 200
+    assert write.status_code != 503
+    assert node.security.refusals[Refusal.BUSY] == 2

@@ -9,9 +9,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tandem.api.history import RecentHistory
-from tandem.api.live import TAGS_JSON_MAX_AGE_S, TIMELINE_BACKLOG, LiveFeed, PendingEvents
+from tandem.api.live import (
+    TAGS_JSON_MAX_AGE_S,
+    TIMELINE_BACKLOG,
+    LiveFeed,
+    PendingEvents,
+    json_safe,
+)
 from tandem.api.tagindex import NameFilter, SortColumn, TagCatalog, TagEntry, TagKind, natural_key
 from tandem.api.view import LiveEvent, LiveViewRequest, Status, TagQuery
 from tandem.hub.model import Sample
@@ -363,3 +371,31 @@ def test_feed_tags_json_same_rows_as_tags_built_at_most_every_max_age() -> None:
     live.note_values(sample("plc1", 3, {"r0": 5}))
     rows = json.loads(live.tags_json(now=100.0 + TAGS_JSON_MAX_AGE_S))
     assert [r["slot"] for r in rows] == [3, 2]
+
+
+values_st = st.dictionaries(
+    st.text(min_size=1, max_size=6),
+    st.one_of(st.integers(-(2**40), 2**40), st.floats(), st.booleans(), st.text(max_size=8)),
+    max_size=6,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    groups=st.dictionaries(
+        st.sampled_from(["plc1", "plc2", "plc10", 'q"x', "ü"]),
+        st.tuples(values_st, st.dictionaries(st.text(min_size=1, max_size=6), st.integers(1, 99))),
+        max_size=4,
+    ),
+    slot=st.integers(0, 2**40),
+)
+def test_feed_tags_json_any_values_and_errors_read_back_as_tags(
+    groups: dict[str, tuple[dict[str, Any], dict[str, int]]], slot: int
+) -> None:
+    live = feed(1)
+    for round_ in range(2):  # the second round reuses each group's row layout
+        for device, (values, errors) in groups.items():
+            live.note_values(sample(device, slot + round_, values, errors))
+        body = live.tags_json(now=1000.0 * (round_ + 1))
+        expected = [{**t.model_dump(), "value": json_safe(t.value)} for t in live.tags()]
+        assert json.loads(body) == expected

@@ -21,6 +21,7 @@ from fastapi import HTTPException, Request
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Scope
 
+from tandem.api.governor import LoopGovernor
 from tandem.api.hosts import AllowedHosts, default_extra_hosts
 from tandem.api.sessions import LoginThrottle, SessionStore, session_key
 from tandem.security.keys import bearer_matches, peer_bearer
@@ -61,6 +62,7 @@ class Refusal(StrEnum):
     STREAMS_FULL = "streams_full"
     LOGIN_FAILED = "login_failed"
     LOGIN_THROTTLED = "login_throttled"
+    BUSY = "busy"
 
 
 REFUSAL_STATUS: dict[Refusal, int] = {
@@ -75,6 +77,7 @@ REFUSAL_STATUS: dict[Refusal, int] = {
     Refusal.STREAMS_FULL: 503,
     Refusal.LOGIN_FAILED: 401,
     Refusal.LOGIN_THROTTLED: 429,
+    Refusal.BUSY: 503,
 }
 
 REFUSAL_DETAIL: dict[Refusal, str] = {
@@ -89,6 +92,7 @@ REFUSAL_DETAIL: dict[Refusal, str] = {
     Refusal.STREAMS_FULL: "too many open event streams",
     Refusal.LOGIN_FAILED: "wrong user name or password",
     Refusal.LOGIN_THROTTLED: "too many failed logins; try again later",
+    Refusal.BUSY: "the node is busy polling; try again in a second",
 }
 
 
@@ -203,6 +207,7 @@ class Security:
     metrics_public: bool = False
     limits: Limits = field(default_factory=Limits)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    governor: LoopGovernor | None = None  # the API's share of the event loop; None: unbounded
     clock: Callable[[], float] = time.monotonic
     refusals: Counter[Refusal] = field(default_factory=Counter)
     _logged_at: dict[Refusal, float] = field(default_factory=dict)
@@ -231,6 +236,11 @@ class Security:
                 api.max_config_bytes,
                 api.max_streams,
                 api.max_streams_per_principal,
+            ),
+            governor=(
+                LoopGovernor(api.loop_share, queue=api.max_waiting_requests)
+                if api.loop_share is not None
+                else None
             ),
         )
 

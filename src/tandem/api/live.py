@@ -164,6 +164,16 @@ def _state(sample: Sample | None, tag: str) -> tuple[Any, int | None]:
     return (None if error is not None else json_safe(sample.values.get(tag)), error)
 
 
+_RowHead = tuple[bytes, str, bool]  # '{"device":..,"tag":..,"value":', the tag, is an error
+
+
+def _row_heads(sample: Sample) -> list[_RowHead]:
+    """The rows of a group in GET /api/v1/tags order: by tag, a value before an error."""
+    rows = sorted([(t, False) for t in sample.values] + [(t, True) for t in sample.errors])
+    named = {"device": sample.node, "group": sample.group}
+    return [(orjson.dumps({**named, "tag": t})[:-1] + b',"value":', t, e) for t, e in rows]
+
+
 TAGS_JSON_MAX_AGE_S = 0.25
 """How stale GET /api/v1/tags may be: its body is built at most 4 times a second, however
 many clients ask (at 10,000 tags one build costs tens of milliseconds of the hub's loop, the
@@ -184,6 +194,8 @@ class LiveFeed:
         self._subscribers: dict[str, Subscriber] = {}
         self._dropped_closed = 0  # by pages that have gone since
         self._tags_body: tuple[float, bytes] | None = None  # (monotonic time built, JSON)
+        # Per group: (its tag names, the head of each row up to its value) for tags_json.
+        self._layouts: dict[GroupKey, tuple[tuple[tuple[str, ...], ...], list[_RowHead]]] = {}
 
     @property
     def dropped(self) -> int:
@@ -202,6 +214,7 @@ class LiveFeed:
         self.history = RecentHistory(catalog, previous=self.history)
         catalog.warm()
         self._tags_body = None
+        self._layouts.clear()
         for stale in [k for k in self._latest if k not in catalog.by_group]:
             del self._latest[stale]
         for sub in self._subscribers.values():
@@ -226,20 +239,28 @@ class LiveFeed:
         cached = self._tags_body
         if cached is not None and now - cached[0] < TAGS_JSON_MAX_AGE_S:
             return cached[1]
-        rows: list[dict[str, Any]] = []
-        for sample in self._latest.values():
-            common = {"device": sample.node, "group": sample.group}
-            stamp = {"timestamp_ms": sample.timestamp_ms, "slot": sample.slot}
-            for tag, value in sample.values.items():
-                rows.append(
-                    {**common, "tag": tag, "value": json_safe(value), "error": None, **stamp}
-                )
-            for tag, code in sample.errors.items():
-                rows.append({**common, "tag": tag, "value": None, "error": code, **stamp})
-        rows.sort(key=lambda r: (r["device"], r["group"], r["tag"]))
-        body = orjson.dumps(rows)
+        parts = [self._rows_json(key, self._latest[key]) for key in sorted(self._latest)]
+        body = b"[" + b",".join(p for p in parts if p) + b"]"
         self._tags_body = (now, body)
         return body
+
+    def _rows_json(self, key: GroupKey, sample: Sample) -> bytes:
+        """One group's rows, sorted by tag, as orjson would write them but ~10x cheaper: the
+        part of each row that names it is made once per group layout, not once per poll."""
+        layout = self._layouts.get(key)
+        signature = (tuple(sample.values), tuple(sample.errors))
+        if layout is None or layout[0] != signature:
+            layout = (signature, _row_heads(sample))
+            self._layouts[key] = layout
+        stamp = orjson.dumps({"timestamp_ms": sample.timestamp_ms, "slot": sample.slot})[1:]
+        good, bad = b',"error":null,' + stamp, b"," + stamp
+        values, errors, dumps = sample.values, sample.errors, orjson.dumps
+        return b",".join(
+            head + b'null,"error":' + dumps(errors[tag]) + bad
+            if failed
+            else head + dumps(json_safe(values[tag])) + good
+            for head, tag, failed in layout[1]
+        )
 
     def _matches(self, query: TagQuery) -> list[TagEntry]:
         named = self.catalog.filter(

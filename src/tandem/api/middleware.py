@@ -31,8 +31,12 @@ from tandem.api.auth import (
     Security,
     route_needs,
 )
+from tandem.api.governor import SHED, LoopGovernor
 from tandem.security.roles import Access, Principal, PrincipalKind
 
+# Health probes never wait behind operator load (a keepalived check script times out); nor
+# does the peer (see _ungoverned).
+UNGOVERNED_PATHS = frozenset({"/api/v1/health"})
 DASHBOARD_PATHS = frozenset({"/", "/index.html"})
 LOGIN_PAGE = "/login"
 DOCS_PREFIX = "/api/v1/docs"
@@ -153,8 +157,23 @@ class SecurityMiddleware:
             return
         if need.stream and principal is not None:
             await self._stream(scope, receive, send, principal, headers)
-        else:
+        elif sec.governor is None or _ungoverned(scope, principal):
             await self.app(scope, receive, send)
+        else:
+            await self._governed(scope, receive, send, sec.governor)
+
+    async def _governed(
+        self, scope: Scope, receive: Receive, send: Send, governor: LoopGovernor
+    ) -> None:
+        """Run the request in its turn for the API's share of the loop, or refuse it: busy."""
+        if await governor.admit() in SHED:
+            await self._refuse(scope, send, Refusal.BUSY)
+            return
+        started = governor.started()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            governor.finished(started)
 
     # ---- deciding ----
 
@@ -287,6 +306,8 @@ class SecurityMiddleware:
             extra.append((b"www-authenticate", b'Bearer realm="tandem"'))
         if reason is Refusal.BODY_TOO_LARGE:
             extra.append((b"connection", b"close"))
+        if status == 503:
+            extra.append((b"retry-after", b"1"))
         body = json.dumps({"detail": REFUSAL_DETAIL[reason], "reason": reason.value}).encode()
         await _respond(send, status, body, [(b"content-type", b"application/json"), *extra])
 
@@ -313,6 +334,14 @@ class SecurityMiddleware:
             await send(message)
 
         return wrapped
+
+
+def _ungoverned(scope: Scope, principal: Principal | None) -> bool:
+    """Outside the API's share of the loop: the pair's control traffic (watermarks, handover,
+    config sync: it keeps the pair correct), health probes, and changes of state (see
+    tandem.api.governor)."""
+    peer = principal is not None and principal.kind is PrincipalKind.PEER
+    return peer or scope["method"] not in SAFE_METHODS or scope["path"] in UNGOVERNED_PATHS
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -4,6 +4,10 @@
   bad_credential, forbidden, csrf_token, cross_origin, bad_host, body_too_large, streams_full,
   login_failed, login_throttled, ...).
 - ``tandem_api_sessions`` gauge: dashboard logins currently open.
+- ``tandem_api_loop_seconds_total`` counter: event-loop time the API's requests used (what
+  the loop share bounds); ``tandem_api_queued_total`` and ``tandem_api_queue_seconds_total``
+  counters: requests that waited for their share, and how long in all;
+  ``tandem_api_queue_length`` gauge: waiting now. Refused ones count as ``reason="busy"``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,22 @@ class _SecurityCollector(Collector):
         yield refused
         yield GaugeMetricFamily(
             "tandem_api_sessions", "dashboard logins open", value=len(self._security.sessions)
+        )
+        governor = self._security.governor
+        if governor is None:
+            return
+        stats = governor.stats
+        yield CounterMetricFamily(
+            "tandem_api_loop_seconds", "event-loop time used by API requests", stats.spent_s
+        )
+        yield CounterMetricFamily(
+            "tandem_api_queued", "API requests that waited for their share", stats.waited
+        )
+        yield CounterMetricFamily(
+            "tandem_api_queue_seconds", "time API requests waited, in all", stats.waited_s
+        )
+        yield GaugeMetricFamily(
+            "tandem_api_queue_length", "API requests waiting now", value=governor.waiting
         )
 
 

@@ -631,6 +631,16 @@ class ApiConfig(_Model):
     max_streams_per_principal: int = Field(
         default=8, ge=1, description="open event streams per user, token or peer; 503 beyond"
     )
+    loop_share: float | None = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="the most of the hub's event loop API requests may take while polling "
+        "needs it (seconds per second); beyond it they wait in line; null: no bound",
+    )
+    max_waiting_requests: int = Field(
+        default=256, ge=1, description="requests waiting for their share of the loop; 503 beyond"
+    )
 
     @model_validator(mode="after")
     def _check_session(self) -> ApiConfig:

@@ -60,6 +60,9 @@ class DemoCluster:
     # What the nodes poll, given the simulator's port; the benchmark asks for thousands of tags.
     devices: Callable[[int], list[dict[str, Any]]] = field(default=demo_devices)
     load_registers: int = 1000
+    # Where the simulator listens: "0.0.0.0" lets devices reach it at several loopback
+    # addresses, one TCP connection each (a link is per host and port), as separate PLCs are.
+    plc_host: str = "127.0.0.1"
     vrrp_port: int | None = None  # a free one when not given
     advert_listeners: tuple[str, ...] = ()  # see node_config
     specs: tuple[NodeSpec, NodeSpec] | None = None
@@ -138,7 +141,16 @@ class DemoCluster:
     async def _start_plc_and_broker(self, mosquitto: str, workdir: Path) -> None:
         self.plc = ManagedProcess(
             "plc",
-            [*TANDEM, "simulate-plc", "--port", "0", "--load-registers", str(self.load_registers)],
+            [
+                *TANDEM,
+                "simulate-plc",
+                "--host",
+                self.plc_host,
+                "--port",
+                "0",
+                "--load-registers",
+                str(self.load_registers),
+            ],  # fmt: skip
             workdir,
         )
         self.plc.start()
