@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +39,17 @@ def loaded_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaCluster]
         yield cluster
     finally:
         cluster.close()
+
+
+def vrrp_transitions(node: Any) -> dict[str, int]:
+    return dict((node.status() or {}).get("vrrp", {}).get("transitions", {}))
+
+
+def links_opened(node: Any) -> int:
+    """Connections to devices this node has opened so far, from its log."""
+    return sum(
+        " link " in line and line.endswith(" open") for line in node.log.read_text().splitlines()
+    )
 
 
 class Load:
@@ -123,9 +135,13 @@ def test_ha_load_live_change_of_every_device_on_master_loses_no_slot(
 ) -> None:
     """A config change that replaces every poller (each group grows by a tag) is applied
     live on the master and synced to the backup; the replaced pollers go on from the slot
-    after the last one they emitted, so the delivery audit sees no gap and no repeat."""
+    after the last one they emitted, so the delivery audit sees no gap and no repeat; the
+    connections stay open across the change, so no first poll fails and the role stays put
+    (no handover to the peer and back)."""
     cluster = loaded_pair
     a, b = cluster.a, cluster.b
+    transitions = {n.name: vrrp_transitions(n) for n in (a, b)}
+    opened = {n.name: links_opened(n) for n in (a, b)}
     admin = create_token(load_config(a.config).data_dir, Role.ADMIN)
     doc = yaml.safe_load(a.config.read_text())
     for device in doc["devices"]:
@@ -151,6 +167,8 @@ def test_ha_load_live_change_of_every_device_on_master_loses_no_slot(
         raise AssertionError(f"backup not at v{version}: {b.status()}\n{cluster.logs()}")
     time.sleep(3.0)
     assert a.role() == "MASTER" and b.role() == "BACKUP", cluster.logs()
+    assert {n.name: vrrp_transitions(n) for n in (a, b)} == transitions, cluster.logs()
+    assert {n.name: links_opened(n) for n in (a, b)} == opened, cluster.logs()
     tags = {(t["device"], t["tag"]) for t in a.request("GET", "/api/v1/tags", 5).json()}
     assert all((d["name"], "added") in tags for d in doc["devices"]), sorted(tags)[:5]
     assert_exactly_once(cluster, start, time.time())

@@ -75,7 +75,7 @@ async def test_adopt_keeps_kept_tasks_under_their_new_index() -> None:
         pollers.start(group)
         await asyncio.sleep(0.01)
         plan = DevicePlan(origin=(None, 1), keep={1: 1}, replaced={})
-        await pollers.stop_unkept(plan, [c, b], [])
+        await pollers.stop_unkept(plan, [c, b], [], will_run=False)
         assert a.running == 0 and b.running == 1
         pollers.adopt(plan, [c, b], ["c", "b"])
         pollers.start(group)

@@ -75,13 +75,24 @@ class PollerTasks:
             poller.paused = paused
 
     async def stop_unkept(
-        self, plan: DevicePlan, pollers: list[Poller], devices: Sequence[DeviceConfig]
+        self,
+        plan: DevicePlan,
+        pollers: list[Poller],
+        devices: Sequence[DeviceConfig],
+        *,
+        will_run: bool,
     ) -> None:
         """Stop the tasks of pollers the plan does not keep, before `pollers` take over.
 
         A changed device's kept groups go on from the slot after the last one emitted (read
-        once the old poller has stopped), so a live change neither drops nor repeats a slot.
+        once the old poller has stopped), so a live change neither drops nor repeats a slot;
+        when the new pollers `will_run` at once, its connections stay open across the change.
         """
+        if will_run:
+            for new_i in plan.replaced:
+                replacing = pollers[new_i]
+                if isinstance(replacing, DevicePoller):
+                    replacing.hold_links()
         kept_old = set(plan.keep.values())
         stopping = [t for i, t in self._tasks.items() if i not in kept_old]
         for task in stopping:

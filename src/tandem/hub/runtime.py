@@ -441,7 +441,8 @@ class Hub:
         mqtt_changed = config.mqtt != self.config.mqtt
         new_publisher = self._make_publisher(config) if mqtt_changed else None
 
-        await self._pollers.stop_unkept(plan, pollers, config.devices)
+        will_run = self._tasks is not None and (self.gate.polling or self.standby_mode == "warm")
+        await self._pollers.stop_unkept(plan, pollers, config.devices, will_run=will_run)
         self._pending.flush()  # samples of stopped pollers go in before the config changes
         self._pollers.adopt(plan, pollers, [d.name for d in config.devices])
         self.config = config
@@ -453,7 +454,8 @@ class Hub:
         self._seen.keep_only({d.name for d in config.devices})
 
         self._pause_idle_pollers()
-        if self._tasks is not None and (self.gate.polling or self.standby_mode == "warm"):
+        if will_run:
+            assert self._tasks is not None
             self._pollers.start(self._tasks)
         if new_publisher is not None:
             await self._replace_publisher(new_publisher)

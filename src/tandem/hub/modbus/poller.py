@@ -19,7 +19,7 @@ from typing import Any
 from tandem.config.hub import GroupConfig, ModbusDevice
 from tandem.hub.codec import ERR_DISCONNECTED, ERR_IO, ERR_TIMEOUT
 from tandem.hub.modbus.frames import Reply
-from tandem.hub.modbus.link import Guard, Link, LinkPool
+from tandem.hub.modbus.link import Guard, Link, LinkListener, LinkPool
 from tandem.hub.modbus.paths import PathSelector, PathSwitch
 from tandem.hub.modbus.reads import NO_ANSWER, BlockRead, decode_reply, plan_group
 from tandem.hub.modbus.schedule import PollScheduler, next_slot_after
@@ -161,6 +161,8 @@ class DevicePoller:
         self._last_error: str | None = None
         # Writes of this device one at a time: a bit tag's read-modify-write must not interleave.
         self._write_lock = asyncio.Lock()
+        # Listeners that keep our links open until we run (see hold_links).
+        self._holds: list[tuple[Link, LinkListener]] = []
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -266,6 +268,19 @@ class DevicePoller:
         """Start the named groups at these slots (a replaced poller's), not at the next tick."""
         self._resume = dict(next_slots)
 
+    def hold_links(self) -> None:
+        """Keep this poller's links open from now until it runs.
+
+        A live change replaces a device's poller: without a hold, the old one's exit closes
+        the connection (it was the last user) and the new one opens another, and the first
+        poll in between fails as disconnected: a valueless slot the master holds back, then
+        hands over for (every edit of a device would move the role).
+        """
+        for path in self._paths:
+            hold = _keep_open
+            path.link.attach(hold)
+            self._holds.append((path.link, hold))
+
     async def run(self) -> None:
         """Poll until cancelled; the device lets go of its links on the way out.
 
@@ -278,6 +293,9 @@ class DevicePoller:
         self._failed = loop.create_future()
         for path in self._paths:
             path.link.attach(path.listener)
+        while self._holds:
+            link, hold = self._holds.pop()
+            await link.detach(hold)  # ours is attached: it stays open
         self._update_connected()
         for group in self._groups:
             group.next_slot, group.busy = self._resume.pop(group.config.name, None), False
@@ -567,3 +585,7 @@ class DevicePoller:
                 block.start,
                 block.count,
             )
+
+
+def _keep_open(connected: bool, error: str | None) -> None:
+    """A link listener that only keeps the link open (DevicePoller.hold_links)."""
