@@ -190,3 +190,10 @@ class TagCatalog:
     def numeric_tags(self, key: GroupKey) -> list[str]:
         """Names of the group's tags a trend can show, in config order."""
         return [e.tag for e in self.by_group.get(key, []) if e.kind is not TagKind.TEXT]
+
+
+def warm_catalog(config: Any) -> TagCatalog:
+    """A config's catalog, already sorted: safe to build in a thread (nothing shared)."""
+    catalog = TagCatalog.from_config(config)
+    catalog.warm()
+    return catalog
