@@ -71,7 +71,7 @@ PAGES = 5
 REST_RATE = 200.0
 REST_PATHS = ("/api/v1/status", "/api/v1/tags", "/api/v1/timeline?limit=50", "/metrics")
 BURNERS = 2
-PLC_NICE: int | None = -5 if os.environ.get("PLC_NICE", "-5") != "0" else None
+PLC_NICE = int(os.environ.get("PLC_NICE", "-5"))  # 0: the simulator's niceness untouched
 PHASES = ("idle", "pages", "rest", "reconfig", "editor", "burners")
 
 
@@ -371,7 +371,7 @@ async def running_pair(
         advert_listeners=(LISTENER,),
     )
     async with cluster:
-        if PLC_NICE is not None and cluster.plc is not None and cluster.plc.pid is not None:
+        if PLC_NICE and cluster.plc is not None and cluster.plc.pid is not None:
             # The simulator stands for the plant's PLCs, which are other machines: it must not
             # lose a CPU contest on this box either (see bench.rest_client for the clients).
             os.setpriority(os.PRIO_PROCESS, cluster.plc.pid, PLC_NICE)

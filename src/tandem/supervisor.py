@@ -60,8 +60,10 @@ async def run_single_node(cfg: TandemConfig, config_path: Path | None = None) ->
     With its config file, the config can be edited over the API (applied with reconfigure).
     """
     # Imported here: the warden of an HA node never loads the hub stack, its child does.
+    from tandem.hub.modbus.schedule import prefer_the_loop
     from tandem.hub.runtime import Hub
 
+    prefer_the_loop()
     stop = asyncio.Event()
     hub = Hub(cfg)
     if config_path is not None:

@@ -61,7 +61,8 @@ async def run_in_worker(module: str, request: object) -> Any:
     if child.returncode != 0:
         raise OSError(f"exit {child.returncode}: {err.decode(errors='replace')[-300:]}")
     # Our own child's answer, never outside input. Unpickled in a thread: at 10,000 tags that
-    # takes ~60 ms, which the GIL's switch interval cuts into 5 ms slices for the loop.
+    # takes ~60 ms, which the GIL's switch interval cuts into short slices for the loop
+    # (tandem.hub.modbus.schedule.prefer_the_loop).
     return await asyncio.to_thread(pickle.loads, out)
 
 

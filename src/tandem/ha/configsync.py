@@ -304,7 +304,7 @@ class ConfigSync:
         if changed_local:
             log.warning("config: %s changed; node-local sections apply at restart", changed_local)
         # In a thread: at 10,000 tags hashing takes ~100 ms; there the GIL's switch interval
-        # gives the pollers a turn every 5 ms instead of one stall.
+        # gives the pollers a turn every fraction of a millisecond (prefer_the_loop), not one stall.
         sha = await asyncio.to_thread(config_sha, new)
         if sha == self.sha:
             self.last_error = None

@@ -31,12 +31,12 @@ from tandem.config.hub import TandemConfig
 from tandem.ha.channel import Channel
 from tandem.ha.hubside import HubSide
 from tandem.ha.messages import CODEC, HubStart, HubStop
+from tandem.hub.modbus.schedule import prefer_the_loop
 from tandem.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-SWITCH_INTERVAL_S = 0.0005
 
 
 def die_with_parent(parent: int) -> None:
@@ -105,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging(log_format, verbose)
-    # The loop does a system call per Modbus request and reply; each gives up the GIL, and
-    # while a worker thread computes (a config change of 10,000 tags: parsing, hashing,
-    # diffing) taking it back waits out the switch interval. At the default 5 ms that is a
-    # convoy: polls fell a second behind during every large change. At 0.5 ms the wait is
-    # short and the thread still runs.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    prefer_the_loop()
     return asyncio.run(amain(fd))
 
 

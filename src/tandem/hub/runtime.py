@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 TIMELINE_SIZE = 500
 # Device and broker state is sampled (the components have no callbacks) this often, so a device
 # that drops and comes back within a second still leaves its two lines on the timeline.
@@ -440,8 +441,8 @@ class Hub:
         ]
         mqtt_changed = config.mqtt != self.config.mqtt
         new_publisher = self._make_publisher(config) if mqtt_changed else None
-        # Built and sorted in a thread (~150 ms at 10,000 tags), which the GIL's switch
-        # interval cuts into 5 ms slices: the pollers keep their grid meanwhile.
+        # Built and sorted in a thread (~150 ms at 10,000 tags), which the GIL's switch interval
+        # (modbus.schedule.prefer_the_loop) cuts into short slices: the grid keeps its time.
         catalog = await asyncio.to_thread(warm_catalog, config)
 
         will_run = self._tasks is not None and (self.gate.polling or self.standby_mode == "warm")
